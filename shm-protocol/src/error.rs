@@ -1,0 +1,86 @@
+//! Wire error codes carried in a completion's `status` (SPEC.md §8), and their stable names
+//! (the TS side's `ShmpipeError.code`).
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum ErrorCode {
+    UnknownOpcode = -1,
+    Malformed = -2,
+    InvalidSlot = -3,
+    StaleSlot = -4,
+    OutOfRange = -5,
+    ShuttingDown = -6,
+    Cancelled = -7,
+    Busy = -8,
+    NotFound = -9,
+    Store = -10,
+    Integrity = -11,
+    Internal = -12,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 12] = [
+        Self::UnknownOpcode,
+        Self::Malformed,
+        Self::InvalidSlot,
+        Self::StaleSlot,
+        Self::OutOfRange,
+        Self::ShuttingDown,
+        Self::Cancelled,
+        Self::Busy,
+        Self::NotFound,
+        Self::Store,
+        Self::Integrity,
+        Self::Internal,
+    ];
+
+    pub fn status(self) -> i32 {
+        self as i32
+    }
+
+    pub fn from_status(status: i32) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.status() == status)
+    }
+
+    /// The stable string code; never renamed once released.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::UnknownOpcode => "SHMPIPE_E_UNKNOWN_OPCODE",
+            Self::Malformed => "SHMPIPE_E_MALFORMED",
+            Self::InvalidSlot => "SHMPIPE_E_INVALID_SLOT",
+            Self::StaleSlot => "SHMPIPE_E_STALE_SLOT",
+            Self::OutOfRange => "SHMPIPE_E_OUT_OF_RANGE",
+            Self::ShuttingDown => "SHMPIPE_E_SHUTTING_DOWN",
+            Self::Cancelled => "SHMPIPE_E_CANCELLED",
+            Self::Busy => "SHMPIPE_E_BUSY",
+            Self::NotFound => "SHMPIPE_E_NOT_FOUND",
+            Self::Store => "SHMPIPE_E_STORE",
+            Self::Integrity => "SHMPIPE_E_INTEGRITY",
+            Self::Internal => "SHMPIPE_E_INTERNAL",
+        }
+    }
+}
+
+impl core::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::error::Error for ErrorCode {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_negative_and_round_trip() {
+        for (i, c) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(c.status(), -(i as i32) - 1);
+            assert_eq!(ErrorCode::from_status(c.status()), Some(*c));
+            assert!(c.name().starts_with("SHMPIPE_E_"));
+        }
+        assert_eq!(ErrorCode::from_status(0), None);
+        assert_eq!(ErrorCode::from_status(-13), None);
+    }
+}
