@@ -1,0 +1,84 @@
+'use strict';
+// What the Kubernetes schema cannot check: that the sidecar really is a native sidecar, that
+// the two containers share the socket and segment directory, that the memory-backed volume
+// and the sidecar's memory limit are large enough for the configured slots, that both run as
+// the Dockerfile's uid, that the probes hit the admin listener, and the hardening.
+
+const assert = require('node:assert/strict');
+const h = require('./helpers');
+const { checkWorkload } = require('./workload-checks');
+
+describe('deploy/kubernetes: sidecar semantics', function () {
+  const manifests = h.loadManifests();
+  const workloads = manifests.filter((m) => h.isKubernetesObject(m.doc) && h.podSpecOf(m.doc));
+
+  it('has workloads to check', function () {
+    assert.ok(workloads.length >= 2, 'expected the Deployment and the example Pod');
+  });
+
+  const uid = h.finalStageUsers();
+
+  for (const { file, index, doc } of workloads) {
+    describe(`${file}#${index} ${doc.kind}/${doc.metadata.name}`, function () {
+      for (const [name, fn] of Object.entries(checkWorkload)) {
+        it(name, function () {
+          fn(doc, manifests, { dockerUid: uid });
+        });
+      }
+    });
+  }
+
+  describe('the checks can fail', function () {
+    const base = workloads.find((m) => m.doc.kind === 'Deployment').doc;
+    const spec = (d) => h.podSpecOf(d);
+    const cases = {
+      'sidecar is a plain init container': ['the sidecar is a native sidecar (restartPolicy: Always)', (d) => delete spec(d).initContainers[0].restartPolicy],
+      'sidecar moved to containers': ['the sidecar is a native sidecar (restartPolicy: Always)', (d) => {
+        const s = spec(d).initContainers.pop();
+        delete s.restartPolicy;
+        spec(d).containers.push(s);
+      }],
+      'agent mounts elsewhere': ['both containers mount the shared memory-backed emptyDir at the same path', (d) => (spec(d).containers[0].volumeMounts[0].mountPath = '/var/run/shmpipe')],
+      'volume on disk': ['both containers mount the shared memory-backed emptyDir at the same path', (d) => delete spec(d).volumes[0].emptyDir.medium],
+      'socket outside the volume': ['SHMPIPE_SOCKET, SHMPIPE_SIDECAR_SOCKET and SHMPIPE_SEGMENT_DIR point into the shared volume', (d) => {
+        spec(d).containers[0].env.find((e) => e.name === 'SHMPIPE_SIDECAR_SOCKET').value = '/tmp/sidecar.sock';
+      }],
+      'segments on /dev/shm': ['SHMPIPE_SOCKET, SHMPIPE_SIDECAR_SOCKET and SHMPIPE_SEGMENT_DIR point into the shared volume', (d) => {
+        spec(d).initContainers[0].env = spec(d).initContainers[0].env.filter((e) => e.name !== 'SHMPIPE_SEGMENT_DIR');
+      }],
+      'sizeLimit too small': ['the emptyDir sizeLimit covers every client segment plus one spare', (d) => (spec(d).volumes[0].emptyDir.sizeLimit = '256Mi')],
+      'more slots than sized for': ['the emptyDir sizeLimit covers every client segment plus one spare', (d) => {
+        spec(d).initContainers[0].env.push({ name: 'SHMPIPE_MAX_SLOTS', value: '128' });
+      }],
+      'slot size not page-aligned': ['the slot configuration is within the protocol limits', (d) => {
+        spec(d).initContainers[0].env.push({ name: 'SHMPIPE_MAX_SLOT_SIZE', value: '1000000' });
+      }],
+      'sidecar memory limit below the volume': ['the sidecar memory limit holds the volume plus the process', (d) => (spec(d).initContainers[0].resources.limits.memory = '256Mi')],
+      'different uids': ['both containers run as uid/gid 10001, the Dockerfile USER', (d) => (spec(d).containers[0].securityContext.runAsUser = 10002)],
+      'probe on the wrong port': ['the probes use the admin port of SHMPIPE_ADMIN_ADDR', (d) => (spec(d).initContainers[0].livenessProbe.httpGet.port = 8080)],
+      'admin on loopback': ['the probes use the admin port of SHMPIPE_ADMIN_ADDR', (d) => {
+        spec(d).initContainers[0].env.find((e) => e.name === 'SHMPIPE_ADMIN_ADDR').value = '127.0.0.1:9464';
+      }],
+      'no readiness probe': ['the sidecar has startup, readiness and liveness probes on /ready and /live', (d) => delete spec(d).initContainers[0].readinessProbe],
+      'writable root fs': ['both containers are hardened', (d) => (spec(d).containers[0].securityContext.readOnlyRootFilesystem = false)],
+      'capabilities kept': ['both containers are hardened', (d) => delete spec(d).initContainers[0].securityContext.capabilities],
+      'no seccomp': ['both containers are hardened', (d) => {
+        delete spec(d).securityContext.seccompProfile;
+        delete spec(d).containers[0].securityContext.seccompProfile;
+      }],
+      'grace period too short': ['the shutdown grace fits in terminationGracePeriodSeconds', (d) => (spec(d).terminationGracePeriodSeconds = 15)],
+      'prometheus port mismatch': ['Prometheus scrape annotations point at /metrics on the admin port', (d) => {
+        h.podMetadataOf(d).annotations['prometheus.io/port'] = '9090';
+      }],
+    };
+    for (const [what, [check, mutate]] of Object.entries(cases)) {
+      it(`"${check}" fails when: ${what}`, function () {
+        assert.ok(checkWorkload[check], `no check named ${check}`);
+        const d = structuredClone(base);
+        checkWorkload[check](d, manifests, { dockerUid: uid }); // passes unmodified
+        mutate(d);
+        assert.throws(() => checkWorkload[check](d, manifests, { dockerUid: uid }), assert.AssertionError);
+      });
+    }
+  });
+});
