@@ -54,6 +54,18 @@ describe('Dockerfile', function () {
       for (const f of ['Cargo.toml', 'Cargo.lock', ...members]) {
         assert.ok(copied.includes(f), `the Rust builder does not COPY ${f}`);
       }
+      // Path dependencies of the members must be in the image too.
+      for (const member of members) {
+        const toml = path.join(h.ROOT, member, 'Cargo.toml');
+        if (!fs.existsSync(toml)) continue;
+        for (const [, dep] of fs.readFileSync(toml, 'utf8').matchAll(/\bpath\s*=\s*"([^"]+)"/g)) {
+          const rel = path.posix.normalize(path.posix.join(member, dep));
+          assert.ok(
+            copied.some((c) => rel === c || rel.startsWith(c + '/')),
+            `${member} depends on path ${rel}, which the Rust builder does not COPY`,
+          );
+        }
+      }
       const sidecarToml = path.join(h.ROOT, 'sidecar', 'Cargo.toml');
       if (fs.existsSync(sidecarToml)) {
         const t = fs.readFileSync(sidecarToml, 'utf8');
