@@ -1,0 +1,101 @@
+/**
+ * The one error class of the client, ShmpipeError, and its string codes: the wire codes of
+ * SPEC §8 (a completion's negative `status`) and the codes the agent raises locally. Also maps
+ * errors thrown by the native addon (errno names) onto these codes.
+ */
+
+/** Wire error codes (SPEC §8), keyed by their negative `status`. */
+export const WIRE_ERROR_CODES = Object.freeze({
+  SHMPIPE_E_UNKNOWN_OPCODE: -1,
+  SHMPIPE_E_MALFORMED: -2,
+  SHMPIPE_E_INVALID_SLOT: -3,
+  SHMPIPE_E_STALE_SLOT: -4,
+  SHMPIPE_E_OUT_OF_RANGE: -5,
+  SHMPIPE_E_SHUTTING_DOWN: -6,
+  SHMPIPE_E_CANCELLED: -7,
+  SHMPIPE_E_BUSY: -8,
+  SHMPIPE_E_NOT_FOUND: -9,
+  SHMPIPE_E_STORE: -10,
+  SHMPIPE_E_INTEGRITY: -11,
+  SHMPIPE_E_INTERNAL: -12,
+} as const);
+
+export type WireErrorCode = keyof typeof WIRE_ERROR_CODES;
+
+/** Codes the agent raises itself; they never appear on the wire. */
+export const LOCAL_ERROR_CODES = Object.freeze([
+  'SHMPIPE_E_DISCONNECTED',
+  'SHMPIPE_E_HANDSHAKE',
+  'SHMPIPE_E_VERSION',
+  'SHMPIPE_E_PERMISSION',
+  'SHMPIPE_E_INVALID_ARGUMENT',
+  'SHMPIPE_E_CLOSED',
+  'SHMPIPE_E_QUEUE_FULL',
+  'SHMPIPE_E_PROTOCOL',
+] as const);
+
+export type LocalErrorCode = (typeof LOCAL_ERROR_CODES)[number];
+export type ErrorCode = WireErrorCode | LocalErrorCode;
+
+const BY_STATUS: ReadonlyMap<number, WireErrorCode> = new Map(
+  Object.entries(WIRE_ERROR_CODES).map(([name, status]) => [status, name as WireErrorCode]),
+);
+
+export class ShmpipeError extends Error {
+  readonly code: ErrorCode;
+  /** The completion `status` when the error came from the sidecar. */
+  readonly status?: number;
+
+  constructor(code: ErrorCode, message: string, options?: { status?: number; cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'ShmpipeError';
+    this.code = code;
+    if (options?.status !== undefined) this.status = options.status;
+  }
+}
+
+/** The error for a failed completion. An unknown negative status is still an error. */
+export function errorFromStatus(status: number, op: string): ShmpipeError {
+  const code = BY_STATUS.get(status);
+  if (code === undefined) {
+    return new ShmpipeError('SHMPIPE_E_PROTOCOL', `${op}: the sidecar returned unknown status ${status}`, { status });
+  }
+  return new ShmpipeError(code, `${op} failed: ${code} (status ${status})`, { status });
+}
+
+/** Wire code name for a status, or undefined (used by diagnostics and the vector checks). */
+export function codeForStatus(status: number): WireErrorCode | undefined {
+  return BY_STATUS.get(status);
+}
+
+/** Maps an error thrown/rejected by the native addon (code = errno name) to a ShmpipeError. */
+export function errorFromNative(err: unknown, what: string): ShmpipeError {
+  const e = err as { code?: unknown; message?: unknown };
+  const code = typeof e?.code === 'string' ? e.code : 'UNKNOWN';
+  const detail = typeof e?.message === 'string' ? e.message : String(err);
+  let mapped: ErrorCode;
+  switch (code) {
+    case 'ENOENT':
+    case 'ECONNREFUSED':
+    case 'ECONNRESET':
+    case 'EPIPE':
+    case 'ENOTCONN':
+    case 'EOF':
+      mapped = 'SHMPIPE_E_DISCONNECTED';
+      break;
+    case 'EACCES':
+    case 'EPERM':
+      mapped = 'SHMPIPE_E_PERMISSION';
+      break;
+    case 'EINVAL':
+      mapped = 'SHMPIPE_E_INVALID_ARGUMENT';
+      break;
+    case 'EPROTO':
+      mapped = 'SHMPIPE_E_PROTOCOL';
+      break;
+    default:
+      // EAGAIN/ETIMEDOUT (the handshake timed out) and anything else during setup.
+      mapped = 'SHMPIPE_E_HANDSHAKE';
+  }
+  return new ShmpipeError(mapped, `${what}: ${detail} (${code})`, { cause: err });
+}
