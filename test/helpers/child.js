@@ -1,0 +1,164 @@
+// A client process for the end-to-end tests, driven over the IPC channel of child_process.fork.
+// argv[2] is a JSON object {mode, ...params}; results go back with process.send(). Running the
+// client in its own process lets the tests count its threads, measure its memory, kill it, or
+// run it under another uid. Loads only the public bundle.
+'use strict';
+
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const { bundle } = require('./paths');
+const { crc32c } = require('./crc32c');
+
+const shmpipe = require(bundle);
+const params = JSON.parse(process.argv[2]);
+
+const send = (msg) => new Promise((resolve) => process.send(msg, () => resolve()));
+const nextMessage = () => new Promise((resolve) => process.once('message', resolve));
+const threads = () => fs.readdirSync('/proc/self/task').length;
+const randInt = (lo, hi) => lo + Math.floor(Math.random() * (hi - lo + 1));
+
+const modes = {
+  /** N echoes with random sizes and contents, `window` in flight; verifies every checksum. */
+  async echoLoad({ socketPath, count, window, slotCount, slotSize, maxSize }) {
+    const client = await shmpipe.connect({ socketPath, slotCount, slotSize, clientName: `echo-load-${process.pid}` });
+    const pool = crypto.randomBytes(1 << 20);
+    let issued = 0;
+    let settled = 0;
+    let mismatches = 0;
+    const errors = {};
+    const worker = async () => {
+      let slot = await client.alloc();
+      let uses = 0;
+      while (issued < count) {
+        issued++;
+        const len = randInt(0, maxSize);
+        const src = randInt(0, pool.length - len);
+        const at = randInt(0, slot.capacity - len);
+        pool.copy(slot.buffer, at, src, src + len);
+        const expected = crc32c(pool.subarray(src, src + len));
+        try {
+          const r = await client.echo(slot, len, at);
+          if (r.length !== len || r.checksum !== expected) mismatches++;
+        } catch (e) {
+          errors[e.code] = (errors[e.code] ?? 0) + 1;
+        }
+        settled++;
+        // Now and then hand the slot back and take a fresh grant (exercises SLOT_RELEASE + GQ).
+        if (++uses % 64 === 0) {
+          slot.release();
+          slot = await client.alloc();
+        }
+      }
+      slot.release();
+    };
+    await Promise.all(Array.from({ length: window }, worker));
+    const stats = await client.stats();
+    await client.nop(); // the stats slot's SLOT_RELEASE is processed before this completes
+    await client.close();
+    const closedValue = await client.closed;
+    await send({ type: 'result', issued, settled, mismatches, errors, stats, closedValue: closedValue === undefined ? null : closedValue.code });
+  },
+
+  /** Echoes `totalBytes` through `slotCount` 1 MiB slots; reports memory before and after. */
+  async zeroCopy({ socketPath, totalBytes, slotCount, slotSize }) {
+    const client = await shmpipe.connect({ socketPath, slotCount, slotSize, clientName: 'zero-copy' });
+    const slots = [];
+    for (let i = 0; i < slotCount; i++) slots.push(await client.alloc());
+    const expected = slots.map((s) => {
+      crypto.randomFillSync(s.buffer);
+      return crc32c(s.buffer);
+    });
+
+    // Bytes written through slot.buffer are what the sidecar checksums, and a second write to the
+    // same slot after an echo is seen by the next echo (nothing was copied or cached).
+    const s0 = slots[0];
+    const first = await client.echo(s0, s0.capacity);
+    s0.buffer.fill(0xa5, 1000, 5000);
+    s0.buffer[s0.capacity - 1] ^= 0xff;
+    const rewritten = crc32c(s0.buffer);
+    const second = await client.echo(s0, s0.capacity);
+    const partial = await client.echo(s0, 4096, 12288);
+    const checks = {
+      first: first.checksum === expected[0] && first.length === s0.capacity,
+      second: second.checksum === rewritten && rewritten !== expected[0],
+      partial: partial.checksum === crc32c(s0.buffer.subarray(12288, 12288 + 4096)),
+    };
+    expected[0] = rewritten;
+
+    let bad = 0;
+    const pump = async (bytes) => {
+      const per = Math.ceil(bytes / slotSize / slotCount);
+      await Promise.all(
+        slots.map(async (s, i) => {
+          for (let k = 0; k < per; k++) {
+            const r = await client.echo(s, s.capacity);
+            if (r.checksum !== expected[i]) bad++;
+          }
+        }),
+      );
+      return per * slotCount * slotSize;
+    };
+    await pump(256 << 20); // warm up: JIT, first-use allocations
+    global.gc?.();
+    const before = { ...process.memoryUsage() };
+    await send({ type: 'warm' });
+    await nextMessage();
+    const echoed = await pump(totalBytes);
+    global.gc?.();
+    const after = { ...process.memoryUsage() };
+    await send({ type: 'result', checks, bad, echoed, before, after });
+    await nextMessage();
+    await client.close();
+  },
+
+  /** On {n, us}: puts n DELAYs in flight and reports threads; then waits for them. */
+  async inFlight({ socketPath, sqCapacity, cqCapacity }) {
+    const client = await shmpipe.connect({ socketPath, sqCapacity, cqCapacity, slotCount: 4, slotSize: 4096, clientName: 'in-flight' });
+    await send({ type: 'connected', threads: threads(), layout: client.layout });
+    for (;;) {
+      const msg = await nextMessage();
+      if (msg.cmd === 'exit') break;
+      const ps = [];
+      for (let i = 0; i < msg.n; i++) ps.push(client.delay(msg.us));
+      const stats = await client.stats();
+      await send({ type: 'submitted', threads: threads(), inFlightAsync: stats.session.in_flight_async });
+      const results = await Promise.allSettled(ps);
+      const ok = results.filter((r) => r.status === 'fulfilled' && r.value === msg.us).length;
+      await send({ type: 'settled', ok, threads: threads() });
+    }
+    await client.close();
+  },
+
+  /** Holds slots and requests in flight, then waits to be killed. */
+  async hold({ socketPath, slotCount, slotSize, holdSlots, delays }) {
+    const client = await shmpipe.connect({ socketPath, slotCount, slotSize, clientName: 'hold' });
+    const held = [];
+    for (let i = 0; i < holdSlots; i++) held.push(await client.alloc());
+    for (let i = 0; i < delays; i++) client.delay(30_000_000).catch(() => {});
+    // Echoes in flight on some slots too (they finish quickly; the slots stay held).
+    await Promise.all(held.slice(0, 2).map((s) => client.echo(s, s.capacity)));
+    const stats = await client.stats();
+    await client.nop();
+    await send({ type: 'ready', stats });
+    await new Promise(() => {}); // wait for SIGKILL
+  },
+
+  /** Tries to connect and reports the outcome. */
+  async connect({ socketPath }) {
+    try {
+      const client = await shmpipe.connect({ socketPath, slotCount: 2, slotSize: 4096, connectTimeoutMs: 5000 });
+      await client.nop();
+      await client.close();
+      await send({ type: 'result', ok: true, uid: process.getuid() });
+    } catch (e) {
+      await send({ type: 'result', ok: false, code: e.code, message: e.message, uid: process.getuid() });
+    }
+  },
+};
+
+modes[params.mode](params)
+  .then(() => process.exit(0))
+  .catch(async (e) => {
+    await send({ type: 'error', message: String(e && e.stack ? e.stack : e), code: e && e.code });
+    process.exit(1);
+  });
