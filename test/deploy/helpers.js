@@ -131,28 +131,36 @@ const HEADER_SIZE = 4096;
 const RING_HEADER_SIZE = 256;
 const ENTRY_SIZE = 64; // SQ and CQ
 const GRANT_ENTRY_SIZE = 8;
-const RING_CAPACITY = 1024; // SQ/CQ entries the sidecar creates
+const MIN_RING_CAPACITY = 2;
 
+// The sidecar's defaults (sidecar/src/config.rs). The shared-memory sizing tests require the
+// manifests to set the four sizing knobs explicitly, so these only fill in the rest.
 const SIDECAR_DEFAULTS = Object.freeze({
-  SHMPIPE_SEGMENT_DIR: '/dev/shm',
+  SHMPIPE_SEGMENT_DIR: '/dev/shm', // unset: POSIX shm, i.e. the container's own /dev/shm
   SHMPIPE_WORKER_THREADS: '2',
   SHMPIPE_MAX_CLIENTS: '16',
-  SHMPIPE_MAX_SLOTS: '256',
-  SHMPIPE_MAX_SLOT_SIZE: String(4 * 1024 * 1024),
+  SHMPIPE_MAX_SLOTS: '1024',
+  SHMPIPE_MAX_SLOT_SIZE: String(16 * 1024 * 1024),
+  SHMPIPE_MAX_RING: '4096',
   SHMPIPE_SPIN_US: '50',
   SHMPIPE_ADMIN_ADDR: '127.0.0.1:9464',
   SHMPIPE_SHUTDOWN_GRACE: '20',
 });
+const SIZING_KNOBS = Object.freeze(['SHMPIPE_MAX_CLIENTS', 'SHMPIPE_MAX_SLOTS', 'SHMPIPE_MAX_SLOT_SIZE', 'SHMPIPE_MAX_RING']);
 
 const roundUp = (n, to) => Math.ceil(n / to) * to;
 const nextPow2 = (n) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
-/** Bytes of one client segment with `slots` slots of `slotSize` bytes. */
-function segmentBytes(slots, slotSize) {
-  const sq = roundUp(RING_HEADER_SIZE + ENTRY_SIZE * RING_CAPACITY, PAGE);
+/**
+ * Bytes of the largest segment one client can get: `slots` slots of `slotSize` bytes and SQ/CQ
+ * rings of `ring` entries (the sidecar clamps what a client asks for to these maxima).
+ */
+function segmentBytes(slots, slotSize, ring) {
+  if (!Number.isInteger(ring)) throw new Error('segmentBytes: ring capacity required');
+  const sq = roundUp(RING_HEADER_SIZE + ENTRY_SIZE * ring, PAGE);
   const cq = sq;
   // gq_capacity is a power of two >= slot_count (SPEC: the GQ can never overflow).
-  const gq = roundUp(RING_HEADER_SIZE + GRANT_ENTRY_SIZE * nextPow2(slots), PAGE);
+  const gq = roundUp(RING_HEADER_SIZE + GRANT_ENTRY_SIZE * Math.max(MIN_RING_CAPACITY, nextPow2(slots)), PAGE);
   return HEADER_SIZE + sq + cq + gq + slots * roundUp(slotSize, PAGE);
 }
 
@@ -168,6 +176,7 @@ function shmConfig(env) {
     clients: int('SHMPIPE_MAX_CLIENTS'),
     slots: int('SHMPIPE_MAX_SLOTS'),
     slotSize: int('SHMPIPE_MAX_SLOT_SIZE'),
+    ring: int('SHMPIPE_MAX_RING'),
     workers: int('SHMPIPE_WORKER_THREADS'),
     shutdownGrace: int('SHMPIPE_SHUTDOWN_GRACE'),
   };
@@ -477,6 +486,7 @@ module.exports = {
   parseQuantity,
   PAGE,
   SIDECAR_DEFAULTS,
+  SIZING_KNOBS,
   segmentBytes,
   shmConfig,
   schemaErrors,

@@ -50,8 +50,19 @@ describe('deploy/kubernetes: sidecar semantics', function () {
       'more slots than sized for': ['the emptyDir sizeLimit covers every client segment plus one spare', (d) => {
         spec(d).initContainers[0].env.push({ name: 'SHMPIPE_MAX_SLOTS', value: '128' });
       }],
-      'slot size not page-aligned': ['the slot configuration is within the protocol limits', (d) => {
+      'slot size not page-aligned': ['the slot configuration is set explicitly and within the protocol limits', (d) => {
         spec(d).initContainers[0].env.push({ name: 'SHMPIPE_MAX_SLOT_SIZE', value: '1000000' });
+      }],
+      'ring size left to the default': ['the slot configuration is set explicitly and within the protocol limits', (d) => {
+        spec(d).initContainers[0].envFrom = [];
+        spec(d).initContainers[0].env.push(
+          { name: 'SHMPIPE_MAX_CLIENTS', value: '4' }, { name: 'SHMPIPE_MAX_SLOTS', value: '64' }, { name: 'SHMPIPE_MAX_SLOT_SIZE', value: '1048576' },
+        );
+      }],
+      'bigger rings than sized for': ['the emptyDir sizeLimit covers every client segment plus one spare', (d) => {
+        spec(d).volumes[0].emptyDir.sizeLimit = '330Mi'; // enough for 1024-entry rings (320.7 MiB)
+        checkWorkload['the emptyDir sizeLimit covers every client segment plus one spare'](d, manifests, { dockerUid: uid });
+        spec(d).initContainers[0].env.push({ name: 'SHMPIPE_MAX_RING', value: '65536' });
       }],
       'sidecar memory limit below the volume': ['the sidecar memory limit holds the volume plus the process', (d) => (spec(d).initContainers[0].resources.limits.memory = '256Mi')],
       'different uids': ['both containers run as uid/gid 10001, the Dockerfile USER', (d) => (spec(d).containers[0].securityContext.runAsUser = 10002)],

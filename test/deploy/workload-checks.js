@@ -129,8 +129,14 @@ const checkWorkload = {
     assert.equal(aenv.get('SHMPIPE_SIDECAR_SOCKET'), socket, 'the agent SHMPIPE_SIDECAR_SOCKET is not the sidecar SHMPIPE_SOCKET');
   },
 
-  'the slot configuration is within the protocol limits'(doc, manifests) {
+  'the slot configuration is set explicitly and within the protocol limits'(doc, manifests) {
+    const { sidecar } = roles(doc);
+    const { env } = envOf(sidecar.c, manifests);
+    for (const k of h.SIZING_KNOBS) {
+      assert.ok(env.has(k), `set ${k} explicitly: the sidecar defaults need many GiB of shared memory`);
+    }
     const cfg = shm(doc, manifests);
+    assert.ok(cfg.ring >= 2 && cfg.ring <= 65536 && (cfg.ring & (cfg.ring - 1)) === 0, 'SHMPIPE_MAX_RING: a power of two in 2..65536');
     assert.ok(cfg.clients >= 1, 'SHMPIPE_MAX_CLIENTS >= 1');
     assert.ok(cfg.slots >= 1 && cfg.slots <= 65535, 'SHMPIPE_MAX_SLOTS in 1..65535');
     assert.equal(cfg.slotSize % h.PAGE, 0, 'SHMPIPE_MAX_SLOT_SIZE must be a multiple of 4096');
@@ -143,7 +149,7 @@ const checkWorkload = {
     assert.ok(volume.emptyDir.sizeLimit !== undefined, `volume ${volume.name} needs a sizeLimit`);
     const limit = h.parseQuantity(volume.emptyDir.sizeLimit);
     const cfg = shm(doc, manifests);
-    const seg = h.segmentBytes(cfg.slots, cfg.slotSize);
+    const seg = h.segmentBytes(cfg.slots, cfg.slotSize, cfg.ring);
     const need = cfg.clients * seg;
     const withSpare = need + seg; // a reconnecting client's old segment may still be mapped
     const mib = (n) => (n / MiB).toFixed(1) + ' MiB';
