@@ -1,0 +1,539 @@
+//! The per-session data plane: one dedicated thread (`shmpipe-disp-<id>`) per session that
+//! drains the SQ in batches, validates and runs requests, posts completions, keeps the GQ
+//! topped up with every FREE slot, and sleeps on the SQ doorbell when idle (SPEC §6, §9).
+//!
+//! Shape of one turn: results of async ops → up to `BATCH` submissions → grants → CQ overflow
+//! → one publish of CQ and GQ (and at most one cq doorbell write) → fold counters. When a turn
+//! finds nothing: spin (bounded, adaptive budget ≤ `SHMPIPE_SPIN_US`), then `prepare_sleep` and
+//! poll(2) on the SQ doorbell and the internal wake doorbell with a 100 ms timeout, which also
+//! paces the heartbeat. With two cores nothing spins unbounded: an idle session costs one
+//! wakeup per 100 ms.
+//!
+//! Fast ops run inline; DELAY and large ECHO run on the tokio runtime, at most
+//! `max_in_flight` at once: at the limit the dispatcher stops draining the SQ (the agent sees
+//! a full ring, not an error) until a result comes back over the channel. CQ full: completions
+//! wait in a private FIFO, never dropped; past `cq_capacity` of them the SQ is not drained
+//! either. Ring positions out of range (`RingError::Corrupt`) end the session (SPEC §9).
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use shm_protocol::entry::EntryBytes;
+use shm_protocol::shm::{CqProducer, GqProducer, Segment, SqConsumer};
+use shm_protocol::{Completion, ErrorCode, Opcode, RawSubmission, RingError, Submission};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::doorbell::Doorbell;
+use crate::ops::{self, SlotRange};
+use crate::session::{Lease, Session, SlotOutcome};
+use crate::stats::{GlobalStats, SessionSnapshot, StatsDocument};
+
+/// Submissions taken per turn before completions are published.
+const BATCH: usize = 64;
+/// Longest sleep; also the heartbeat period bound (SPEC §3: at least every 100 ms).
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Sleep while something needs retrying that no doorbell announces (CQ space, finishing).
+const RETRY_POLL: Duration = Duration::from_millis(1);
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(50);
+/// How long a finishing session may wait for its last completions to fit into the CQ.
+const FINISH_LIMIT: Duration = Duration::from_secs(2);
+
+/// What the control task wants of the dispatcher; only ever moves forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Mode {
+    Running = 0,
+    /// Graceful shutdown began: new submissions complete with SHUTTING_DOWN.
+    Draining = 1,
+    /// Post what is left (results of in-flight ops), then exit.
+    Finishing = 2,
+    /// Exit now (peer gone).
+    Stopping = 3,
+}
+
+/// Shared between a session's control task and its dispatcher.
+pub struct SessionControl {
+    mode: AtomicU8,
+    /// Private doorbell: rung by async ops when they finish and by `set_mode`.
+    wake: Doorbell,
+}
+
+impl SessionControl {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self { mode: AtomicU8::new(Mode::Running as u8), wake: Doorbell::new()? })
+    }
+
+    /// Moves the mode forward (never back) and wakes the dispatcher.
+    pub fn set_mode(&self, mode: Mode) {
+        // Relaxed: the mode carries no data; the doorbell write/read pair orders the wakeup.
+        self.mode.fetch_max(mode as u8, Ordering::Relaxed);
+        self.wake.ring();
+    }
+
+    pub fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::Relaxed) {
+            0 => Mode::Running,
+            1 => Mode::Draining,
+            2 => Mode::Finishing,
+            _ => Mode::Stopping,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct DispatcherConfig {
+    pub spin: Duration,
+    pub max_in_flight: u32,
+}
+
+/// Everything a dispatcher is connected to besides its segment.
+pub struct Links {
+    pub sq_bell: Doorbell,
+    pub cq_bell: Doorbell,
+    pub control: Arc<SessionControl>,
+    pub global: Arc<GlobalStats>,
+    pub runtime: Handle,
+    /// Cancelled when the session ends: async ops stop without reporting.
+    pub abort: CancellationToken,
+    /// Cancelled when the shutdown grace is over: async ops complete with SHUTTING_DOWN.
+    pub closing: CancellationToken,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    Stopped,
+    Finished,
+    /// The agent broke the ring invariants (SPEC §4, §9).
+    Violation(RingError),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct DispatchEnd {
+    pub reason: EndReason,
+    /// Slots not FREE when the dispatcher stopped: reclaimed from the agent.
+    pub outstanding_slots: u32,
+}
+
+/// Result of an async op, sent back to the dispatcher.
+struct AsyncDone {
+    request_id: u64,
+    result: Result<(u64, u64), ErrorCode>,
+    lease: Option<Lease>,
+    release: bool,
+}
+
+/// Decrements the global in-flight count when an async op's task ends, however it ends.
+struct InFlightGuard(Arc<GlobalStats>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.in_flight_async.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The spin budget: grows when spinning (or a doorbell right after sleeping) shows work comes
+/// in quickly, halves when a spin finds nothing, so an idle session decays to pure sleeping.
+struct AdaptiveSpin {
+    max: Duration,
+    budget: Duration,
+}
+
+impl AdaptiveSpin {
+    const MIN: Duration = Duration::from_micros(1);
+
+    fn new(max: Duration) -> Self {
+        Self { max, budget: max }
+    }
+
+    fn hit(&mut self) {
+        self.budget = (self.budget * 2 + Self::MIN).min(self.max);
+    }
+
+    fn miss(&mut self) {
+        self.budget /= 2;
+        if self.budget < Self::MIN {
+            self.budget = Duration::ZERO;
+        }
+    }
+
+    fn woken_with_work(&mut self) {
+        self.budget = (self.budget * 2).max(self.max / 8).min(self.max);
+    }
+}
+
+pub struct Dispatcher {
+    session: Session,
+    segment: Segment,
+    sq: SqConsumer,
+    cq: CqProducer,
+    gq: GqProducer,
+    links: Links,
+    cfg: DispatcherConfig,
+    overflow: VecDeque<Completion>,
+    done_tx: mpsc::UnboundedSender<AsyncDone>,
+    done_rx: mpsc::UnboundedReceiver<AsyncDone>,
+    in_flight_async: u32,
+}
+
+impl Dispatcher {
+    /// Attaches to a fresh segment (positions 0) whose header is written, and fills the GQ
+    /// with every slot so the agent can allocate right after the handshake.
+    pub fn new(session: Session, segment: Segment, links: Links, cfg: DispatcherConfig) -> Result<Self, RingError> {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let mut d = Self {
+            sq: SqConsumer::new(segment.sq(), 0),
+            cq: CqProducer::new(segment.cq(), 0),
+            gq: GqProducer::new(segment.gq(), 0),
+            session,
+            segment,
+            links,
+            cfg,
+            overflow: VecDeque::new(),
+            done_tx,
+            done_rx,
+            in_flight_async: 0,
+        };
+        d.top_up_grants()?;
+        d.gq.publish();
+        Ok(d)
+    }
+
+    /// `[sq_doorbell, cq_doorbell]`, for the welcome's SCM_RIGHTS.
+    pub fn doorbell_fds(&self) -> [BorrowedFd<'_>; 2] {
+        [self.links.sq_bell.as_fd(), self.links.cq_bell.as_fd()]
+    }
+
+    pub fn session_id(&self) -> u64 {
+        self.session.id
+    }
+
+    /// Slots not FREE (granted or in flight): what ending the session now would reclaim.
+    pub fn outstanding_slots(&self) -> u32 {
+        self.session.slots.outstanding()
+    }
+
+    /// Starts the dispatcher thread; `on_end` is called with the outcome as the thread ends.
+    pub fn spawn(self, on_end: impl FnOnce(DispatchEnd) + Send + 'static) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new().name(format!("shmpipe-disp-{}", self.session.id)).spawn(move || on_end(self.run()))
+    }
+
+    /// The loop; returns when told to stop, when finished, or on a protocol violation.
+    pub fn run(mut self) -> DispatchEnd {
+        let reason = match self.run_loop() {
+            Ok(r) => r,
+            Err(e) => {
+                self.links.global.protocol_violations.fetch_add(1, Ordering::Relaxed);
+                EndReason::Violation(e)
+            }
+        };
+        self.links.global.absorb(&mut self.session.delta);
+        DispatchEnd { reason, outstanding_slots: self.session.slots.outstanding() }
+    }
+
+    fn run_loop(&mut self) -> Result<EndReason, RingError> {
+        let mut spin = AdaptiveSpin::new(self.cfg.spin);
+        let mut last_beat = Instant::now();
+        let mut finishing_since: Option<Instant> = None;
+        self.beat();
+        loop {
+            let mode = self.links.control.mode();
+            if mode == Mode::Stopping {
+                return Ok(EndReason::Stopped);
+            }
+            let worked = self.turn(mode)?;
+            let now = Instant::now();
+            if now.duration_since(last_beat) >= HEARTBEAT_EVERY {
+                self.beat();
+                last_beat = now;
+            }
+            if mode == Mode::Finishing {
+                if self.in_flight_async == 0 && self.overflow.is_empty() {
+                    return Ok(EndReason::Finished);
+                }
+                if now.duration_since(*finishing_since.get_or_insert(now)) >= FINISH_LIMIT {
+                    tracing::warn!(session = self.session.id, undelivered = self.overflow.len(), "finishing: CQ not drained in time");
+                    return Ok(EndReason::Finished);
+                }
+            }
+            if worked {
+                continue;
+            }
+            if self.spin_for_work(spin.budget, mode)? {
+                spin.hit();
+                continue;
+            }
+            spin.miss();
+            if self.sleep(mode)? {
+                spin.woken_with_work();
+            }
+            self.beat();
+            last_beat = Instant::now();
+        }
+    }
+
+    fn beat(&self) {
+        // Relaxed: the heartbeat carries no data; readers only compare values (SPEC §3).
+        self.segment.heartbeat().fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether new submissions may be taken now.
+    fn can_accept(&self) -> bool {
+        self.in_flight_async < self.cfg.max_in_flight && self.overflow.len() < self.cq.capacity() as usize
+    }
+
+    /// Whether a turn would find something to do. Reads shared memory only through the ring
+    /// halves (which re-read a position only when their cache says empty/full).
+    fn has_work(&mut self, mode: Mode) -> Result<bool, RingError> {
+        Ok(self.links.control.mode() != mode
+            || !self.done_rx.is_empty()
+            || (self.can_accept() && self.sq.available()? > 0)
+            || (!self.overflow.is_empty() && self.cq.free()? > 0))
+    }
+
+    fn spin_for_work(&mut self, budget: Duration, mode: Mode) -> Result<bool, RingError> {
+        if budget.is_zero() {
+            return Ok(false);
+        }
+        let deadline = Instant::now() + budget;
+        loop {
+            if self.has_work(mode)? {
+                return Ok(true);
+            }
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Sleeps on the doorbells (SPEC §6 C1–C6). Returns whether a doorbell was rung, i.e. the
+    /// wakeup came from work rather than the timeout.
+    fn sleep(&mut self, mode: Mode) -> Result<bool, RingError> {
+        // When we will not take submissions anyway (in-flight or overflow limit), the agent's
+        // doorbell does not matter: don't ask for it, and don't let a non-empty SQ keep us up.
+        let accepting = self.can_accept();
+        if accepting && !self.sq.prepare_sleep(self.segment.sidecar_need_wakeup())? {
+            return Ok(true);
+        }
+        let timeout = if self.overflow.is_empty() && mode != Mode::Finishing { IDLE_POLL } else { RETRY_POLL };
+        let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        let mut fds = [
+            PollFd::new(self.links.sq_bell.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.links.control.wake.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => tracing::warn!(session = self.session.id, error = %e, "poll failed"),
+        }
+        if accepting {
+            self.sq.woke(self.segment.sidecar_need_wakeup());
+        }
+        let rung = self.links.sq_bell.drain() | self.links.control.wake.drain();
+        Ok(rung)
+    }
+
+    /// One pass over everything; returns whether anything was done.
+    pub(crate) fn turn(&mut self, mode: Mode) -> Result<bool, RingError> {
+        let mut worked = false;
+        while let Ok(done) = self.done_rx.try_recv() {
+            self.finish_async(done)?;
+            worked = true;
+        }
+        let mut taken = 0;
+        while taken < BATCH && self.can_accept() {
+            let Some(bytes) = self.sq.try_pop()? else { break };
+            self.handle(&bytes, mode)?;
+            taken += 1;
+        }
+        if taken > 0 {
+            self.sq.release();
+            worked = true;
+        }
+        self.top_up_grants()?;
+        while let Some(c) = self.overflow.front() {
+            match self.cq.try_push(&c.encode()) {
+                Ok(()) => {
+                    self.overflow.pop_front();
+                    worked = true;
+                }
+                Err(RingError::Full) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let agent = self.segment.agent_need_wakeup();
+        // `|`, not `||`: both rings must be published.
+        if self.cq.publish_and_check_wakeup(agent) | self.gq.publish_and_check_wakeup(agent) {
+            self.links.cq_bell.ring();
+        }
+        self.links.global.absorb(&mut self.session.delta);
+        Ok(worked)
+    }
+
+    /// Pushes a grant for every FREE slot that fits into the GQ (unpublished).
+    fn top_up_grants(&mut self) -> Result<(), RingError> {
+        let mut failure = None;
+        while self.session.slots.has_free() {
+            let gq = &mut self.gq;
+            let granted = self.session.slots.grant_with(|g| match gq.try_push(&g.encode()) {
+                Ok(()) => true,
+                Err(RingError::Full) => false,
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            });
+            if !granted {
+                break;
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Queues a completion: straight into the CQ, or behind earlier ones in the overflow.
+    fn post(&mut self, c: Completion) -> Result<(), RingError> {
+        if let Some(code) = ErrorCode::from_status(c.status) {
+            self.session.count_error(code);
+        }
+        if self.overflow.is_empty() {
+            match self.cq.try_push(&c.encode()) {
+                Ok(()) => return Ok(()),
+                Err(RingError::Full) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.overflow.push_back(c);
+        Ok(())
+    }
+
+    /// The last completion of a request that holds `lease`: the slot goes back to the agent
+    /// (flag SLOT) or to the pool (`RELEASE_SLOT`), whether the op succeeded or not (SPEC §7).
+    fn complete_leased(&mut self, request_id: u64, result: Result<(u64, u64), ErrorCode>, lease: Lease, release: bool) -> Result<(), RingError> {
+        let mut c = completion(request_id, result);
+        if let SlotOutcome::ToAgent { id, generation } = self.session.slots.finish(lease, release) {
+            c = c.with_slot(id, generation);
+        }
+        self.post(c)
+    }
+
+    fn handle(&mut self, bytes: &EntryBytes, mode: Mode) -> Result<(), RingError> {
+        self.session.count_request();
+        // `bytes` is our private copy (one volatile read of the entry): no double fetch.
+        let sub = match RawSubmission::decode(bytes).validate() {
+            Ok(s) => s,
+            Err(e) => return self.post(Completion::error(e.request_id, e.code)),
+        };
+        self.session.count_op(sub.opcode);
+        if mode >= Mode::Draining {
+            return self.post(Completion::error(sub.request_id, ErrorCode::ShuttingDown));
+        }
+        let id = sub.request_id;
+        match (sub.opcode, sub.slot) {
+            (Opcode::Nop, _) => self.post(Completion::ok(id, 0)),
+            (Opcode::Delay, _) => {
+                let us = sub.args[0];
+                self.spawn_async(&sub, None, async move { ops::delay(us).await });
+                Ok(())
+            }
+            (Opcode::SlotRelease, Some(slot)) => {
+                let c = match self.session.slots.release_granted(&slot) {
+                    Ok(()) => Completion::ok(id, 0),
+                    Err(code) => Completion::error(id, code),
+                };
+                self.post(c)
+            }
+            (Opcode::Echo, Some(slot)) => {
+                let lease = match self.session.slots.acquire(&slot) {
+                    Ok(l) => l,
+                    Err(code) => return self.post(Completion::error(id, code)),
+                };
+                let range = SlotRange::from(&lease);
+                if lease.length() <= ops::INLINE_ECHO_MAX {
+                    let result = ops::echo(&self.segment, range);
+                    self.complete_leased(id, result, lease, sub.releases_slot())
+                } else {
+                    let segment = self.segment.clone();
+                    self.spawn_async(&sub, Some(lease), ops::echo_chunked(segment, range));
+                    Ok(())
+                }
+            }
+            (Opcode::Stats, Some(slot)) => {
+                let lease = match self.session.slots.acquire(&slot) {
+                    Ok(l) => l,
+                    Err(code) => return self.post(Completion::error(id, code)),
+                };
+                let doc = self.stats_document();
+                let result = ops::write_document(&self.segment, SlotRange::from(&lease), &doc);
+                self.complete_leased(id, result, lease, sub.releases_slot())
+            }
+            // `validate` guarantees a slot for the ops that need one.
+            (Opcode::Echo | Opcode::SlotRelease | Opcode::Stats, None) => self.post(Completion::error(id, ErrorCode::Internal)),
+        }
+    }
+
+    fn stats_document(&mut self) -> Vec<u8> {
+        // Fold our own counts first so `global` includes this session up to this request.
+        self.links.global.absorb(&mut self.session.delta);
+        let figures = self.session.slots.figures(self.session.id, u64::from(self.in_flight_async));
+        StatsDocument { session: SessionSnapshot::new(figures, &self.session.counts), global: self.links.global.snapshot() }
+            .to_json()
+    }
+
+    /// Runs `work` on the runtime; its result comes back through `done_rx`.
+    fn spawn_async<F>(&mut self, sub: &Submission, lease: Option<Lease>, work: F)
+    where
+        F: std::future::Future<Output = Result<(u64, u64), ErrorCode>> + Send + 'static,
+    {
+        self.in_flight_async += 1;
+        self.links.global.in_flight_async.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlightGuard(self.links.global.clone());
+        let (request_id, release) = (sub.request_id, sub.releases_slot());
+        let tx = self.done_tx.clone();
+        let control = self.links.control.clone();
+        let abort = self.links.abort.clone();
+        let closing = self.links.closing.clone();
+        self.links.runtime.spawn(async move {
+            let _guard = guard;
+            let result = tokio::select! {
+                biased;
+                _ = abort.cancelled() => return,
+                _ = closing.cancelled() => Err(ErrorCode::ShuttingDown),
+                r = work => r,
+            };
+            // A closed channel means the session ended meanwhile: nothing left to tell.
+            if tx.send(AsyncDone { request_id, result, lease, release }).is_ok() {
+                control.wake.ring();
+            }
+        });
+    }
+
+    fn finish_async(&mut self, done: AsyncDone) -> Result<(), RingError> {
+        self.in_flight_async -= 1;
+        match done.lease {
+            Some(lease) => self.complete_leased(done.request_id, done.result, lease, done.release),
+            None => self.post(completion(done.request_id, done.result)),
+        }
+    }
+}
+
+fn completion(request_id: u64, result: Result<(u64, u64), ErrorCode>) -> Completion {
+    match result {
+        Ok((value, aux0)) => {
+            let mut c = Completion::ok(request_id, value);
+            c.aux[0] = aux0;
+            c
+        }
+        Err(code) => Completion::error(request_id, code),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,24 @@
+//! `shmpipe-sidecar`: serves shared-memory sessions (SPEC.md in `shm-protocol/`) to local
+//! agents over a Unix control socket. One concept per module:
+//!
+//! - [`config`]: flags and `SHMPIPE_*` environment, validated once.
+//! - [`server`]: startup (sweep, bind) and the shutdown sequence; [`shutdown`]: its phases.
+//! - [`control`]: listener, peer credentials, handshake with fd passing, session lifetime.
+//! - [`wire`]: control-socket frames and messages.
+//! - [`segment`]: creating, mapping, unlinking and sweeping segments.
+//! - [`session`]: a client's slot table and counters; [`dispatcher`]: its data-plane thread;
+//!   [`ops`]: what each op does; [`doorbell`]: eventfds.
+//! - [`stats`]: counters and the STATS document; [`baseline`]: the UDS comparison transport.
+
+pub mod baseline;
+pub mod config;
+pub mod control;
+pub mod dispatcher;
+pub mod doorbell;
+pub mod ops;
+pub mod segment;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod stats;
+pub mod wire;

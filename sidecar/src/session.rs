@@ -1,0 +1,337 @@
+//! Per-client state the sidecar keeps in its private memory: the authoritative slot table
+//! (SPEC §9 ownership: FREE / GRANTED / IN_FLIGHT with generations) and the session's
+//! counters. Pure logic, no I/O: the dispatcher owns one `Session` and drives it.
+//!
+//! Every refusal returns the specific wire error and leaves the table exactly as it was.
+
+use shm_protocol::entry::SlotRef;
+use shm_protocol::{ErrorCode, Grant};
+
+use crate::stats::{RequestCounts, SessionFigures};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    /// Owned by the sidecar, not yet (re)granted.
+    Free,
+    /// In the GQ or held by the agent.
+    Granted,
+    /// Named by an accepted request; the sidecar may touch its bytes.
+    InFlight,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SlotEntry {
+    state: SlotState,
+    /// Current generation; 0 = never granted. Bumped at every grant.
+    generation: u32,
+}
+
+/// A slot range that passed every ownership and range check, for a slot now IN_FLIGHT. Only
+/// [`SlotTable::acquire`] makes one, so holding one proves `id < slot_count` and
+/// `offset + length <= slot_size`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    id: u32,
+    generation: u32,
+    offset: u32,
+    length: u32,
+}
+
+impl Lease {
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+    pub fn offset(&self) -> u32 {
+        self.offset
+    }
+    pub fn length(&self) -> u32 {
+        self.length
+    }
+}
+
+/// What finishing an in-flight request did with its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotOutcome {
+    /// Back to the agent: the completion carries `SLOT` with this id and generation.
+    ToAgent { id: u32, generation: u32 },
+    /// Into the free pool (`RELEASE_SLOT`): the completion carries no slot.
+    ToPool,
+}
+
+pub struct SlotTable {
+    slots: Vec<SlotEntry>,
+    /// FREE slot ids; a stack, so the most recently returned (cache-warm) slot goes out first.
+    free: Vec<u32>,
+    slot_size: u32,
+    granted: u32,
+    in_flight: u32,
+    grants_total: u64,
+    returns_total: u64,
+}
+
+impl SlotTable {
+    pub fn new(slot_count: u32, slot_size: u32) -> Self {
+        Self {
+            slots: vec![SlotEntry { state: SlotState::Free, generation: 0 }; slot_count as usize],
+            free: (0..slot_count).rev().collect(),
+            slot_size,
+            granted: 0,
+            in_flight: 0,
+            grants_total: 0,
+            returns_total: 0,
+        }
+    }
+
+    pub fn slot_count(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    pub fn slot_size(&self) -> u32 {
+        self.slot_size
+    }
+
+    pub fn state(&self, id: u32) -> Option<(SlotState, u32)> {
+        self.slots.get(id as usize).map(|s| (s.state, s.generation))
+    }
+
+    pub fn has_free(&self) -> bool {
+        !self.free.is_empty()
+    }
+
+    /// FREE→GRANTED for the next free slot, if `push` accepts the grant (generation += 1).
+    /// Returns whether a slot was granted; on refusal nothing changes.
+    pub fn grant_with(&mut self, push: impl FnOnce(Grant) -> bool) -> bool {
+        let Some(&id) = self.free.last() else { return false };
+        let entry = &mut self.slots[id as usize];
+        // 0 means "never granted", so a wrapped generation skips it.
+        let generation = match entry.generation.wrapping_add(1) {
+            0 => 1,
+            g => g,
+        };
+        if !push(Grant { slot_id: id, slot_gen: generation }) {
+            return false;
+        }
+        self.free.pop();
+        entry.generation = generation;
+        entry.state = SlotState::Granted;
+        self.granted += 1;
+        self.grants_total += 1;
+        true
+    }
+
+    /// Checks that the agent holds `r` (GRANTED, current generation) and that its range fits.
+    /// Order: id range, state, generation, byte range.
+    fn check(&self, r: &SlotRef) -> Result<(), ErrorCode> {
+        let entry = self.slots.get(r.id as usize).ok_or(ErrorCode::InvalidSlot)?;
+        if entry.state != SlotState::Granted {
+            return Err(ErrorCode::InvalidSlot);
+        }
+        if entry.generation != r.generation {
+            return Err(ErrorCode::StaleSlot);
+        }
+        if r.end() > u64::from(self.slot_size) {
+            return Err(ErrorCode::OutOfRange);
+        }
+        Ok(())
+    }
+
+    /// GRANTED→IN_FLIGHT for an accepted request.
+    pub fn acquire(&mut self, r: &SlotRef) -> Result<Lease, ErrorCode> {
+        self.check(r)?;
+        self.slots[r.id as usize].state = SlotState::InFlight;
+        self.granted -= 1;
+        self.in_flight += 1;
+        Ok(Lease { id: r.id, generation: r.generation, offset: r.offset, length: r.length })
+    }
+
+    /// IN_FLIGHT→GRANTED (back to the agent) or IN_FLIGHT→FREE (`release`), at the request's
+    /// last completion. Consumes the lease, so a slot cannot be finished twice.
+    pub fn finish(&mut self, lease: Lease, release: bool) -> SlotOutcome {
+        let entry = &mut self.slots[lease.id as usize];
+        debug_assert_eq!(entry.state, SlotState::InFlight);
+        debug_assert_eq!(entry.generation, lease.generation);
+        self.in_flight -= 1;
+        if release {
+            entry.state = SlotState::Free;
+            self.free.push(lease.id);
+            self.returns_total += 1;
+            SlotOutcome::ToPool
+        } else {
+            entry.state = SlotState::Granted;
+            self.granted += 1;
+            SlotOutcome::ToAgent { id: lease.id, generation: lease.generation }
+        }
+    }
+
+    /// GRANTED→FREE for SLOT_RELEASE.
+    pub fn release_granted(&mut self, r: &SlotRef) -> Result<(), ErrorCode> {
+        self.check(r)?;
+        self.slots[r.id as usize].state = SlotState::Free;
+        self.free.push(r.id);
+        self.granted -= 1;
+        self.returns_total += 1;
+        Ok(())
+    }
+
+    /// Slots not FREE: what a session's end takes back from the agent.
+    pub fn outstanding(&self) -> u32 {
+        self.granted + self.in_flight
+    }
+
+    pub fn figures(&self, id: u64, in_flight_async: u64) -> SessionFigures {
+        SessionFigures {
+            id,
+            slot_count: self.slot_count(),
+            slots_free: self.free.len() as u32,
+            slots_granted: self.granted,
+            slots_in_flight: self.in_flight,
+            grants_total: self.grants_total,
+            returns_total: self.returns_total,
+            in_flight_async,
+        }
+    }
+}
+
+/// One client's data-plane state, owned by its dispatcher.
+pub struct Session {
+    pub id: u64,
+    pub slots: SlotTable,
+    /// Cumulative, for this session's STATS.
+    pub counts: RequestCounts,
+    /// Not yet folded into the global counters.
+    pub delta: RequestCounts,
+}
+
+impl Session {
+    pub fn new(id: u64, slot_count: u32, slot_size: u32) -> Self {
+        Self { id, slots: SlotTable::new(slot_count, slot_size), counts: RequestCounts::default(), delta: RequestCounts::default() }
+    }
+
+    pub fn count_request(&mut self) {
+        self.counts.request();
+        self.delta.request();
+    }
+
+    pub fn count_op(&mut self, op: shm_protocol::Opcode) {
+        self.counts.op(op);
+        self.delta.op(op);
+    }
+
+    pub fn count_error(&mut self, code: ErrorCode) {
+        self.counts.error(code);
+        self.delta.error(code);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn granted_table() -> SlotTable {
+        let mut t = SlotTable::new(4, 8192);
+        while t.grant_with(|_| true) {}
+        t
+    }
+
+    fn r(id: u32, generation: u32, offset: u32, length: u32) -> SlotRef {
+        SlotRef { id, generation, offset, length }
+    }
+
+    /// Everything observable about a table, to compare before/after a refused call.
+    type Observed = (Vec<(SlotState, u32)>, Vec<u32>, u32, u32, u64, u64);
+
+    fn snapshot(t: &SlotTable) -> Observed {
+        (
+            (0..t.slot_count()).map(|i| t.state(i).unwrap()).collect(),
+            t.free.clone(),
+            t.granted,
+            t.in_flight,
+            t.grants_total,
+            t.returns_total,
+        )
+    }
+
+    #[test]
+    fn grants_go_out_in_order_with_generation_one() {
+        let mut t = SlotTable::new(3, 4096);
+        let mut got = Vec::new();
+        while t.grant_with(|g| {
+            got.push(g);
+            true
+        }) {}
+        assert_eq!(got, (0..3).map(|i| Grant { slot_id: i, slot_gen: 1 }).collect::<Vec<_>>());
+        assert_eq!(t.figures(1, 0).slots_granted, 3);
+        assert!(!t.grant_with(|_| panic!("no free slot")));
+    }
+
+    #[test]
+    fn refused_push_changes_nothing() {
+        let mut t = SlotTable::new(2, 4096);
+        let before = snapshot(&t);
+        assert!(!t.grant_with(|_| false));
+        assert_eq!(snapshot(&t), before);
+    }
+
+    #[test]
+    fn every_invalid_case_has_its_code_and_changes_nothing() {
+        let mut t = granted_table();
+        let lease = t.acquire(&r(1, 1, 0, 10)).unwrap(); // slot 1 in flight
+        t.release_granted(&r(2, 1, 0, 0)).unwrap(); // slot 2 free
+        let cases = [
+            (r(4, 1, 0, 0), ErrorCode::InvalidSlot),                    // id >= slot_count
+            (r(u32::MAX - 1, 1, 0, 0), ErrorCode::InvalidSlot),         // far out of range
+            (r(1, 1, 0, 0), ErrorCode::InvalidSlot),                    // in flight
+            (r(2, 1, 0, 0), ErrorCode::InvalidSlot),                    // free
+            (r(0, 2, 0, 0), ErrorCode::StaleSlot),                      // wrong generation
+            (r(0, 0, 0, 0), ErrorCode::StaleSlot),                      // generation 0
+            (r(0, 1, 8192, 1), ErrorCode::OutOfRange),                  // end past slot
+            (r(0, 1, 1, 8192), ErrorCode::OutOfRange),
+            (r(0, 1, u32::MAX, u32::MAX), ErrorCode::OutOfRange),       // would overflow u32
+        ];
+        for (slot, code) in cases {
+            let before = snapshot(&t);
+            assert_eq!(t.acquire(&slot), Err(code), "acquire {slot:?}");
+            assert_eq!(snapshot(&t), before, "acquire {slot:?} changed state");
+            assert_eq!(t.release_granted(&slot), Err(code), "release {slot:?}");
+            assert_eq!(snapshot(&t), before, "release {slot:?} changed state");
+        }
+        // The boundary itself is fine.
+        let edge = t.acquire(&r(0, 1, 8192, 0)).unwrap();
+        assert_eq!(t.finish(edge, false), SlotOutcome::ToAgent { id: 0, generation: 1 });
+        assert_eq!(t.finish(lease, false), SlotOutcome::ToAgent { id: 1, generation: 1 });
+    }
+
+    #[test]
+    fn transitions_and_the_stats_invariant() {
+        let mut t = granted_table();
+        let invariant = |t: &SlotTable| {
+            let f = t.figures(1, 0);
+            assert_eq!(f.grants_total - f.returns_total, u64::from(f.slots_granted + f.slots_in_flight));
+            assert_eq!(f.slots_free + f.slots_granted + f.slots_in_flight, f.slot_count);
+        };
+        invariant(&t);
+        let a = t.acquire(&r(0, 1, 0, 100)).unwrap();
+        assert_eq!(t.state(0), Some((SlotState::InFlight, 1)));
+        invariant(&t);
+        assert_eq!(t.finish(a, true), SlotOutcome::ToPool);
+        assert_eq!(t.state(0), Some((SlotState::Free, 1)));
+        invariant(&t);
+        // Regrant bumps the generation; the old one is now stale.
+        assert!(t.grant_with(|g| g == Grant { slot_id: 0, slot_gen: 2 }));
+        assert_eq!(t.acquire(&r(0, 1, 0, 0)), Err(ErrorCode::StaleSlot));
+        t.release_granted(&r(0, 2, 0, 0)).unwrap();
+        invariant(&t);
+        assert_eq!(t.outstanding(), 3);
+        assert_eq!(t.figures(1, 0).returns_total, 2);
+    }
+
+    #[test]
+    fn generation_skips_zero_on_wrap() {
+        let mut t = SlotTable::new(1, 4096);
+        t.slots[0].generation = u32::MAX;
+        assert!(t.grant_with(|g| g.slot_gen == 1));
+    }
+}
