@@ -45,7 +45,12 @@ RUN npm run build:addon && npm run build:ts \
 
 # ---------------------------------------------------------------------------------------------
 FROM debian:bookworm-slim AS sidecar
-RUN groupadd --system --gid 10001 shmpipe \
+# ca-certificates: the store client (rustls with the platform verifier) reads the system root
+# certificates for https:// S3 endpoints; the slim image has none.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 shmpipe \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin shmpipe \
  && install -d -o 10001 -g 10001 -m 0700 /run/shmpipe
