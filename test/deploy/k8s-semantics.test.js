@@ -28,6 +28,26 @@ describe('deploy/kubernetes: sidecar semantics', function () {
     });
   }
 
+  describe('agent args against the built CLI', function () {
+    const cli = require('node:path').join(h.ROOT, 'ts-lib', 'dist', 'cli.js');
+    for (const { file, index, doc } of workloads) {
+      it(`${file}#${index}: the agent's subcommand is one the shmpipe CLI knows`, function () {
+        if (!require('node:fs').existsSync(cli)) {
+          this.skip(); // ts-lib/dist/cli.js is not built yet (npm run build)
+        }
+        const agent = [...(h.podSpecOf(doc).containers || [])].find((c) => /shmpipe-agent/.test(c.image));
+        const sub = (agent.args || [])[0];
+        assert.ok(sub && !sub.startsWith('-'), 'the agent container should name a CLI subcommand in args');
+        const { spawnSync } = require('node:child_process');
+        const env = { ...process.env };
+        delete env.SHMPIPE_SIDECAR_SOCKET;
+        const r = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8', timeout: 20000, env });
+        const out = `${r.stdout}\n${r.stderr}`;
+        assert.match(out, new RegExp(`(^|\\s)${sub.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\s|$)`, 'm'), `shmpipe --help does not list "${sub}":\n${out}`);
+      });
+    }
+  });
+
   describe('the checks can fail', function () {
     const base = workloads.find((m) => m.doc.kind === 'Deployment').doc;
     const spec = (d) => h.podSpecOf(d);
