@@ -59,12 +59,11 @@ describe('faults', function () {
     it('the sidecar reclaims its session and keeps serving others', async () => {
       const other = await connect({ socketPath: sidecar.socketPath, slotCount: 4, slotSize: 65536, clientName: 'survivor' });
       const base = (await other.stats()).global;
-      const child = forkChild({ mode: 'hold', socketPath: sidecar.socketPath, slotCount: 16, slotSize: 65536, holdSlots: 6, delays: 200 });
-      const { stats } = await child.next('ready');
+      const child = forkChild({ mode: 'hold', socketPath: sidecar.socketPath, slotCount: 16, slotSize: 65536, delays: 200 });
+      const { stats, held } = await child.next('ready');
       assert.equal(stats.session.in_flight_async, 200, 'the child had 200 DELAYs in flight');
       assert.equal(stats.global.segments_live, 2);
-      const held = stats.session.grants_total - stats.session.returns_total;
-      assert.ok(held >= 6);
+      assert.equal(held, 16, 'the child holds every slot of its session');
 
       child.proc.kill('SIGKILL');
       await child.exited;
@@ -75,7 +74,7 @@ describe('faults', function () {
       }, 10_000);
       assert.ok(g, 'the killed session was closed and its segment released within 10 s');
       const reclaimed = g.slots_reclaimed_total - base.slots_reclaimed_total;
-      assert.ok(Math.abs(reclaimed - held) <= 1, `reclaimed ${reclaimed} slots; the session held ${held}`);
+      assert.equal(reclaimed, held, `reclaimed ${reclaimed} slots; the session held ${held}`);
       assert.equal(g.clients, 1);
       assert.deepEqual(leftoverSegments(sidecar.pid), [], `nothing named shmpipe-${sidecar.pid}-* left in /dev/shm`);
       await echoWorks(other);

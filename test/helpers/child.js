@@ -53,10 +53,13 @@ const modes = {
     };
     await Promise.all(Array.from({ length: window }, worker));
     const stats = await client.stats();
-    await client.nop(); // the stats slot's SLOT_RELEASE is processed before this completes
+    // End holding every slot (the sidecar grants all free slots), so the parent knows exactly
+    // how many the sidecar must reclaim when this session closes.
+    const held = [];
+    while (held.length < slotCount) held.push(await client.alloc());
     await client.close();
     const closedValue = await client.closed;
-    await send({ type: 'result', issued, settled, mismatches, errors, stats, closedValue: closedValue === undefined ? null : closedValue.code });
+    await send({ type: 'result', issued, settled, mismatches, errors, stats, held: held.length, closedValue: closedValue === undefined ? null : closedValue.code });
   },
 
   /** Echoes `totalBytes` through `slotCount` 1 MiB slots; reports memory before and after. */
@@ -129,17 +132,16 @@ const modes = {
     await client.close();
   },
 
-  /** Holds slots and requests in flight, then waits to be killed. */
-  async hold({ socketPath, slotCount, slotSize, holdSlots, delays }) {
+  /** Holds every slot and requests in flight, then waits to be killed. */
+  async hold({ socketPath, slotCount, slotSize, delays }) {
     const client = await shmpipe.connect({ socketPath, slotCount, slotSize, clientName: 'hold' });
-    const held = [];
-    for (let i = 0; i < holdSlots; i++) held.push(await client.alloc());
     for (let i = 0; i < delays; i++) client.delay(30_000_000).catch(() => {});
-    // Echoes in flight on some slots too (they finish quickly; the slots stay held).
-    await Promise.all(held.slice(0, 2).map((s) => client.echo(s, s.capacity)));
     const stats = await client.stats();
-    await client.nop();
-    await send({ type: 'ready', stats });
+    const held = [];
+    while (held.length < slotCount) held.push(await client.alloc());
+    // Echoes on some slots (they finish quickly; the slots stay held).
+    await Promise.all(held.slice(0, 2).map((s) => client.echo(s, s.capacity)));
+    await send({ type: 'ready', stats, held: held.length });
     await new Promise(() => {}); // wait for SIGKILL
   },
 
