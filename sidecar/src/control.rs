@@ -16,7 +16,7 @@ use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use shm_protocol::layout::{Layout, PAGE_SIZE};
 use shm_protocol::shm::{Mapping, Segment};
 use shm_protocol::{Params, SessionState};
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -41,6 +41,9 @@ const DEFAULT_RING: u64 = 1024;
 /// The socket file's mode: owner and group may connect (a pod's containers typically share a
 /// group via fsGroup); the uid check below is the real gate.
 const SOCKET_MODE: u32 = 0o660;
+
+/// How long a refused connection stays open for the client to read the error frame.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Server-wide state every connection needs.
 pub struct ServerCtx {
@@ -114,11 +117,27 @@ pub async fn accept_loop(listener: UnixListener, ctx: Arc<ServerCtx>, tracker: T
     debug!("control listener closed");
 }
 
-/// A refusal: the error frame (best effort) and then the socket closes (dropped by the caller).
+/// A refusal: the error frame, then the socket closes (dropped by the caller). Before that we
+/// half-close and read what the client still sends (its `hello`, typically) for a moment:
+/// closing a Unix socket with unread input makes the peer's read fail with ECONNRESET, which
+/// could hide the error frame from it.
 async fn refuse(stream: &mut UnixStream, code: &'static str, message: String) {
     info!(code, %message, "refusing client");
     let frame = wire::encode_frame(&ServerMsg::Error { code, message });
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
+    let linger = async {
+        stream.write_all(&frame).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < wire::MAX_FRAME * 2 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => total += n,
+            }
+        }
+        Ok::<_, io::Error>(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, linger).await;
 }
 
 /// Holds one of `SHMPIPE_MAX_CLIENTS` places; gives it back on drop.

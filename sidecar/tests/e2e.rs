@@ -482,7 +482,10 @@ fn uid_helper_client() {
     let Ok(socket) = std::env::var("SHMPIPE_TEST_HELPER_SOCKET") else { return };
     let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    write_frame(&mut s, &hello(&[]));
+    // The uid check comes first: a refused client may find the socket already half-closed.
+    let json = serde_json::to_vec(&hello(&[])).unwrap();
+    let _ = std::io::Write::write_all(&mut s, &(json.len() as u32).to_le_bytes());
+    let _ = std::io::Write::write_all(&mut s, &json);
     let (frame, fds) = read_frame_with_fds(&mut s).unwrap();
     println!("HELPER-FRAME {frame} FDS {}", fds.len());
 }
