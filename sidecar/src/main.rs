@@ -1,5 +1,6 @@
 //! The `shmpipe-sidecar` binary: configuration, logging, runtime; the rest is `server::run`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use shmpipe_sidecar::config::{Config, LogFormat, EXIT_USAGE};
@@ -8,7 +9,9 @@ use tracing_subscriber::EnvFilter;
 fn init_logging(cfg: &Config) {
     // Validated in `Config::load`.
     let filter = EnvFilter::try_new(&cfg.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_thread_names(true);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_thread_names(true);
     match cfg.log_format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().init(),
