@@ -1,2 +1,27 @@
-//! shmpipe-store: the sidecar's store layer (objects in `file://`, `s3://` or `memory://`
-//! stores, checksummed by the sidecar, streamed from and into slots). Work in progress.
+//! shmpipe-store: the sidecar's store layer. Objects live in a `file://` directory (the
+//! embedded default), an `s3://` bucket (AWS or any S3-compatible server) or `memory://`
+//! (tests), all through the `object_store` crate. The sidecar's store ops (PUT, OPEN_WRITE /
+//! WRITE / COMMIT / ABORT, OPEN_READ / READ, STAT, LIST, DELETE) map onto [`Store`],
+//! [`Writer`] and [`Reader`]; their failures onto [`StoreError::code`] (SPEC §8 names).
+//!
+//! Every object is `data ‖ 32-byte trailer` with the data's CRC-32C ([`trailer`]); full reads
+//! verify it. Payload comes in as `Bytes` — the sidecar wraps slot leases with
+//! `Bytes::from_owner` — and is not copied on its way to file:// or S3 (see [`store`]).
+//! This crate knows nothing of shared memory or the wire protocol.
+
+mod backend;
+pub mod checksum;
+pub mod config;
+pub mod error;
+pub mod key;
+pub mod reader;
+pub mod store;
+pub mod trailer;
+pub mod writer;
+
+pub use checksum::{Checksum, Crc32c};
+pub use config::{RetryOptions, StoreConfig, StoreOptions, StoreUrl};
+pub use error::StoreError;
+pub use reader::{Filled, Reader};
+pub use store::{ListPage, ObjectInfo, Store};
+pub use writer::Writer;
