@@ -1,0 +1,247 @@
+#!/usr/bin/env node
+// perf:rtt — the TS client against the real sidecar, shared memory vs the UDS baseline transport
+// (the same sidecar, the same requests and payload bytes over a Unix stream socket):
+//   (a) `await client.echo()` round trip with one request in flight (64-byte payload), p50/p99;
+//   (b) pipelined NOP requests/s with many in flight;
+//   (c) GB/s of 1 MiB payloads through to the sidecar's CRC-32C (shm: the payload is produced in
+//       the slot, zero copy; also reported: copying it in from another buffer first);
+//   (d) the sidecar's CPU over 5 s with one connected idle client (and the client's own).
+// Prints a table, then one JSON object as the last line. Needs `npm run build` first.
+// Measures, never asserts: speed is not checked in timed tests.
+'use strict';
+
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const { connect, protocol: p } = require(path.join(root, 'ts-lib', 'dist', 'index.js'));
+const sidecarBin = path.join(root, 'target', 'release', 'shmpipe-sidecar');
+
+const MiB = 1 << 20;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const now = () => process.hrtime.bigint();
+const secs = (t0) => Number(now() - t0) / 1e9;
+
+// ---- sidecar ---------------------------------------------------------------------------------
+
+async function startSidecar() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmpipe-perf-'));
+  const socketPath = path.join(dir, 'sidecar.sock');
+  const baselinePath = path.join(dir, 'baseline.sock');
+  const proc = spawn(sidecarBin, [], {
+    env: { PATH: process.env.PATH, SHMPIPE_SOCKET: socketPath, SHMPIPE_BASELINE_SOCKET: baselinePath, SHMPIPE_LOG: 'warn' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  for (let i = 0; i < 500 && !(fs.existsSync(socketPath) && fs.existsSync(baselinePath)); i++) await sleep(20);
+  if (!fs.existsSync(baselinePath)) throw new Error('the sidecar did not start');
+  return {
+    pid: proc.pid,
+    socketPath,
+    baselinePath,
+    async stop() {
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGTERM');
+      const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** CPU time of a process in seconds: the sum over its threads of /proc schedstat (ns precision). */
+function cpuSeconds(pid) {
+  let ns = 0;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return ns / 1e9;
+}
+
+// ---- UDS baseline client ---------------------------------------------------------------------
+
+/** A pipelining client of the baseline transport: replies come back in order. */
+class Baseline {
+  static async open(socketPath) {
+    const sock = net.connect(socketPath);
+    await new Promise((resolve, reject) => sock.once('connect', resolve).once('error', reject));
+    sock.setNoDelay?.(true);
+    return new Baseline(sock);
+  }
+
+  constructor(sock) {
+    this.sock = sock;
+    this.waiting = []; // resolvers, in request order
+    this.head = 0;
+    this.buf = Buffer.alloc(0);
+    sock.on('data', (chunk) => this.onData(chunk));
+  }
+
+  /** A ready-to-send request frame: length, entry, payload. */
+  static frame(opcode, payload) {
+    const n = 64 + payload.length;
+    const f = Buffer.alloc(4 + n);
+    f.writeUInt32LE(n, 0);
+    p.encodeSubmission(
+      { request_id: 1n, opcode, flags: 0, reserved0: 0, slot_id: p.NO_SLOT, slot_gen: 0, offset: 0, length: 0, reserved1: 0, args: [0n, 0n, 0n, 0n] },
+      f,
+      4,
+    );
+    payload.copy(f, 68);
+    return f;
+  }
+
+  /** Sends a prepared frame; resolves with the completion's status word once its reply is in. */
+  send(frame) {
+    return new Promise((resolve) => {
+      this.waiting.push(resolve);
+      this.sock.write(frame);
+    });
+  }
+
+  onData(chunk) {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    let off = 0;
+    while (this.buf.length - off >= 68) {
+      const status = this.buf.readInt32LE(off + 4 + 8);
+      const crc = this.buf.readUInt32LE(off + 4 + 32);
+      off += 68;
+      const r = this.waiting[this.head];
+      this.waiting[this.head++] = undefined;
+      r({ status, crc });
+    }
+    if (this.head > 4096 && this.head * 2 > this.waiting.length) {
+      this.waiting = this.waiting.slice(this.head);
+      this.head = 0;
+    }
+    this.buf = off === this.buf.length ? Buffer.alloc(0) : this.buf.subarray(off);
+  }
+
+  close() {
+    this.sock.destroy();
+  }
+}
+
+// ---- measurements ----------------------------------------------------------------------------
+
+function percentiles(samplesUs) {
+  const s = Float64Array.from(samplesUs).sort();
+  return { p50: s[Math.floor(s.length * 0.5)], p99: s[Math.floor(s.length * 0.99)] };
+}
+
+/** (a) one request in flight: time `count` sequential calls of `call`. */
+async function roundTrips(call, count) {
+  const samples = new Float64Array(count);
+  for (let i = 0; i < count; i++) {
+    const t0 = now();
+    await call();
+    samples[i] = Number(now() - t0) / 1000;
+  }
+  return percentiles(samples);
+}
+
+/** (b)/(c) `window` callers in a closed loop, `total` calls; returns calls per second. */
+async function closedLoop(call, window, total) {
+  let issued = 0;
+  const t0 = now();
+  await Promise.all(
+    Array.from({ length: window }, async (_, w) => {
+      while (issued < total) {
+        issued++;
+        await call(w);
+      }
+    }),
+  );
+  return total / secs(t0);
+}
+
+async function main() {
+  const sidecar = await startSidecar();
+  const out = {};
+  const rows = [];
+  try {
+    const client = await connect({ socketPath: sidecar.socketPath, slotCount: 64, slotSize: MiB, sqCapacity: 1024, cqCapacity: 1024 });
+    const uds = await Baseline.open(sidecar.baselinePath);
+    const slots = [];
+    for (let i = 0; i < 16; i++) slots.push(await client.alloc());
+    for (const s of slots) s.buffer.fill(0x5a);
+    const small = slots[0];
+    const payload64 = Buffer.alloc(64, 0x5a);
+    const udsEcho64 = Baseline.frame(p.OP_ECHO, payload64);
+    const udsNop = Baseline.frame(p.OP_NOP, Buffer.alloc(0));
+    const udsEcho1M = Baseline.frame(p.OP_ECHO, Buffer.alloc(MiB, 0x5a));
+    const source = Buffer.alloc(MiB, 0x5a);
+
+    // Warm every path first (JIT, FIFO/ring-full and wrap-around paths: LIMITS.md).
+    await closedLoop(() => client.nop(), 4096, 400_000);
+    await closedLoop(() => uds.send(udsNop), 1024, 100_000);
+    await roundTrips(() => client.echo(small, 64), 20_000);
+    await roundTrips(() => uds.send(udsEcho64), 5_000);
+    await closedLoop((w) => client.echo(slots[w], MiB), 16, 512);
+    await closedLoop(() => uds.send(udsEcho1M), 16, 256);
+
+    // (a) round trip, one in flight
+    const shmRtt = await roundTrips(() => client.echo(small, 64), 100_000);
+    const udsRtt = await roundTrips(() => uds.send(udsEcho64), 20_000);
+    out.shm_rtt_p50_us = +shmRtt.p50.toFixed(2);
+    out.shm_rtt_p99_us = +shmRtt.p99.toFixed(2);
+    out.uds_rtt_p50_us = +udsRtt.p50.toFixed(2);
+    out.uds_rtt_p99_us = +udsRtt.p99.toFixed(2);
+    rows.push(['echo 64 B round trip p50 / p99 (µs)', `${out.shm_rtt_p50_us} / ${out.shm_rtt_p99_us}`, `${out.uds_rtt_p50_us} / ${out.uds_rtt_p99_us}`]);
+
+    // (b) pipelined NOPs, many in flight
+    out.shm_rps = Math.round(await closedLoop(() => client.nop(), 1024, 3_000_000));
+    out.uds_rps = Math.round(await closedLoop(() => uds.send(udsNop), 1024, 1_000_000));
+    rows.push(['pipelined NOP requests/s (1024 in flight)', out.shm_rps.toLocaleString('en'), out.uds_rps.toLocaleString('en')]);
+
+    // (c) 1 MiB payloads through to the sidecar's checksum, 16 in flight
+    const n1m = 8192;
+    out.shm_gbps = +((await closedLoop((w) => client.echo(slots[w], MiB), 16, n1m)) * MiB / 1e9).toFixed(2);
+    out.shm_copyin_gbps = +(
+      ((await closedLoop(async (w) => {
+        source.copy(slots[w].buffer);
+        await client.echo(slots[w], MiB);
+      }, 16, n1m / 2)) *
+        MiB) /
+      1e9
+    ).toFixed(2);
+    out.uds_gbps = +(((await closedLoop(() => uds.send(udsEcho1M), 16, n1m / 4)) * MiB) / 1e9).toFixed(2);
+    rows.push(['1 MiB echo GB/s (16 in flight), zero copy', out.shm_gbps, out.uds_gbps]);
+    rows.push(['  shm with the payload copied into the slot first', out.shm_copyin_gbps, '']);
+    uds.close();
+
+    // (d) idle: one connected client, nothing in flight, 5 s
+    await sleep(500); // let the dispatcher's adaptive spin decay
+    const c0 = cpuSeconds(sidecar.pid);
+    const self0 = process.cpuUsage();
+    const t0 = now();
+    await sleep(5000);
+    const wall = secs(t0);
+    out.idle_cpu_pct = +(((cpuSeconds(sidecar.pid) - c0) / wall) * 100).toFixed(3);
+    const self1 = process.cpuUsage(self0);
+    out.idle_client_cpu_pct = +((((self1.user + self1.system) / 1e6) / wall) * 100).toFixed(2);
+    rows.push(['idle CPU over 5 s, one client: sidecar % (client %)', `${out.idle_cpu_pct} (${out.idle_client_cpu_pct})`, '']);
+    await client.close();
+  } finally {
+    await sidecar.stop();
+  }
+
+  const w0 = Math.max(...rows.map((r) => r[0].length));
+  console.log(`${'measure'.padEnd(w0)} | ${'shmpipe'.padStart(16)} | ${'UDS baseline'.padStart(16)}`);
+  console.log(`${'-'.repeat(w0)}-+-${'-'.repeat(16)}-+-${'-'.repeat(16)}`);
+  for (const [k, a, b] of rows) console.log(`${k.padEnd(w0)} | ${String(a).padStart(16)} | ${String(b).padStart(16)}`);
+  console.log(`targets: echo p50 ≤ 4 µs, ≥ 2 M req/s pipelined, ≥ 5 GB/s of 1 MiB payloads, idle CPU < 2 %`);
+  console.log(JSON.stringify(out));
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
