@@ -148,6 +148,13 @@ impl Config {
         if !self.max_ring.is_power_of_two() {
             return Err(format!("SHMPIPE_MAX_RING {} is not a power of two", self.max_ring));
         }
+        for (name, path) in [("SHMPIPE_SOCKET", Some(&self.socket)), ("SHMPIPE_BASELINE_SOCKET", self.baseline_socket.as_ref())] {
+            let Some(path) = path else { continue };
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            if !parent.is_dir() {
+                return Err(format!("{name} {}: directory {} does not exist", path.display(), parent.display()));
+            }
+        }
         if let Some(dir) = &self.segment_dir {
             if !dir.is_dir() {
                 return Err(format!("SHMPIPE_SEGMENT_DIR {} is not a directory", dir.display()));
@@ -201,6 +208,8 @@ mod tests {
             &["--socket", "/s", "--prefault", "maybe"],
             &["--socket", "/s", "--log", "=[{"],
             &["--socket", "/s", "--segment-dir", "/nonexistent/dir"],
+            &["--socket", "/nonexistent/dir/s.sock"],
+            &["--socket", "/s", "--baseline-socket", "/nonexistent/b.sock"],
             &[],
         ] {
             let e = load(args).unwrap_err();
