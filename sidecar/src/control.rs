@@ -392,7 +392,21 @@ async fn run_session(stream: &mut UnixStream, ctx: &ServerCtx, session: NewSessi
     let mut draining = false;
     let mut finishing = false;
     let (reason, dispatch_end) = loop {
+        // Biased: shutdown phases are seen in order (the draining frame always goes out before
+        // the session finishes), and before the dispatcher's end or the peer's EOF.
         tokio::select! {
+            biased;
+            _ = ctx.shutdown.draining.cancelled(), if !draining => {
+                draining = true;
+                segment.set_state(SessionState::Draining);
+                control.set_mode(Mode::Draining);
+                let frame = wire::encode_frame(&ServerMsg::Draining);
+                let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&frame)).await;
+            }
+            _ = ctx.shutdown.closing.cancelled(), if !finishing => {
+                finishing = true;
+                control.set_mode(Mode::Finishing);
+            }
             e = &mut reader => {
                 debug!(reason = %e, "control socket closed");
                 break (SessionEnd::PeerGone, None);
@@ -410,17 +424,6 @@ async fn run_session(stream: &mut UnixStream, ctx: &ServerCtx, session: NewSessi
                     }
                 };
                 break (reason, Some(end.ok()));
-            }
-            _ = ctx.shutdown.draining.cancelled(), if !draining => {
-                draining = true;
-                segment.set_state(SessionState::Draining);
-                control.set_mode(Mode::Draining);
-                let frame = wire::encode_frame(&ServerMsg::Draining);
-                let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&frame)).await;
-            }
-            _ = ctx.shutdown.closing.cancelled(), if !finishing => {
-                finishing = true;
-                control.set_mode(Mode::Finishing);
             }
         }
     };

@@ -522,3 +522,24 @@ fn uid_refusal_and_allow_list() {
     let line = run_helper(&allowed);
     assert!(line.contains("\"type\":\"welcome\"") && line.contains("FDS 3"), "{line}");
 }
+
+#[test]
+fn sigterm_with_nothing_in_flight_still_says_draining() {
+    let mut sidecar = Sidecar::start(&[("SHMPIPE_SHUTDOWN_GRACE", "0"), ("SHMPIPE_LOG_FORMAT", "json")]);
+    let mut a = sidecar.connect();
+    let mut b = sidecar.connect();
+    sidecar.signal(Signal::SIGTERM);
+    for agent in [&mut a, &mut b] {
+        let frames = agent.wait_closed();
+        assert_eq!(frames, vec![json!({"type": "draining"})]);
+        assert_eq!(agent.state(), Some(SessionState::Closed));
+    }
+    assert!(sidecar.wait_exit().success());
+    // JSON logs: every line is an object.
+    let log = sidecar.log_text();
+    assert!(log.lines().count() > 3);
+    for line in log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
+    }
+}
