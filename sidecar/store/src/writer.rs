@@ -109,16 +109,35 @@ impl Writer {
         self.state.as_ref().map_or(0, |s| s.parts.len())
     }
 
-    /// Appends `chunk`. Returns once the chunk is buffered or handed to a part upload; waits
-    /// first if `max_parts_in_flight` parts are uploading. The chunk (its slot) is released
-    /// when the part containing it has been uploaded (or at commit/abort). On error the upload
-    /// is already aborted.
+    /// Appends `chunk`. Returns once the chunk is buffered or handed to a part upload. If the
+    /// chunk completes a part and `max_parts_in_flight` parts are already uploading, it first
+    /// waits for one to finish (backpressure). Cancel-safe: if this future is dropped before
+    /// it completes, the chunk was not taken (the writer is as before; write it again). The
+    /// chunk (its slot) is released when the part containing it has been uploaded (or at
+    /// commit/abort). On error the upload is already aborted and the writer is dead.
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
         let st = self.state.as_mut().expect("writer state is present until commit/abort");
         st.check_failed()?;
         if chunk.is_empty() {
             return Ok(());
         }
+        let part_size = st.store.inner.part_size;
+        let total = st.buffered + chunk.len();
+        // Parts this chunk completes; the buffer always keeps 1..=part_size bytes back, so the
+        // last part is cut at commit and the trailer can join it.
+        let parts = if total > part_size { (total - 1) / part_size } else { 0 };
+        if parts > 0 {
+            // Keep two for commit: the remainder plus the trailer may need a full and a last part.
+            if st.parts_started + parts + 2 > MAX_PARTS {
+                let e = StoreError::internal(format!(
+                    "object exceeds {MAX_PARTS} parts of {part_size} bytes; raise the part size"
+                ));
+                return st.fail_on_error(Err(e)).await;
+            }
+            let r = st.make_room(parts).await;
+            st.fail_on_error(r).await?;
+        }
+        // No await from here on: the chunk is either not taken or fully accounted for.
         let chunk = if st.store.inner.backend.retains_payload {
             // memory:// keeps what it is given: copy so the slot goes back now.
             Bytes::copy_from_slice(&chunk)
@@ -128,8 +147,10 @@ impl Writer {
         st.crc.update(&chunk);
         st.buffered += chunk.len();
         st.buffer.push_back(chunk);
-        let r = st.flush_parts(false).await;
-        st.fail_on_error(r).await
+        for _ in 0..parts {
+            st.start_part(part_size);
+        }
+        Ok(())
     }
 
     /// Finishes the upload and makes the object visible (replacing any object under the
@@ -243,33 +264,24 @@ impl State {
         })
     }
 
-    /// Cuts full parts off the buffer and starts them. `last`: also send the remainder
-    /// (commit). All awaiting happens before a part is cut, so a cancelled call loses nothing.
-    async fn flush_parts(&mut self, last: bool) -> Result<(), StoreError> {
-        let part_size = self.store.inner.part_size;
-        loop {
-            let ready = if last { self.buffered > 0 } else { self.buffered > part_size };
-            if !ready {
-                return Ok(());
-            }
-            self.ensure_upload().await?;
-            self.reap()?;
-            while self.parts.len() >= self.store.inner.max_parts_in_flight {
-                self.join_one().await?;
-            }
-            if self.parts_started >= MAX_PARTS {
-                return Err(StoreError::internal(format!(
-                    "object exceeds {MAX_PARTS} parts of {part_size} bytes; raise the part size"
-                )));
-            }
-            // No await from here to the spawn: the part is either still in the buffer or
-            // owned by its task.
-            let n = part_size.min(self.buffered);
-            let payload = self.take_front(n);
-            let Upload::Ready(upload) = &mut self.upload else { unreachable!("ensured above") };
-            self.parts.spawn(upload.put_part(payload));
-            self.parts_started += 1;
+    /// Waits until the upload exists and `parts` more parts fit in the in-flight budget (or
+    /// nothing is in flight, for a chunk larger than the whole budget). Cancel-safe.
+    async fn make_room(&mut self, parts: usize) -> Result<(), StoreError> {
+        self.ensure_upload().await?;
+        self.reap()?;
+        let max = self.store.inner.max_parts_in_flight;
+        while !self.parts.is_empty() && self.parts.len() + parts > max {
+            self.join_one().await?;
         }
+        Ok(())
+    }
+
+    /// Cuts the next part (`n` bytes, at most what is buffered) and starts its upload.
+    fn start_part(&mut self, n: usize) {
+        let payload = self.take_front(n.min(self.buffered));
+        let Upload::Ready(upload) = &mut self.upload else { unreachable!("make_room created it") };
+        self.parts.spawn(upload.put_part(payload));
+        self.parts_started += 1;
     }
 
     /// `n` bytes off the front of the buffer as one part, splitting a chunk if needed (no copy).
@@ -324,9 +336,14 @@ impl State {
     }
 
     async fn finish_multipart(&mut self, trailer: &Trailer) -> Result<object_store::PutResult, StoreError> {
+        let part_size = self.store.inner.part_size;
         self.buffer.push_back(Bytes::copy_from_slice(&trailer.encode()));
         self.buffered += crate::trailer::TRAILER_LEN;
-        self.flush_parts(true).await?;
+        // The remainder plus trailer: one last part, or a full one and a small last one.
+        while self.buffered > 0 {
+            self.make_room(1).await?;
+            self.start_part(part_size);
+        }
         while !self.parts.is_empty() {
             self.join_one().await?;
         }
