@@ -131,7 +131,8 @@ impl Config {
             Err(e) => {
                 let text = e.to_string();
                 let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-                return Err(first.to_owned());
+                // clap names the flag; say that the SHMPIPE_* variable is the same setting.
+                return Err(format!("{first} (each flag has a SHMPIPE_* variable; see --help)"));
             }
         };
         config.validate()?;
