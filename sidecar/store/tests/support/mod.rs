@@ -372,15 +372,27 @@ pub fn s3_options(endpoint: &str) -> StoreOptions {
     }
 }
 
-/// Raw S3 calls (moto accepts unsigned requests), for setup and for inspecting/tampering.
+/// Raw S3 access for setup, inspection and tampering, bypassing the store layer: bucket
+/// creation and multipart listing as plain HTTP (moto allows them unsigned), object bytes
+/// through a plain object_store client (signed; moto refuses anonymous object reads).
 pub struct RawS3 {
     http: reqwest::Client,
     endpoint: String,
+    s3: object_store::aws::AmazonS3,
 }
 
 impl RawS3 {
     pub fn new(endpoint: &str) -> Self {
-        Self { http: reqwest::Client::new(), endpoint: endpoint.to_owned() }
+        let s3 = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(BUCKET)
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .build()
+            .expect("raw S3 client");
+        Self { http: reqwest::Client::new(), endpoint: endpoint.to_owned(), s3 }
     }
 
     pub async fn create_bucket(&self, bucket: &str) {
@@ -388,7 +400,7 @@ impl RawS3 {
         assert!(r.status().is_success(), "create bucket: {}", r.status());
     }
 
-    /// Number of multipart uploads in progress in `bucket`.
+    /// Number of multipart uploads in progress in `bucket` (ListMultipartUploads).
     pub async fn multipart_uploads(&self, bucket: &str) -> usize {
         let r = self.http.get(format!("{}/{bucket}?uploads", self.endpoint)).send().await.expect("list uploads");
         assert!(r.status().is_success(), "list uploads: {}", r.status());
@@ -396,18 +408,20 @@ impl RawS3 {
         body.matches("<Upload>").count()
     }
 
-    pub async fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
-        let r = self.http.get(format!("{}/{bucket}/{key}", self.endpoint)).send().await.expect("get");
-        if r.status() == reqwest::StatusCode::NOT_FOUND {
-            return None;
+    /// The stored bytes of `key` in [`BUCKET`] (data ‖ trailer), or None.
+    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        use object_store::ObjectStoreExt;
+        match self.s3.get(&Path::parse(key).unwrap()).await {
+            Ok(r) => Some(r.bytes().await.unwrap().to_vec()),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => panic!("raw get {key}: {e}"),
         }
-        assert!(r.status().is_success(), "raw get: {}", r.status());
-        Some(r.bytes().await.unwrap().to_vec())
     }
 
-    pub async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) {
-        let r = self.http.put(format!("{}/{bucket}/{key}", self.endpoint)).body(body).send().await.expect("put");
-        assert!(r.status().is_success(), "raw put: {}", r.status());
+    /// Replaces the stored bytes of `key` in [`BUCKET`].
+    pub async fn put(&self, key: &str, body: Vec<u8>) {
+        use object_store::ObjectStoreExt;
+        self.s3.put(&Path::parse(key).unwrap(), body.into()).await.expect("raw put");
     }
 }
 
