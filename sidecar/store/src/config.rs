@@ -1,7 +1,7 @@
 //! Store configuration: which backend (from the store URL) and how to talk to it (options).
 //! The sidecar fills [`StoreOptions`] from its flags/env (that mapping lives in the sidecar's
 //! config module); S3 settings left unset fall back to the standard `AWS_*` environment
-//! variables (see [`crate::backend`]).
+//! variables (the backend module applies them).
 //!
 //! URLs:
 //! - `file:///abs/path` — objects are files under that directory (created if missing);

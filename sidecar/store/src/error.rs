@@ -44,6 +44,9 @@ pub enum StoreError {
     /// through all configured retries.
     #[error("store error{}: {message}", if *transient { " (transient)" } else { "" })]
     Store { message: String, transient: bool },
+    /// Another argument out of its range (e.g. a LIST page size).
+    #[error("invalid argument: {message}")]
+    InvalidArgument { message: String },
     /// The upload was aborted (after an earlier failure of the same writer); nothing of it
     /// is visible.
     #[error("upload of {key:?} was aborted: {reason}")]
@@ -59,7 +62,10 @@ impl StoreError {
         match self {
             Self::NotFound { .. } => CODE_NOT_FOUND,
             Self::Integrity { .. } | Self::Corrupt { .. } => CODE_INTEGRITY,
-            Self::InvalidKey { .. } | Self::InvalidRange { .. } | Self::Config(_) => CODE_MALFORMED,
+            Self::InvalidKey { .. }
+            | Self::InvalidRange { .. }
+            | Self::InvalidArgument { .. }
+            | Self::Config(_) => CODE_MALFORMED,
             Self::Store { .. } | Self::Aborted { .. } => CODE_STORE,
         }
     }

@@ -25,3 +25,19 @@ pub use error::StoreError;
 pub use reader::{Filled, Reader};
 pub use store::{ListPage, ObjectInfo, Store};
 pub use writer::Writer;
+
+#[cfg(test)]
+mod tests {
+    /// The sidecar moves these across tasks and threads.
+    #[test]
+    fn handles_are_send() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        send::<super::Store>();
+        sync::<super::Store>();
+        send::<super::Writer>();
+        send::<super::Reader>();
+        send::<super::StoreError>();
+        sync::<super::StoreError>();
+    }
+}

@@ -1,4 +1,4 @@
-//! `Reader`: one streaming download (OPEN_READ key [range] → the sidecar fills slots …).
+//! `Reader`: one streaming download (OPEN_READ key \[range\] → the sidecar fills slots …).
 //!
 //! Two ways to consume it:
 //! - [`Reader::read_into`] fills a caller-owned buffer (the sidecar passes a slot lease). For

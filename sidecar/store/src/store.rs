@@ -237,11 +237,8 @@ impl Store {
         page_size: usize,
     ) -> Result<ListPage, StoreError> {
         if page_size == 0 || page_size > MAX_PAGE_SIZE {
-            return Err(StoreError::InvalidRange {
-                key: prefix.to_owned(),
-                start: page_size as u64,
-                end: page_size as u64,
-                size: MAX_PAGE_SIZE as u64,
+            return Err(StoreError::InvalidArgument {
+                message: format!("page size {page_size} outside 1..={MAX_PAGE_SIZE}"),
             });
         }
         let prefix_path = parse_prefix(prefix)?;

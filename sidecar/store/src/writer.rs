@@ -14,12 +14,15 @@
 //! next `write`/`commit`, which aborts the upload before returning the error.
 //!
 //! Cancellation: every remote step (creating the upload, the parts) is a task owned by the
-//! writer, and state changes happen only between awaits, so a `write` future dropped mid-way
-//! loses nothing. A writer dropped without `commit`/`abort` (agent disconnected, session torn
-//! down, commit future dropped) aborts in the background: in-flight parts are cancelled and
-//! awaited, then the multipart upload is aborted (S3) / the staging file removed (file://).
-//! That needs a tokio runtime at drop time; without one the abort is only logged (configure an
-//! S3 lifecycle rule for incomplete multipart uploads as the safety net).
+//! writer, and the buffer changes only after the last await of a `write`, so a `write` future
+//! dropped before completion has not taken its chunk (the writer is unchanged). A writer
+//! dropped without `commit`/`abort` (agent disconnected, session torn down, commit future
+//! dropped) aborts in the background: in-flight parts are cancelled and awaited, then the
+//! multipart upload is aborted (S3) / the staging file removed (file://); buffered chunks are
+//! released at once, chunks inside parts when the backend lets go of them (file:// part writes
+//! already running on the blocking pool finish first). That needs a tokio runtime at drop
+//! time; without one the abort is only logged (configure an S3 lifecycle rule for incomplete
+//! multipart uploads as the safety net). [`crate::Store::wait_background`] waits for these.
 
 use std::collections::VecDeque;
 

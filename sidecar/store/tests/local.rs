@@ -470,7 +470,7 @@ async fn file_byte_flipped_on_disk_is_detected() {
 async fn memory_url_copies_so_leases_are_not_pinned() {
     // The real memory:// backend keeps every Bytes it is given: the store must copy.
     let store = Store::open(&StoreConfig::new("memory://", options()).unwrap()).unwrap();
-    let leases = Leases::new();
+    let leases = Leases::keeping();
     let data = pattern(13, 0..(3 * PART) as u64);
     store.put("m/put", [leases.lease(data.clone())]).await.unwrap();
     assert_eq!(leases.outstanding(), 0, "memory:// must not keep the lease");
@@ -503,7 +503,7 @@ async fn no_payload_copy_on_the_way_to_the_backend() {
     let url = url::Url::from_directory_path(dir.path()).unwrap().to_string();
     let cfg = StoreConfig::new(&url, options()).unwrap();
     let store = Store::from_object_store(spy.clone(), &cfg, false, false);
-    let leases = Leases::new();
+    let leases = Leases::keeping();
 
     let data = pattern(14, 0..100_000);
     store.put("z/put", data.chunks(30_000).map(|c| leases.lease(c.to_vec()))).await.unwrap();

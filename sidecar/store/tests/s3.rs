@@ -191,7 +191,7 @@ async fn s3_no_payload_copy_before_object_store() {
     let spy = Arc::new(SpyStore::new(Arc::new(s3) as Arc<dyn ObjectStore>, SpyState::default()));
     let cfg = StoreConfig::new(&format!("s3://{BUCKET}"), options).unwrap();
     let store = Store::from_object_store(spy.clone(), &cfg, false, true);
-    let leases = Leases::new();
+    let leases = Leases::keeping();
     let info = upload(&store, "zc/obj", 3, (12 * MIB + 5) as u64, &leases).await.unwrap();
     let seen = spy.seen();
     let foreign: Vec<_> = seen.iter().filter(|s| !leases.contains(s)).collect();

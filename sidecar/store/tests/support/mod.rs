@@ -77,9 +77,9 @@ pub struct Leases {
     drops: Arc<AtomicUsize>,
     made: AtomicUsize,
     ranges: Mutex<Vec<Range<usize>>>,
-    /// Every buffer stays allocated until the test ends, so an address seen later cannot
-    /// belong to a new allocation that reused a returned lease's memory.
-    keep: Mutex<Vec<Arc<[u8]>>>,
+    /// `Some`: every buffer stays allocated until the test ends, so an address seen later
+    /// cannot belong to a new allocation that reused a returned lease's memory.
+    keep: Option<Mutex<Vec<Arc<[u8]>>>>,
 }
 
 impl Leases {
@@ -87,12 +87,19 @@ impl Leases {
         Self::default()
     }
 
+    /// Leases whose memory is never reused during the test (for address comparisons).
+    pub fn keeping() -> Self {
+        Self { keep: Some(Mutex::new(Vec::new())), ..Self::default() }
+    }
+
     /// `Bytes::from_owner(lease)` over `data`, as the sidecar will build it.
     pub fn lease(&self, data: Vec<u8>) -> Bytes {
         let data: Arc<[u8]> = data.into();
         let start = data.as_ptr() as usize;
         self.ranges.lock().unwrap().push(start..start + data.len());
-        self.keep.lock().unwrap().push(data.clone());
+        if let Some(keep) = &self.keep {
+            keep.lock().unwrap().push(data.clone());
+        }
         self.made.fetch_add(1, Ordering::SeqCst);
         Bytes::from_owner(Lease { data, drops: self.drops.clone() })
     }
@@ -110,7 +117,9 @@ impl Leases {
     }
 
     /// True if `ptr..ptr+len` lies inside one lease's buffer (the bytes were not copied).
+    /// Only meaningful for [`Leases::keeping`].
     pub fn contains(&self, span: &Range<usize>) -> bool {
+        assert!(self.keep.is_some(), "use Leases::keeping() for address checks");
         self.ranges.lock().unwrap().iter().any(|r| r.start <= span.start && span.end <= r.end)
     }
 }
@@ -340,7 +349,11 @@ pub fn s3_server_or_skip(test: &str) -> Option<S3Server> {
             panic!("{test}: SHMPIPE_REQUIRE_S3=1 but the S3 test server could not start: {why}")
         }
         Err(why) => {
-            eprintln!(
+            // Straight to the process's stderr: libtest captures eprintln! of passing tests,
+            // and a skip must be visible.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED {test}: {why}. Run scripts/install-s3-server.sh; set SHMPIPE_REQUIRE_S3=1 to fail instead."
             );
             None
