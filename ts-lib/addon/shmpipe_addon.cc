@@ -8,7 +8,7 @@
 //   - ring(): write 1 to an eventfd (the sq_doorbell);
 //   - close(): close an fd.
 // The rings themselves live in JS (ts-lib/src/ring.ts) using Atomics on the mapped memory:
-// a Node-API call costs more than the Atomics it would replace (see ts-lib/README.md).
+// a Node-API call costs more than the plain stores it would replace (ts-lib/README.md).
 //
 // Every argument is validated by the JS caller (ts-lib/src/native.ts) before it gets here; the
 // checks below are only a last line against crashes. Failures are thrown (or rejected) as JS
