@@ -263,8 +263,16 @@ impl MultipartUpload for SpyUpload {
 
 // ---------- the S3 test server (moto) ----------
 
+/// This crate's directory: cargo sets CARGO_MANIFEST_DIR when it runs the test (preferred:
+/// a binary reused from another checkout would otherwise point there), else compile time.
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    crate_dir().join("../..")
 }
 
 /// moto's S3 server, started by `tests/support/s3_server.py` from the venv that
@@ -286,7 +294,7 @@ impl S3Server {
         if !python.exists() {
             return Err(format!("moto is not installed ({} missing)", python.display()));
         }
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/s3_server.py");
+        let script = crate_dir().join("tests/support/s3_server.py");
         let mut child = Command::new(&python)
             .arg(&script)
             .arg("--port")
