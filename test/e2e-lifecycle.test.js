@@ -3,8 +3,11 @@
 'use strict';
 
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
 const { bundle } = require('./helpers/paths');
-const { startSidecar, sleep } = require('./helpers/sidecar');
+const { startSidecar, sleep, waitFor } = require('./helpers/sidecar');
 const { crc32c } = require('./helpers/crc32c');
 
 const { connect, ShmpipeError, Slot } = require(bundle);
@@ -141,5 +144,24 @@ describe('client lifecycle', function () {
     await Promise.all(held.map((c) => c.close()));
     await small.stop();
     await assert.rejects(connect({ socketPath: small.socketPath }), { code: 'SHMPIPE_E_DISCONNECTED' });
+  });
+
+  it('works the same with segments as files in SHMPIPE_SEGMENT_DIR (Kubernetes emptyDir)', async () => {
+    const segDir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmpipe-segdir-'));
+    const filed = await startSidecar({ env: { SHMPIPE_SEGMENT_DIR: segDir } });
+    try {
+      const c = await connect({ socketPath: filed.socketPath, slotCount: 4, slotSize: 65536 });
+      assert.ok(c.layout.segment.startsWith(segDir), `segment ${c.layout.segment} is in ${segDir}`);
+      const s = await c.alloc();
+      s.buffer.fill(0x77, 0, 65536);
+      assert.equal((await c.echo(s, 65536)).checksum, crc32c(s.buffer));
+      // `mapped` travels on the control socket, not the rings: poll for the unlink.
+      const gone = await waitFor(() => fs.readdirSync(segDir).length === 0, 5000);
+      assert.ok(gone, `the segment file is unlinked once mapped: ${fs.readdirSync(segDir)}`);
+      await c.close();
+    } finally {
+      await filed.stop();
+      fs.rmSync(segDir, { recursive: true, force: true });
+    }
   });
 });
