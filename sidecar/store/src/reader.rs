@@ -106,11 +106,7 @@ impl Reader {
             let chunk = store.inner.read_chunk_size;
             let size = trailer.data_len;
             let data = checked_range(&key, range.clone(), size)?;
-            let source = if data.is_empty() {
-                Source::Empty
-            } else {
-                Source::File { file: Arc::new(file), trailer, chunk }
-            };
+            let source = Source::File { file: Arc::new(file), trailer, chunk };
             return Ok(Self::new(key, data, size, range.is_none(), source));
         }
         let os = &store.inner.backend.store;
@@ -350,8 +346,7 @@ impl Reader {
                 Trailer::decode(tail, self.object_size + TRAILER_LEN as u64)
                     .map_err(|reason| StoreError::Corrupt { key: key.clone(), reason })?
             }
-            // An empty full read is of an empty object whose trailer was checked at open.
-            Source::Empty => return Ok(()),
+            Source::Empty => unreachable!("empty sources are only used for ranged reads"),
         };
         if crc.len() != trailer.data_len || crc.finish() != trailer.checksum {
             return Err(StoreError::Integrity {

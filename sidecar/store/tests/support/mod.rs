@@ -14,8 +14,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use object_store::path::Path;
+use futures::StreamExt;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
 };
 use shmpipe_store::{RetryOptions, StoreOptions};
@@ -142,6 +143,9 @@ pub struct SpyState {
     pub max_parts_running: AtomicUsize,
     pub aborts: AtomicUsize,
     pub completes: AtomicUsize,
+    /// GET bodies are re-cut into pieces of this many bytes (if set), so trailers and data
+    /// ends fall across chunk boundaries.
+    pub rechunk_get: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -191,7 +195,23 @@ impl ObjectStore for SpyStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
+        let mut res = self.inner.get_opts(location, options).await?;
+        if let Some(n) = self.state.rechunk_get {
+            let payload = std::mem::replace(&mut res.payload, GetResultPayload::Stream(futures::stream::empty().boxed()));
+            let body = GetResult { payload, ..res_shell(&res) }.into_stream();
+            let pieces = body
+                .map(move |r| {
+                    let v: Vec<object_store::Result<Bytes>> = match r {
+                        Ok(b) => (0..b.len()).step_by(n).map(|i| Ok(b.slice(i..(i + n).min(b.len())))).collect(),
+                        Err(e) => vec![Err(e)],
+                    };
+                    futures::stream::iter(v)
+                })
+                .flatten()
+                .boxed();
+            res.payload = GetResultPayload::Stream(pieces);
+        }
+        Ok(res)
     }
 
     fn delete_stream(
@@ -211,6 +231,17 @@ impl ObjectStore for SpyStore {
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// A GetResult carrying `res`'s metadata (to turn a payload into a stream).
+fn res_shell(res: &GetResult) -> GetResult {
+    GetResult {
+        payload: GetResultPayload::Stream(futures::stream::empty().boxed()),
+        meta: res.meta.clone(),
+        range: res.range.clone(),
+        attributes: res.attributes.clone(),
+        extensions: res.extensions.clone(),
     }
 }
 
