@@ -220,30 +220,38 @@ export async function connect(options: ConnectOptions): Promise<Client> {
     client: o.clientName ?? `node-${process.pid}`,
   };
   const { sock, reply, fds } = await native.connect(o.socketPath, frame(hello), o.connectTimeoutMs);
-  // From here on every failure closes what the handshake handed us.
-  let owned = true;
+  // Until the Client owns them, every failure closes what the handshake handed us.
+  let session: Established;
   try {
-    const client = establish(o, sock, reply, fds);
-    owned = false;
-    return client;
-  } finally {
-    if (owned) {
-      for (const fd of [sock, ...fds]) {
-        try {
-          native.close(fd);
-        } catch {
-          // already failing; the first error is the one to report
-        }
+    session = establish(reply, fds);
+  } catch (e) {
+    for (const fd of [sock, ...fds]) {
+      if (fd < 0) continue;
+      try {
+        native.close(fd);
+      } catch {
+        // already failing; the first error is the one to report
       }
     }
+    throw e;
   }
+  return new Client(o, session.layout, session.views, session.rings, sock, session.sqFd, session.cqFd);
+}
+
+interface Established {
+  layout: ClientLayout;
+  views: SegmentViews;
+  rings: { sq: Producer; cq: Consumer; gq: Consumer };
+  sqFd: number;
+  cqFd: number;
 }
 
 function handshakeError(code: ErrorCode, message: string, cause?: unknown): ShmpipeError {
   return new ShmpipeError(code, `handshake: ${message}`, { cause });
 }
 
-function establish(o: ResolvedOptions, sock: number, reply: string, fds: number[]): Client {
+/** Checks the reply and the segment (SPEC §10 step 3); maps it. Closes the segment fd. */
+function establish(reply: string, fds: number[]): Established {
   let msg: unknown;
   try {
     msg = JSON.parse(reply);
@@ -326,7 +334,7 @@ function establish(o: ResolvedOptions, sock: number, reply: string, fds: number[
   } catch (e) {
     throw handshakeError('SHMPIPE_E_PROTOCOL', (e as Error).message, e);
   }
-  return new Client(o, layout, views, rings, sock, sqFd, cqFd);
+  return { layout, views, rings, sqFd, cqFd };
 }
 
 export class Client implements SlotOwner {
@@ -401,7 +409,12 @@ export class Client implements SlotOwner {
 
     // Node adopts the control socket: it gives EOF detection and frame writes without more
     // native code. The socket is only used for the `mapped` frame, `draining`, and EOF.
-    this.socket = new net.Socket({ fd: sock, readable: true, writable: true });
+    try {
+      this.socket = new net.Socket({ fd: sock, readable: true, writable: true });
+    } catch (e) {
+      for (const fd of [sock, sqFd, cqFd]) native.close(fd);
+      throw new ShmpipeError('SHMPIPE_E_HANDSHAKE', 'cannot adopt the control socket', { cause: e });
+    }
     this.socketClosed = new Promise((resolve) => this.socket.once('close', () => resolve()));
     this.socket.on('data', (chunk: Buffer) => this.onFrameBytes(chunk));
     const gone = (why: string) => () =>
@@ -414,7 +427,12 @@ export class Client implements SlotOwner {
     this.socket.write(frame({ type: 'mapped' }));
 
     this.raw = this.makeRaw();
-    this.watchHandle = native.watch(cqFd, (err) => this.onDoorbell(err));
+    try {
+      this.watchHandle = native.watch(cqFd, (err) => this.onDoorbell(err));
+    } catch (e) {
+      this.fail(e instanceof ShmpipeError ? e : new ShmpipeError('SHMPIPE_E_HANDSHAKE', String(e)));
+      throw e;
+    }
     // Grants may already be waiting; start with a drain, which ends by arming agent_need_wakeup.
     this.drain();
   }
@@ -582,7 +600,11 @@ export class Client implements SlotOwner {
     if (views === null || this.failure !== null) return;
     // P1: Atomics.store is SeqCst, so it is also the P2 fence before the P3 load below.
     if (this.sq.publish() && Atomics.load(views.i32, this.sidecarWakeIndex) !== 0) {
-      native.ring(this.sqFd);
+      try {
+        native.ring(this.sqFd);
+      } catch (e) {
+        this.fail(new ShmpipeError('SHMPIPE_E_DISCONNECTED', 'cannot ring the sq doorbell', { cause: e }));
+      }
     }
   };
 
