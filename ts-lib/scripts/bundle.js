@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Bundles ts-lib/src/index.ts into ts-lib/dist/index.js (CommonJS, Node 20, zod included). The
+// Bundles ts-lib/src/index.ts into ts-lib/dist/index.js and the CLI (src/cli.ts) into
+// ts-lib/dist/cli.js (CommonJS, Node 20, zod included). The
 // addon is not bundled: src/native.ts loads it at run time from ../build/shmpipe_addon.node
 // relative to the bundle. Type checking is `tsc -p ts-lib --noEmit` (see package.json).
 'use strict';
@@ -8,16 +9,19 @@ const path = require('node:path');
 const esbuild = require('esbuild');
 
 const root = path.resolve(__dirname, '..');
-esbuild
-  .build({
-    entryPoints: [path.join(root, 'src', 'index.ts')],
-    outfile: path.join(root, 'dist', 'index.js'),
-    bundle: true,
-    platform: 'node',
-    format: 'cjs',
-    target: 'node20',
-    sourcemap: true,
-    logLevel: 'warning',
+const common = { bundle: true, platform: 'node', format: 'cjs', target: 'node20', sourcemap: true, logLevel: 'warning' };
+Promise.all([
+  esbuild.build({ ...common, entryPoints: [path.join(root, 'src', 'index.ts')], outfile: path.join(root, 'dist', 'index.js') }),
+  // The CLI is its own bundle (it includes the client), with a shebang so it runs as a bin.
+  esbuild.build({
+    ...common,
+    entryPoints: [path.join(root, 'src', 'cli.ts')],
+    outfile: path.join(root, 'dist', 'cli.js'),
+    banner: { js: '#!/usr/bin/env node' },
+  }),
+])
+  .then(() => {
+    require('node:fs').chmodSync(path.join(root, 'dist', 'cli.js'), 0o755);
+    console.log('bundled ts-lib/dist/index.js and ts-lib/dist/cli.js');
   })
-  .then(() => console.log('bundled ts-lib/dist/index.js'))
   .catch(() => process.exit(1));
