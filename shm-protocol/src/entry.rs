@@ -16,18 +16,90 @@ pub enum Opcode {
     SlotRelease = 2,
     Stats = 3,
     Delay = 4,
+    // Object-store ops (SPEC §7.2).
+    Put = 16,
+    OpenWrite = 17,
+    Write = 18,
+    Commit = 19,
+    Abort = 20,
+    OpenRead = 21,
+    Stat = 22,
+    List = 23,
+    Delete = 24,
 }
 
 impl Opcode {
-    pub const ALL: [Opcode; 5] = [Self::Nop, Self::Echo, Self::SlotRelease, Self::Stats, Self::Delay];
+    pub const ALL: [Opcode; 14] = [
+        Self::Nop,
+        Self::Echo,
+        Self::SlotRelease,
+        Self::Stats,
+        Self::Delay,
+        Self::Put,
+        Self::OpenWrite,
+        Self::Write,
+        Self::Commit,
+        Self::Abort,
+        Self::OpenRead,
+        Self::Stat,
+        Self::List,
+        Self::Delete,
+    ];
 
     pub fn from_u8(v: u8) -> Option<Self> {
-        Self::ALL.into_iter().find(|o| *o as u8 == v)
+        match v {
+            0 => Some(Self::Nop),
+            1 => Some(Self::Echo),
+            2 => Some(Self::SlotRelease),
+            3 => Some(Self::Stats),
+            4 => Some(Self::Delay),
+            16 => Some(Self::Put),
+            17 => Some(Self::OpenWrite),
+            18 => Some(Self::Write),
+            19 => Some(Self::Commit),
+            20 => Some(Self::Abort),
+            21 => Some(Self::OpenRead),
+            22 => Some(Self::Stat),
+            23 => Some(Self::List),
+            24 => Some(Self::Delete),
+            _ => None,
+        }
+    }
+
+    /// Position in [`Opcode::ALL`] (a dense index for per-op counters; opcodes have gaps).
+    pub const fn index(self) -> usize {
+        match self {
+            Self::Nop => 0,
+            Self::Echo => 1,
+            Self::SlotRelease => 2,
+            Self::Stats => 3,
+            Self::Delay => 4,
+            Self::Put => 5,
+            Self::OpenWrite => 6,
+            Self::Write => 7,
+            Self::Commit => 8,
+            Self::Abort => 9,
+            Self::OpenRead => 10,
+            Self::Stat => 11,
+            Self::List => 12,
+            Self::Delete => 13,
+        }
     }
 
     /// Whether the op requires a slot (SPEC §7).
     pub fn needs_slot(self) -> bool {
-        matches!(self, Self::Echo | Self::SlotRelease | Self::Stats)
+        !matches!(self, Self::Nop | Self::Delay | Self::Commit | Self::Abort)
+    }
+
+    /// An object-store op (SPEC §7.2): runs against the sidecar's store.
+    pub fn is_store(self) -> bool {
+        (self as u8) >= 16
+    }
+
+    /// Ops that take ownership of their slot once accepted (SPEC §7.2): the completion that
+    /// ends them carries no `SLOT`, and the slot returns to the free pool later.
+    pub fn consumes_slot(self) -> bool {
+        matches!(self, Self::Put | Self::Write | Self::OpenRead)
     }
 
     pub fn name(self) -> &'static str {
@@ -37,6 +109,15 @@ impl Opcode {
             Self::SlotRelease => "slot_release",
             Self::Stats => "stats",
             Self::Delay => "delay",
+            Self::Put => "put",
+            Self::OpenWrite => "open_write",
+            Self::Write => "write",
+            Self::Commit => "commit",
+            Self::Abort => "abort",
+            Self::OpenRead => "open_read",
+            Self::Stat => "stat",
+            Self::List => "list",
+            Self::Delete => "delete",
         }
     }
 }
@@ -56,6 +137,12 @@ pub mod cq_flags {
 
 /// Maximum `DELAY` argument (SPEC §7): 60 s in microseconds.
 pub const MAX_DELAY_US: u64 = 60_000_000;
+
+/// Longest object key in bytes (SPEC §7.2; S3's limit).
+pub const MAX_KEY_LEN: u32 = 1024;
+
+/// OPEN_READ `arg1` meaning "to the end of the object" (SPEC §7.2).
+pub const RANGE_TO_END: u64 = u64::MAX;
 
 /// A submission exactly as it sits on the wire; no field has been validated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -282,6 +369,25 @@ mod tests {
         assert_eq!(code(delay), ErrorCode::Malformed);
         let ok = echo(4).validate().unwrap();
         assert_eq!(ok.slot, Some(SlotRef { id: 4, generation: 1, offset: 0, length: 10 }));
+    }
+
+    #[test]
+    fn opcodes_decode_index_and_classify() {
+        for (i, op) in Opcode::ALL.iter().enumerate() {
+            assert_eq!(op.index(), i);
+            assert_eq!(Opcode::from_u8(*op as u8), Some(*op));
+        }
+        assert_eq!((5..16).filter_map(Opcode::from_u8).count(), 0);
+        assert_eq!(Opcode::from_u8(25), None);
+        assert!(Opcode::Put.needs_slot() && Opcode::Put.consumes_slot() && Opcode::Put.is_store());
+        assert!(!Opcode::Commit.needs_slot() && !Opcode::Abort.needs_slot());
+        assert!(Opcode::Stat.needs_slot() && !Opcode::Stat.consumes_slot());
+        assert!(!Opcode::Echo.is_store());
+        let commit = RawSubmission { request_id: 1, opcode: Opcode::Commit as u8, slot_id: NO_SLOT, args: [7, 0, 0, 0], ..Default::default() };
+        assert!(commit.validate().is_ok());
+        assert_eq!(RawSubmission { slot_id: 0, ..commit }.validate().unwrap_err().code, ErrorCode::Malformed);
+        let put = RawSubmission { opcode: Opcode::Put as u8, ..commit };
+        assert_eq!(put.validate().unwrap_err().code, ErrorCode::InvalidSlot);
     }
 
     #[test]

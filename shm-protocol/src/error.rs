@@ -16,10 +16,11 @@ pub enum ErrorCode {
     Store = -10,
     Integrity = -11,
     Internal = -12,
+    InvalidHandle = -13,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         Self::UnknownOpcode,
         Self::Malformed,
         Self::InvalidSlot,
@@ -32,6 +33,7 @@ impl ErrorCode {
         Self::Store,
         Self::Integrity,
         Self::Internal,
+        Self::InvalidHandle,
     ];
 
     pub fn status(self) -> i32 {
@@ -57,6 +59,7 @@ impl ErrorCode {
             Self::Store => "SHMPIPE_E_STORE",
             Self::Integrity => "SHMPIPE_E_INTEGRITY",
             Self::Internal => "SHMPIPE_E_INTERNAL",
+            Self::InvalidHandle => "SHMPIPE_E_INVALID_HANDLE",
         }
     }
 }
@@ -81,6 +84,6 @@ mod tests {
             assert!(c.name().starts_with("SHMPIPE_E_"));
         }
         assert_eq!(ErrorCode::from_status(0), None);
-        assert_eq!(ErrorCode::from_status(-13), None);
+        assert_eq!(ErrorCode::from_status(-14), None);
     }
 }

@@ -4,7 +4,7 @@
 //! shm-protocol --test vectors` and review the diff.
 
 use serde_json::{json, Value};
-use shm_protocol::entry::{cq_flags, sq_flags, Completion, Grant, Opcode, RawSubmission};
+use shm_protocol::entry::{cq_flags, sq_flags, Completion, Grant, Opcode, RawSubmission, RANGE_TO_END};
 use shm_protocol::error::ErrorCode;
 use shm_protocol::layout::{header, ring, Layout, Params, MAGIC, NO_SLOT};
 
@@ -46,6 +46,19 @@ fn submissions() -> Vec<(&'static str, RawSubmission)> {
         ("nop_with_slot", RawSubmission { slot_id: 0, ..nop }),
         ("delay_too_long", RawSubmission { opcode: Opcode::Delay as u8, args: [60_000_001, 0, 0, 0], ..nop }),
         ("args_all_bits", RawSubmission { args: [u64::MAX, 1 << 63, 0x8000_0000, 1], ..nop }),
+        // Object-store ops (SPEC §7.2). PUT: data [0, 1 MiB - 4096), key (12 bytes) at 1 MiB - 4096.
+        ("put", RawSubmission { request_id: 100, opcode: Opcode::Put as u8, slot_id: 3, slot_gen: 2, offset: 0, length: (1 << 20) - 4096, args: [12, (1 << 20) - 4096, 0, 0], ..Default::default() }),
+        ("open_write", RawSubmission { request_id: 101, opcode: Opcode::OpenWrite as u8, slot_id: 4, slot_gen: 1, offset: 0, length: 9, ..Default::default() }),
+        ("write", RawSubmission { request_id: 102, opcode: Opcode::Write as u8, slot_id: 5, slot_gen: 7, offset: 0, length: 1 << 20, args: [1, 0, 0, 0], ..Default::default() }),
+        ("commit", RawSubmission { request_id: 103, opcode: Opcode::Commit as u8, args: [1, 0, 0, 0], ..nop }),
+        ("abort", RawSubmission { request_id: 104, opcode: Opcode::Abort as u8, args: [2, 0, 0, 0], ..nop }),
+        ("open_read_whole", RawSubmission { request_id: 105, opcode: Opcode::OpenRead as u8, slot_id: 6, slot_gen: 1, offset: 0, length: 9, args: [0, RANGE_TO_END, 4, 0], ..Default::default() }),
+        ("open_read_range", RawSubmission { request_id: 106, opcode: Opcode::OpenRead as u8, slot_id: 6, slot_gen: 2, offset: 0, length: 9, args: [4096, 8192, 0, 0], ..Default::default() }),
+        ("stat", RawSubmission { request_id: 107, opcode: Opcode::Stat as u8, slot_id: 0, slot_gen: 1, offset: 0, length: 9, ..Default::default() }),
+        ("list", RawSubmission { request_id: 108, opcode: Opcode::List as u8, slot_id: 1, slot_gen: 1, offset: 0, length: 40, ..Default::default() }),
+        ("delete", RawSubmission { request_id: 109, opcode: Opcode::Delete as u8, slot_id: 2, slot_gen: 1, offset: 0, length: 9, ..Default::default() }),
+        ("put_without_slot", RawSubmission { opcode: Opcode::Put as u8, args: [12, 0, 0, 0], ..nop }),
+        ("commit_with_slot", RawSubmission { opcode: Opcode::Commit as u8, slot_id: 0, args: [1, 0, 0, 0], ..nop }),
     ]
 }
 
@@ -57,6 +70,14 @@ fn completions() -> Vec<(&'static str, Completion)> {
         ("invalid_slot", Completion::error(9, ErrorCode::InvalidSlot)),
         ("stale_slot", Completion::error(10, ErrorCode::StaleSlot)),
         ("internal", Completion { aux: [u64::MAX, 1, 2], ..Completion::error(u64::MAX, ErrorCode::Internal) }),
+        ("put_ok", Completion { aux: [0xe306_9283, 0, 0], ..Completion::ok(100, 9) }),
+        ("open_write_ok", Completion { ..Completion::ok(101, 1).with_slot(4, 1) }),
+        ("commit_ok", Completion { aux: [0x1234_5678, 0, 0], ..Completion::ok(103, 3 << 30) }),
+        ("read_chunk", Completion { flags: cq_flags::MORE | cq_flags::SLOT, slot_id: 6, slot_gen: 1, result: 1 << 20, aux: [2 << 20, 3, 0], ..Completion::ok(105, 0) }),
+        ("read_end_verified", Completion { aux: [1, 3, 0], ..Completion::ok(105, (2 << 20) + 17) }),
+        ("stat_ok", Completion { aux: [0xe306_9283, 1_732_000_000_000, 0], ..Completion::ok(107, 9).with_slot(0, 1) }),
+        ("not_found_with_message", Completion { result: 31, ..Completion::error(107, ErrorCode::NotFound).with_slot(0, 1) }),
+        ("invalid_handle", Completion::error(104, ErrorCode::InvalidHandle)),
     ]
 }
 

@@ -18,6 +18,7 @@ export const WIRE_ERROR_CODES = Object.freeze({
   SHMPIPE_E_STORE: -10,
   SHMPIPE_E_INTEGRITY: -11,
   SHMPIPE_E_INTERNAL: -12,
+  SHMPIPE_E_INVALID_HANDLE: -13,
 } as const);
 
 export type WireErrorCode = keyof typeof WIRE_ERROR_CODES;

@@ -57,12 +57,42 @@ export const HEADER = Object.freeze({
 /** Offsets inside a ring region (SPEC §4). */
 export const RING = Object.freeze({ tail: 0, head: 128, entries: RING_HEADER_SIZE });
 
-export const OPCODES = Object.freeze({ NOP: 0, ECHO: 1, SLOT_RELEASE: 2, STATS: 3, DELAY: 4 });
+export const OPCODES = Object.freeze({
+  NOP: 0,
+  ECHO: 1,
+  SLOT_RELEASE: 2,
+  STATS: 3,
+  DELAY: 4,
+  PUT: 16,
+  OPEN_WRITE: 17,
+  WRITE: 18,
+  COMMIT: 19,
+  ABORT: 20,
+  OPEN_READ: 21,
+  STAT: 22,
+  LIST: 23,
+  DELETE: 24,
+});
 export const OP_NOP = 0;
 export const OP_ECHO = 1;
 export const OP_SLOT_RELEASE = 2;
 export const OP_STATS = 3;
 export const OP_DELAY = 4;
+/** Object-store ops (SPEC §7.2). */
+export const OP_PUT = 16;
+export const OP_OPEN_WRITE = 17;
+export const OP_WRITE = 18;
+export const OP_COMMIT = 19;
+export const OP_ABORT = 20;
+export const OP_OPEN_READ = 21;
+export const OP_STAT = 22;
+export const OP_LIST = 23;
+export const OP_DELETE = 24;
+
+/** Longest object key in UTF-8 bytes (SPEC §7.2). */
+export const MAX_KEY_LEN = 1024;
+/** OPEN_READ `arg1` for "to the end of the object" (u64::MAX). */
+export const RANGE_TO_END = 0xffff_ffff_ffff_ffffn;
 
 /** Submission flag bits (SPEC §5.1). */
 export const SQ_RELEASE_SLOT = 1;
@@ -268,7 +298,18 @@ export function decodeSubmission(b: Uint8Array, at = 0): SubmissionFields {
   };
 }
 
-const NEEDS_SLOT: ReadonlySet<number> = new Set([OP_ECHO, OP_SLOT_RELEASE, OP_STATS]);
+const NEEDS_SLOT: ReadonlySet<number> = new Set([
+  OP_ECHO,
+  OP_SLOT_RELEASE,
+  OP_STATS,
+  OP_PUT,
+  OP_OPEN_WRITE,
+  OP_WRITE,
+  OP_OPEN_READ,
+  OP_STAT,
+  OP_LIST,
+  OP_DELETE,
+]);
 const KNOWN_OPS: ReadonlySet<number> = new Set(Object.values(OPCODES));
 
 /**
