@@ -92,6 +92,119 @@ pub struct Config {
     /// Seconds a client may take for each handshake step (`hello`, then `mapped`).
     #[arg(long, env = "SHMPIPE_HANDSHAKE_TIMEOUT", value_parser = parse_seconds, default_value = "10")]
     pub handshake_timeout: Duration,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// The object store (SPEC §7.2) and how sessions use it.
+#[derive(Clone, Debug, clap::Args)]
+pub struct StoreArgs {
+    /// Object store URL: file:///dir, s3://bucket[/prefix] or memory:// [default:
+    /// file://$XDG_DATA_HOME/shmpipe/store, else file://$HOME/.local/share/shmpipe/store].
+    #[arg(long = "store", env = "SHMPIPE_STORE")]
+    pub url: Option<String>,
+
+    /// S3 endpoint URL (S3-compatible servers) [default: AWS_ENDPOINT_URL(_S3), else AWS].
+    #[arg(long, env = "SHMPIPE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region [default: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1].
+    #[arg(long, env = "SHMPIPE_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// Allow a plain http:// S3 endpoint [default: AWS_ALLOW_HTTP, else false].
+    #[arg(long, env = "SHMPIPE_S3_ALLOW_HTTP", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub s3_allow_http: Option<bool>,
+
+    /// Path-style S3 addressing (endpoint/bucket/key) [default: true unless
+    /// AWS_VIRTUAL_HOSTED_STYLE_REQUEST].
+    #[arg(long, env = "SHMPIPE_S3_PATH_STYLE", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub s3_path_style: Option<bool>,
+
+    /// Send UNSIGNED-PAYLOAD instead of hashing every byte into the SigV4 signature (https
+    /// endpoints) [default: AWS_UNSIGNED_PAYLOAD, else false].
+    #[arg(long, env = "SHMPIPE_S3_UNSIGNED_PAYLOAD", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub s3_unsigned_payload: Option<bool>,
+
+    /// Retries of a failed store request (connection errors, timeouts, 5xx, 429).
+    #[arg(long = "store-retries", env = "SHMPIPE_STORE_RETRIES", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub retries: u32,
+
+    /// First retry backoff in milliseconds (doubling, with jitter, up to 15 s).
+    #[arg(long = "store-retry-backoff-ms", env = "SHMPIPE_STORE_RETRY_BACKOFF_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub retry_backoff_ms: u64,
+
+    /// No retry starts later than this many seconds after a request's first attempt.
+    #[arg(long = "store-retry-timeout-s", env = "SHMPIPE_STORE_RETRY_TIMEOUT_S", value_parser = parse_seconds, default_value = "180")]
+    pub retry_timeout: Duration,
+
+    /// Multipart part size in bytes (S3: at least 5 MiB).
+    #[arg(long, env = "SHMPIPE_PART_SIZE", default_value_t = 8 << 20,
+          value_parser = clap::value_parser!(u64).range(1..=5 << 30))]
+    pub part_size: u64,
+
+    /// Parts of one upload in flight at once.
+    #[arg(long, env = "SHMPIPE_PARTS_IN_FLIGHT", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub parts_in_flight: u32,
+
+    /// file:// stores: fsync objects and directories before PUT/COMMIT completes.
+    #[arg(long = "store-fsync", env = "SHMPIPE_STORE_FSYNC", default_value = "true", value_parser = BoolishValueParser::new(),
+          action = clap::ArgAction::Set)]
+    pub fsync: bool,
+
+    /// Slots per session kept out of the GQ for read streams [default: min(slots/4, 16)].
+    #[arg(long, env = "SHMPIPE_READ_RESERVE", value_parser = clap::value_parser!(u32).range(0..=65_535))]
+    pub read_reserve: Option<u32>,
+
+    /// Slots a read stream may hold at once when the agent does not say.
+    #[arg(long, env = "SHMPIPE_READ_AHEAD", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub read_ahead: u32,
+}
+
+impl StoreArgs {
+    /// The store URL: the configured one, else the XDG data directory's `shmpipe/store`.
+    pub fn url(&self) -> Result<String, String> {
+        if let Some(u) = &self.url {
+            return Ok(u.clone());
+        }
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(PathBuf::from).filter(|p| p.is_absolute()).map(|h| h.join(".local/share")))
+            .ok_or("no store configured: set SHMPIPE_STORE (or HOME, for the default file://$HOME/.local/share/shmpipe/store)")?;
+        let dir = data.join("shmpipe").join("store");
+        url::Url::from_file_path(&dir).map(String::from).map_err(|()| format!("store directory {} is not a usable path", dir.display()))
+    }
+
+    /// The store layer's configuration (URL parsed, options checked; nothing opened).
+    pub fn store_config(&self) -> Result<shmpipe_store::StoreConfig, String> {
+        let url = self.url()?;
+        let mut options = shmpipe_store::StoreOptions {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            allow_http: self.s3_allow_http,
+            path_style: self.s3_path_style,
+            unsigned_payload: self.s3_unsigned_payload,
+            part_size: usize::try_from(self.part_size).map_err(|_| "SHMPIPE_PART_SIZE too large".to_owned())?,
+            max_parts_in_flight: self.parts_in_flight as usize,
+            fsync: self.fsync,
+            ..Default::default()
+        };
+        options.retry.max_retries = self.retries as usize;
+        options.retry.init_backoff = Duration::from_millis(self.retry_backoff_ms);
+        options.retry.retry_timeout = self.retry_timeout;
+        shmpipe_store::StoreConfig::new(&url, options).map_err(|e| format!("SHMPIPE_STORE {url}: {e}"))
+    }
+
+    /// Slots a session of `slot_count` slots keeps out of the GQ (always < `slot_count`).
+    pub fn read_reserve_for(&self, slot_count: u32) -> u32 {
+        self.read_reserve.unwrap_or((slot_count / 4).min(16)).min(slot_count.saturating_sub(1))
+    }
 }
 
 /// The `SHMPIPE_ALLOW_UIDS` list.
@@ -166,6 +279,7 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_filter)
             .map_err(|e| format!("SHMPIPE_LOG `{}` is not a valid filter: {e}", self.log_filter))?;
+        self.store.store_config()?;
         Ok(())
     }
 
@@ -211,11 +325,39 @@ mod tests {
             &["--socket", "/s", "--segment-dir", "/nonexistent/dir"],
             &["--socket", "/nonexistent/dir/s.sock"],
             &["--socket", "/s", "--baseline-socket", "/nonexistent/b.sock"],
+            &["--socket", "/s", "--store", "gs://bucket"],
+            &["--socket", "/s", "--store", "s3://b", "--part-size", "1048576"],
+            &["--socket", "/s", "--store", "file:///tmp/x", "--s3-allow-http", "maybe"],
+            &["--socket", "/s", "--parts-in-flight", "0"],
             &[],
         ] {
             let e = load(args).unwrap_err();
             assert!(!e.is_empty() && !e.contains('\n'), "{args:?}: {e:?}");
         }
+    }
+
+    #[test]
+    fn store_settings_map_onto_the_store_options() {
+        let c = load(&[
+            "--socket", "/s", "--store", "s3://bkt/pre", "--s3-endpoint", "http://127.0.0.1:9000",
+            "--s3-allow-http", "true", "--s3-path-style", "1", "--store-retries", "2",
+            "--store-retry-backoff-ms", "10", "--store-retry-timeout-s", "3", "--part-size", "6291456",
+            "--parts-in-flight", "2", "--read-reserve", "5",
+        ])
+        .unwrap();
+        let sc = c.store.store_config().unwrap();
+        assert_eq!(sc.url.to_string(), "s3://bkt/pre");
+        let o = &sc.options;
+        assert_eq!(o.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!((o.allow_http, o.path_style, o.unsigned_payload), (Some(true), Some(true), None));
+        assert_eq!((o.retry.max_retries, o.retry.init_backoff), (2, Duration::from_millis(10)));
+        assert_eq!(o.retry.retry_timeout, Duration::from_secs(3));
+        assert_eq!((o.part_size, o.max_parts_in_flight), (6 << 20, 2));
+        assert_eq!(c.store.read_reserve_for(64), 5);
+        assert_eq!(c.store.read_reserve_for(3), 2, "always leaves the agent a slot");
+        let d = load(&["--socket", "/s", "--store", "memory://"]).unwrap();
+        assert_eq!((d.store.read_reserve_for(64), d.store.read_reserve_for(1000), d.store.read_reserve_for(1)), (16, 16, 0));
+        assert_eq!(d.store.read_ahead, 4);
     }
 
     #[test]

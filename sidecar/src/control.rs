@@ -31,6 +31,7 @@ use crate::segment::{self, Backend, SegmentError, SegmentMemory};
 use crate::session::Session;
 use crate::shutdown::Shutdown;
 use crate::stats::GlobalStats;
+use crate::store_ops::StoreLinks;
 use crate::wire::{self, codes, FrameError, Hello, HelloError, Limits, ServerMsg, WelcomeLayout};
 
 /// What the client gets when it does not say (contract "Client defaults").
@@ -52,19 +53,23 @@ pub struct ServerCtx {
     pub global: Arc<GlobalStats>,
     pub shutdown: Shutdown,
     pub runtime: Handle,
+    /// The object store every session's store ops use.
+    pub store: StoreLinks,
     own_uid: u32,
     next_session: AtomicU64,
 }
 
 impl ServerCtx {
-    pub fn new(cfg: Config, global: Arc<GlobalStats>, shutdown: Shutdown, runtime: Handle) -> Self {
+    pub fn new(cfg: Config, global: Arc<GlobalStats>, shutdown: Shutdown, runtime: Handle, store: shmpipe_store::Store) -> Self {
         let backend = cfg.segment_dir.clone().map_or(Backend::Shm, Backend::Dir);
+        let store = StoreLinks { store, read_ahead: cfg.store.read_ahead };
         Self {
             cfg,
             backend,
             global,
             shutdown,
             runtime,
+            store,
             own_uid: nix::unistd::geteuid().as_raw(),
             next_session: AtomicU64::new(1),
         }
@@ -215,8 +220,10 @@ impl NewSession {
             runtime: ctx.runtime.clone(),
             abort: abort.clone(),
             closing: ctx.shutdown.closing.clone(),
+            store: ctx.store.clone(),
         };
-        let cfg = DispatcherConfig { spin: ctx.cfg.spin(), max_in_flight: ctx.cfg.max_in_flight };
+        let read_reserve = ctx.cfg.store.read_reserve_for(params.slot_count);
+        let cfg = DispatcherConfig { spin: ctx.cfg.spin(), max_in_flight: ctx.cfg.max_in_flight, read_reserve };
         let session = Session::new(id, params.slot_count, params.slot_size);
         let dispatcher = Dispatcher::new(session, segment.clone(), links, cfg).map_err(|e| internal("rings", &e))?;
         // [STATE] Release (in `set_state`): the header and the initial grants are visible to
@@ -234,7 +241,11 @@ impl NewSession {
             segment_size: layout.segment_size,
             generation: self.generation.to_string(),
             layout: WelcomeLayout::from(layout),
-            limits: Limits { max_in_flight: ctx.cfg.max_in_flight },
+            limits: Limits {
+                max_in_flight: ctx.cfg.max_in_flight,
+                read_reserve: ctx.cfg.store.read_reserve_for(layout.params.slot_count),
+                part_size: ctx.store.store.part_size() as u64,
+            },
         })
     }
 }

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::doorbell::Doorbell;
 use crate::ops::{self, SlotRange};
 use crate::session::{Lease, Session, SlotOutcome};
+use crate::store_ops::StoreLinks;
 use crate::stats::{GlobalStats, SessionSnapshot, StatsDocument};
 
 /// Submissions taken per turn before completions are published.
@@ -91,6 +92,8 @@ impl SessionControl {
 pub struct DispatcherConfig {
     pub spin: Duration,
     pub max_in_flight: u32,
+    /// FREE slots kept out of the GQ for read streams (SPEC §9 grant policy).
+    pub read_reserve: u32,
 }
 
 /// Everything a dispatcher is connected to besides its segment.
@@ -104,6 +107,8 @@ pub struct Links {
     pub abort: CancellationToken,
     /// Cancelled when the shutdown grace is over: async ops complete with SHUTTING_DOWN.
     pub closing: CancellationToken,
+    /// The object store and its defaults (SPEC §7.2).
+    pub store: StoreLinks,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,7 +184,9 @@ pub struct Dispatcher {
     overflow: VecDeque<Completion>,
     done_tx: mpsc::UnboundedSender<AsyncDone>,
     done_rx: mpsc::UnboundedReceiver<AsyncDone>,
+    /// Async ops, store ops and open read streams in flight.
     in_flight_async: u32,
+    store: store::StoreState,
 }
 
 impl Dispatcher {
@@ -187,6 +194,7 @@ impl Dispatcher {
     /// with every slot so the agent can allocate right after the handshake.
     pub fn new(session: Session, segment: Segment, links: Links, cfg: DispatcherConfig) -> Result<Self, RingError> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let store = store::StoreState::new(links.store.clone(), links.control.clone());
         let mut d = Self {
             sq: SqConsumer::new(segment.sq(), 0),
             cq: CqProducer::new(segment.cq(), 0),
@@ -199,6 +207,7 @@ impl Dispatcher {
             done_tx,
             done_rx,
             in_flight_async: 0,
+            store,
         };
         d.top_up_grants()?;
         d.gq.publish();
@@ -296,6 +305,7 @@ impl Dispatcher {
     fn has_work(&mut self, mode: Mode) -> Result<bool, RingError> {
         Ok(self.links.control.mode() != mode
             || !self.done_rx.is_empty()
+            || self.store.has_events()
             || (self.can_accept() && self.sq.available()? > 0)
             || (!self.overflow.is_empty() && self.cq.free()? > 0))
     }
@@ -353,6 +363,7 @@ impl Dispatcher {
             self.finish_async(done)?;
             worked = true;
         }
+        worked |= self.store_turn()?;
         let mut taken = 0;
         while taken < BATCH && self.can_accept() {
             let Some(bytes) = self.sq.try_pop()? else { break };
@@ -383,10 +394,12 @@ impl Dispatcher {
         Ok(worked)
     }
 
-    /// Pushes a grant for every FREE slot that fits into the GQ (unpublished).
+    /// Gives FREE slots to read streams that may read on, then pushes grants into the GQ
+    /// (unpublished) while more than `read_reserve` slots are FREE (SPEC §9).
     fn top_up_grants(&mut self) -> Result<(), RingError> {
+        self.feed_streams();
         let mut failure = None;
-        while self.session.slots.has_free() {
+        while self.session.slots.free_count() > self.cfg.read_reserve {
             let gq = &mut self.gq;
             let granted = self.session.slots.grant_with(|g| match gq.try_push(&g.encode()) {
                 Ok(()) => true,
@@ -479,6 +492,18 @@ impl Dispatcher {
                 let result = ops::write_document(&self.segment, SlotRange::from(&lease), &doc);
                 self.complete_leased(id, result, lease, sub.releases_slot())
             }
+            (
+                Opcode::Put
+                | Opcode::OpenWrite
+                | Opcode::Write
+                | Opcode::Commit
+                | Opcode::Abort
+                | Opcode::OpenRead
+                | Opcode::Stat
+                | Opcode::List
+                | Opcode::Delete,
+                _,
+            ) => self.handle_store(&sub),
             // `validate` guarantees a slot for the ops that need one.
             (Opcode::Echo | Opcode::SlotRelease | Opcode::Stats, None) => self.post(Completion::error(id, ErrorCode::Internal)),
         }
@@ -540,5 +565,8 @@ fn completion(request_id: u64, result: Result<(u64, u64), ErrorCode>) -> Complet
     }
 }
 
+mod store;
+#[cfg(test)]
+mod store_tests;
 #[cfg(test)]
 mod tests;

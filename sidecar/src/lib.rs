@@ -9,16 +9,20 @@
 //! - [`session`]: a client's slot table and counters; [`dispatcher`]: its data-plane thread;
 //!   [`ops`]: what each op does; [`doorbell`]: eventfds.
 //! - [`stats`]: counters and the STATS document; [`baseline`]: the UDS comparison transport.
+//! - [`store_ops`]: the object-store ops' bodies (the dispatcher's `store` child module is
+//!   their glue); [`lease`]: slot memory leased to the store, returned when dropped.
 
 pub mod baseline;
 pub mod config;
 pub mod control;
 pub mod dispatcher;
 pub mod doorbell;
+pub mod lease;
 pub mod ops;
 pub mod segment;
 pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod stats;
+pub mod store_ops;
 pub mod wire;

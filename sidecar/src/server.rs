@@ -14,6 +14,7 @@ use crate::segment;
 use crate::shutdown::{self, Shutdown, Signals};
 use crate::stats::GlobalStats;
 use crate::baseline;
+use shmpipe_store::Store;
 
 /// How long closing sessions may take after the grace period before we stop waiting.
 const CLOSE_LIMIT: Duration = Duration::from_secs(5);
@@ -33,14 +34,19 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         None => None,
     };
 
+    // Validated by `Config::load`; opening creates a file:// directory but sends no request.
+    let store_cfg = cfg.store.store_config()?;
+    let store = Store::open(&store_cfg).map_err(|e| format!("cannot open the store {}: {e}", store_cfg.url))?;
+
     let global = Arc::new(GlobalStats::default());
     let shutdown = Shutdown::new();
     let tracker = TaskTracker::new();
-    let ctx = Arc::new(ServerCtx::new(cfg.clone(), global.clone(), shutdown.clone(), tokio::runtime::Handle::current()));
+    let ctx = Arc::new(ServerCtx::new(cfg.clone(), global.clone(), shutdown.clone(), tokio::runtime::Handle::current(), store.clone()));
     info!(
         socket = %cfg.socket.display(),
         baseline = cfg.baseline_socket.as_ref().map(|p| p.display().to_string()),
         backend = ?ctx.backend,
+        store = store.describe(),
         pid = std::process::id(),
         "listening"
     );
@@ -54,6 +60,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     tracker.close();
     if tokio::time::timeout(CLOSE_LIMIT, tracker.wait()).await.is_err() {
         warn!("sessions did not close in time; exiting anyway");
+    }
+    // Writers of the closed sessions abort their uploads in the background: let them finish,
+    // so no multipart upload or staging file outlives a graceful shutdown.
+    if tokio::time::timeout(CLOSE_LIMIT, store.wait_background()).await.is_err() {
+        warn!("store clean-up did not finish in time; exiting anyway");
     }
     for path in [Some(&cfg.socket), cfg.baseline_socket.as_ref()].into_iter().flatten() {
         if let Err(e) = std::fs::remove_file(path) {

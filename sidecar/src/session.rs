@@ -63,6 +63,11 @@ pub enum SlotOutcome {
 
 pub struct SlotTable {
     slots: Vec<SlotEntry>,
+    /// Per slot: the read stream (reader handle) whose chunk it holds while granted to the
+    /// agent, or 0. Cleared when the agent gives the slot up (see `untag`).
+    stream_tags: Vec<u64>,
+    /// Tags cleared since the dispatcher last looked: each one is a stream chunk given back.
+    freed_tags: Vec<u64>,
     /// FREE slot ids; a stack, so the most recently returned (cache-warm) slot goes out first.
     free: Vec<u32>,
     slot_size: u32,
@@ -76,6 +81,8 @@ impl SlotTable {
     pub fn new(slot_count: u32, slot_size: u32) -> Self {
         Self {
             slots: vec![SlotEntry { state: SlotState::Free, generation: 0 }; slot_count as usize],
+            stream_tags: vec![0; slot_count as usize],
+            freed_tags: Vec::new(),
             free: (0..slot_count).rev().collect(),
             slot_size,
             granted: 0,
@@ -99,6 +106,51 @@ impl SlotTable {
 
     pub fn has_free(&self) -> bool {
         !self.free.is_empty()
+    }
+
+    pub fn free_count(&self) -> u32 {
+        self.free.len() as u32
+    }
+
+    /// FREE→IN_FLIGHT for a read stream (SPEC §9): the next free slot, whole, with a new
+    /// generation. Counted in `grants_total` like a grant (it left the pool).
+    pub fn take_free(&mut self) -> Option<Lease> {
+        let id = self.free.pop()?;
+        let entry = &mut self.slots[id as usize];
+        let generation = match entry.generation.wrapping_add(1) {
+            0 => 1,
+            g => g,
+        };
+        entry.generation = generation;
+        entry.state = SlotState::InFlight;
+        self.in_flight += 1;
+        self.grants_total += 1;
+        Some(Lease { id, generation, offset: 0, length: self.slot_size })
+    }
+
+    /// The whole slot of an IN_FLIGHT lease (for a slot the sidecar fills itself).
+    pub fn whole(&self, lease: Lease) -> Lease {
+        debug_assert_eq!(self.slots[lease.id as usize].state, SlotState::InFlight);
+        Lease { offset: 0, length: self.slot_size, ..lease }
+    }
+
+    /// Marks a slot granted to the agent as holding a chunk of read stream `tag` (≠ 0).
+    pub fn tag(&mut self, id: u32, tag: u64) {
+        self.stream_tags[id as usize] = tag;
+    }
+
+    /// The agent gave slot `id` up (released or consumed it): a tagged chunk is recorded as
+    /// returned to its stream.
+    pub fn untag(&mut self, id: u32) {
+        let t = std::mem::take(&mut self.stream_tags[id as usize]);
+        if t != 0 {
+            self.freed_tags.push(t);
+        }
+    }
+
+    /// Streams whose chunks were given back since the last call, one entry per chunk.
+    pub fn take_freed_tags(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.freed_tags)
     }
 
     /// FREE→GRANTED for the next free slot, if `push` accepts the grant (generation += 1).
@@ -158,6 +210,7 @@ impl SlotTable {
             entry.state = SlotState::Free;
             self.free.push(lease.id);
             self.returns_total += 1;
+            self.untag(lease.id);
             SlotOutcome::ToPool
         } else {
             entry.state = SlotState::Granted;
@@ -173,6 +226,7 @@ impl SlotTable {
         self.free.push(r.id);
         self.granted -= 1;
         self.returns_total += 1;
+        self.untag(r.id);
         Ok(())
     }
 
@@ -326,6 +380,33 @@ mod tests {
         invariant(&t);
         assert_eq!(t.outstanding(), 3);
         assert_eq!(t.figures(1, 0).returns_total, 2);
+    }
+
+    #[test]
+    fn streams_take_free_slots_and_tags_come_back_once() {
+        let mut t = SlotTable::new(3, 4096);
+        assert!(t.grant_with(|_| true));
+        let l = t.take_free().unwrap();
+        assert_eq!((l.id(), l.generation(), l.offset(), l.length()), (1, 1, 0, 4096));
+        assert_eq!(t.state(1), Some((SlotState::InFlight, 1)));
+        let f = t.figures(1, 0);
+        assert_eq!(f.grants_total - f.returns_total, u64::from(f.slots_granted + f.slots_in_flight));
+        // Delivered to the agent as a chunk of stream 7, then released: the tag comes back.
+        assert_eq!(t.finish(l, false), SlotOutcome::ToAgent { id: 1, generation: 1 });
+        t.tag(1, 7);
+        t.release_granted(&r(1, 1, 0, 0)).unwrap();
+        assert_eq!(t.take_freed_tags(), vec![7]);
+        assert!(t.take_freed_tags().is_empty());
+        // Untagged slots and a second untag report nothing.
+        t.untag(0);
+        t.untag(1);
+        assert!(t.take_freed_tags().is_empty());
+        // The whole-slot widening of a narrow lease.
+        let narrow = t.acquire(&r(0, 1, 100, 10)).unwrap();
+        assert_eq!(t.whole(narrow).length(), 4096);
+        assert_eq!(t.whole(narrow).offset(), 0);
+        while t.take_free().is_some() {}
+        assert_eq!(t.free_count(), 0);
     }
 
     #[test]

@@ -123,7 +123,12 @@ impl From<&Layout> for WelcomeLayout {
 
 #[derive(Debug, Serialize)]
 pub struct Limits {
+    /// Async requests (and open store handles) per session.
     pub max_in_flight: u32,
+    /// Slots kept out of the GQ for read streams (SPEC §9).
+    pub read_reserve: u32,
+    /// The store's multipart part size in bytes (SPEC §9: what a writer may pin).
+    pub part_size: u64,
 }
 
 #[derive(Debug, Serialize)]

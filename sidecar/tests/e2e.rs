@@ -545,3 +545,81 @@ fn sigterm_with_nothing_in_flight_still_says_draining() {
         assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
     }
 }
+
+/// The object-store ops through the real binary (SPEC §7.2) and the grant reserve (§9): PUT
+/// of a slot, STAT, a whole-object read stream, LIST, DELETE, with the STATS invariant kept.
+#[test]
+fn store_ops_and_the_read_reserve() {
+    use shm_protocol::entry::RANGE_TO_END;
+    use shm_protocol::Opcode;
+    let sidecar = Sidecar::start(&[("SHMPIPE_READ_RESERVE", "2")]);
+    let mut a = sidecar.connect();
+    assert_eq!(a.welcome["limits"]["read_reserve"], 2);
+    assert_eq!(a.welcome["limits"]["part_size"], 8 << 20);
+    assert_eq!(a.grants.len(), 6, "8 slots, 2 kept back for read streams");
+    let s = a.stats();
+    assert_eq!(s["session"]["slots_free"], 2);
+    check_stats_invariant(&s);
+
+    // PUT: data at [0, n), key after it; the slot is consumed (no SLOT), later granted anew.
+    let g = a.alloc();
+    let data: Vec<u8> = (0..(1u32 << 20) - 4096).map(|i| (i % 253) as u8).collect();
+    a.slot_write(g.slot_id, 0, &data);
+    a.slot_write(g.slot_id, data.len(), b"e2e/one");
+    let id = a.next_id();
+    let c = a.request(RawSubmission {
+        request_id: id,
+        opcode: Opcode::Put as u8,
+        slot_id: g.slot_id,
+        slot_gen: g.slot_gen,
+        length: data.len() as u32,
+        args: [7, data.len() as u64, 0, 0],
+        ..Default::default()
+    });
+    assert_eq!((c.status, c.flags, c.result, c.aux[0]), (0, 0, data.len() as u64, u64::from(crc32c::crc32c(&data))));
+    let again = a.wait_grant(g.slot_id);
+    assert_eq!(again.slot_gen, g.slot_gen + 1);
+    assert!(sidecar.dir.path().join("store/e2e/one").is_file());
+
+    // STAT.
+    let k = a.alloc();
+    a.slot_write(k.slot_id, 0, b"e2e/one");
+    let c = a.slot_op(Opcode::Stat as u8, k, 0, 7, 0);
+    assert_eq!((c.status, c.flags, c.result), (0, cq_flags::SLOT, data.len() as u64));
+
+    // A whole-object read: the key slot carries the first (and only) chunk, then the end.
+    let id = a.next_id();
+    a.submit(RawSubmission {
+        request_id: id,
+        opcode: Opcode::OpenRead as u8,
+        slot_id: k.slot_id,
+        slot_gen: k.slot_gen,
+        length: 7,
+        args: [0, RANGE_TO_END, 0, 0],
+        ..Default::default()
+    });
+    let chunk = a.wait_completion();
+    assert_eq!((chunk.request_id, chunk.flags, chunk.result, chunk.aux[0]), (id, cq_flags::MORE | cq_flags::SLOT, data.len() as u64, 0));
+    assert_eq!(chunk.slot_id, k.slot_id);
+    assert_eq!(a.slot_read(chunk.slot_id, 0, data.len()), data);
+    let end = a.wait_completion();
+    assert_eq!((end.request_id, end.status, end.flags, end.result, end.aux[0]), (id, 0, 0, data.len() as u64, 1));
+    let chunk_slot = shm_protocol::Grant { slot_id: chunk.slot_id, slot_gen: chunk.slot_gen };
+
+    // LIST into the chunk slot, then DELETE; NOT_FOUND afterwards, with the message in the slot.
+    let req = br#"{"prefix":"e2e"}"#;
+    a.slot_write(chunk_slot.slot_id, 0, req);
+    let c = a.slot_op(Opcode::List as u8, chunk_slot, 0, req.len() as u32, 0);
+    assert_eq!(c.status, 0);
+    let doc: Value = serde_json::from_slice(&a.slot_read(chunk_slot.slot_id, 0, c.result as usize)).unwrap();
+    assert_eq!(doc, json!({"entries": [{"key": "e2e/one", "size": data.len(), "mtime_ms": doc["entries"][0]["mtime_ms"]}], "next": null}));
+    a.slot_write(chunk_slot.slot_id, 0, b"e2e/one");
+    assert_eq!(a.slot_op(Opcode::Delete as u8, chunk_slot, 0, 7, 0).status, 0);
+    let c = a.slot_op(Opcode::Stat as u8, chunk_slot, 0, 7, 0);
+    assert_eq!((code(&c), c.flags), (Some(ErrorCode::NotFound), cq_flags::SLOT));
+    assert!(String::from_utf8(a.slot_read(chunk_slot.slot_id, 0, c.result as usize)).unwrap().contains("e2e/one"));
+
+    let s = a.stats();
+    check_stats_invariant(&s);
+    assert_eq!(s["session"]["slots_in_flight"], 1, "only the STATS slot");
+}

@@ -15,21 +15,34 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 
-struct Rig {
-    runtime: tokio::runtime::Runtime,
-    segment: Segment,
-    global: Arc<GlobalStats>,
-    control: Arc<SessionControl>,
-    closing: CancellationToken,
-    sq: SqProducer,
-    cq: CqConsumer,
-    gq: GqConsumer,
+pub(super) struct Rig {
+    pub(super) runtime: tokio::runtime::Runtime,
+    pub(super) segment: Segment,
+    pub(super) global: Arc<GlobalStats>,
+    pub(super) control: Arc<SessionControl>,
+    pub(super) closing: CancellationToken,
+    pub(super) abort: CancellationToken,
+    pub(super) sq: SqProducer,
+    pub(super) cq: CqConsumer,
+    pub(super) gq: GqConsumer,
     /// Completions popped but not yet looked at.
-    pending: std::collections::VecDeque<Completion>,
+    pub(super) pending: std::collections::VecDeque<Completion>,
 }
 
 fn rig(sq_cap: u32, cq_cap: u32, slots: u32, max_in_flight: u32) -> (Rig, Dispatcher) {
+    rig_with(sq_cap, cq_cap, slots, max_in_flight, 0, "memory://")
+}
+
+/// A rig whose sessions keep `read_reserve` slots out of the GQ and use the store at `store_url`.
+pub(super) fn rig_with(sq_cap: u32, cq_cap: u32, slots: u32, max_in_flight: u32, read_reserve: u32, store_url: &str) -> (Rig, Dispatcher) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let store_cfg = shmpipe_store::StoreConfig::new(
+        store_url,
+        shmpipe_store::StoreOptions { part_size: 16 << 10, fsync: false, ..Default::default() },
+    )
+    .unwrap();
+    let store = StoreLinks { store: shmpipe_store::Store::open(&store_cfg).unwrap(), read_ahead: 2 };
+    let abort = CancellationToken::new();
     let layout = Layout::new(Params::new(sq_cap, cq_cap, slots, 8192).unwrap()).unwrap();
     let map: Arc<dyn Mapping> = Arc::new(HeapRegion::new(layout.segment_size as usize));
     let segment = Segment::new(map, layout).unwrap();
@@ -43,10 +56,11 @@ fn rig(sq_cap: u32, cq_cap: u32, slots: u32, max_in_flight: u32) -> (Rig, Dispat
         control: control.clone(),
         global: global.clone(),
         runtime: runtime.handle().clone(),
-        abort: CancellationToken::new(),
+        abort: abort.clone(),
         closing: closing.clone(),
+        store,
     };
-    let cfg = DispatcherConfig { spin: Duration::from_micros(5), max_in_flight };
+    let cfg = DispatcherConfig { spin: Duration::from_micros(5), max_in_flight, read_reserve };
     let d = Dispatcher::new(Session::new(1, slots, 8192), segment.clone(), links, cfg).unwrap();
     let r = Rig {
         runtime,
@@ -57,18 +71,19 @@ fn rig(sq_cap: u32, cq_cap: u32, slots: u32, max_in_flight: u32) -> (Rig, Dispat
         global,
         control,
         closing,
+        abort,
         pending: Default::default(),
     };
     (r, d)
 }
 
 impl Rig {
-    fn push(&mut self, s: RawSubmission) {
+    pub(super) fn push(&mut self, s: RawSubmission) {
         self.sq.try_push(&s.encode()).unwrap();
         self.sq.publish();
     }
 
-    fn completions(&mut self) -> Vec<Completion> {
+    pub(super) fn completions(&mut self) -> Vec<Completion> {
         let mut out = Vec::new();
         while let Some(b) = self.cq.try_pop().unwrap() {
             out.push(Completion::decode(&b).unwrap());
@@ -77,7 +92,7 @@ impl Rig {
         out
     }
 
-    fn grants(&mut self) -> Vec<Grant> {
+    pub(super) fn grants(&mut self) -> Vec<Grant> {
         let mut out = Vec::new();
         while let Some(b) = self.gq.try_pop().unwrap() {
             out.push(Grant::decode(&b));
@@ -104,7 +119,7 @@ fn nop(id: u64) -> RawSubmission {
     RawSubmission { request_id: id, slot_id: NO_SLOT, ..Default::default() }
 }
 
-fn slot_op(id: u64, opcode: Opcode, g: Grant, offset: u32, length: u32) -> RawSubmission {
+pub(super) fn slot_op(id: u64, opcode: Opcode, g: Grant, offset: u32, length: u32) -> RawSubmission {
     RawSubmission { request_id: id, opcode: opcode as u8, slot_id: g.slot_id, slot_gen: g.slot_gen, offset, length, ..Default::default() }
 }
 

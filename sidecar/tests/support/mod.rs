@@ -42,6 +42,11 @@ impl Sidecar {
             }
         }
         cmd.env("SHMPIPE_SOCKET", &socket).env("SHMPIPE_LOG", "debug").env("SHMPIPE_SPIN_US", "20");
+        // A store of its own: never the default under $HOME.
+        cmd.env("SHMPIPE_STORE", format!("file://{}", dir.path().join("store").display()));
+        // These tests count slots: every slot granted, as before the read reserve (SPEC §9);
+        // `grants_stop_at_the_read_reserve` sets it.
+        cmd.env("SHMPIPE_READ_RESERVE", "0");
         for (k, v) in env {
             cmd.env(k, v);
         }
