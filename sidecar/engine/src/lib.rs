@@ -1,0 +1,4 @@
+//! placeholder
+pub mod crypto;
+pub mod error;
+pub mod id;
