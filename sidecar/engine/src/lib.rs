@@ -2,3 +2,5 @@
 pub mod crypto;
 pub mod error;
 pub mod id;
+pub mod chunker;
+pub mod blob;
