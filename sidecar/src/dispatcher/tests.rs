@@ -257,3 +257,36 @@ fn adaptive_spin_decays_to_zero_and_recovers() {
     }
     assert_eq!(s.budget, Duration::from_micros(50));
 }
+
+/// Not a test: the cost of one dispatcher turn per request, for choosing how to time requests
+/// (`cargo test -p shmpipe-sidecar --release -- --ignored --nocapture turn_cost`). Prints,
+/// asserts nothing about speed.
+#[test]
+#[ignore]
+fn turn_cost() {
+    let (mut r, mut d) = rig(64, 64, 8, 16);
+    let g = r.grants()[0];
+    for (label, echo) in [("nop", false), ("echo 64 B", true)] {
+        for round in 0..3 {
+            let turns = 200_000u64;
+            let start = Instant::now();
+            for t in 0..turns {
+                for i in 0..64u64 {
+                    let id = t * 64 + i;
+                    let s = if echo { slot_op(id, Opcode::Echo, g, 0, 64) } else { nop(id) };
+                    r.sq.try_push(&s.encode()).unwrap();
+                }
+                r.sq.publish();
+                d.turn(Mode::Running).unwrap();
+                let mut n = 0;
+                while r.cq.try_pop().unwrap().is_some() {
+                    n += 1;
+                }
+                r.cq.release();
+                assert_eq!(n, 64);
+            }
+            let ns = start.elapsed().as_nanos() as f64 / (turns * 64) as f64;
+            println!("turn_cost {label} round {round}: {ns:.1} ns/request (agent side included)");
+        }
+    }
+}
