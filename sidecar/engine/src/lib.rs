@@ -4,3 +4,7 @@ pub mod error;
 pub mod id;
 pub mod chunker;
 pub mod blob;
+pub mod objects;
+pub mod pack;
+pub mod index;
+pub mod snapshot;
