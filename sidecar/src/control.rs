@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::admin::Readiness;
 use crate::config::Config;
 use crate::dispatcher::{DispatchEnd, Dispatcher, DispatcherConfig, EndReason, Links, Mode, SessionControl};
 use crate::doorbell::Doorbell;
@@ -51,19 +52,22 @@ pub struct ServerCtx {
     pub backend: Backend,
     pub global: Arc<GlobalStats>,
     pub shutdown: Shutdown,
+    /// What `/ready` reports; the store wiring sets its store hook.
+    pub readiness: Arc<Readiness>,
     pub runtime: Handle,
     own_uid: u32,
     next_session: AtomicU64,
 }
 
 impl ServerCtx {
-    pub fn new(cfg: Config, global: Arc<GlobalStats>, shutdown: Shutdown, runtime: Handle) -> Self {
+    pub fn new(cfg: Config, global: Arc<GlobalStats>, shutdown: Shutdown, readiness: Arc<Readiness>, runtime: Handle) -> Self {
         let backend = cfg.segment_dir.clone().map_or(Backend::Shm, Backend::Dir);
         Self {
             cfg,
             backend,
             global,
             shutdown,
+            readiness,
             runtime,
             own_uid: nix::unistd::geteuid().as_raw(),
             next_session: AtomicU64::new(1),

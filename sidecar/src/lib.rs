@@ -9,12 +9,15 @@
 //! - [`session`]: a client's slot table and counters; [`dispatcher`]: its data-plane thread;
 //!   [`ops`]: what each op does; [`doorbell`]: eventfds.
 //! - [`stats`]: counters and the STATS document; [`baseline`]: the UDS comparison transport.
+//! - [`admin`]: the HTTP endpoint for probes (`/live`, `/ready`) and [`metrics`] (`/metrics`).
 
+pub mod admin;
 pub mod baseline;
 pub mod config;
 pub mod control;
 pub mod dispatcher;
 pub mod doorbell;
+pub mod metrics;
 pub mod ops;
 pub mod segment;
 pub mod server;

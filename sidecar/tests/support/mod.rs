@@ -3,6 +3,9 @@
 //! check, `mapped`) and drives the rings with shm-protocol's own ring halves.
 #![allow(dead_code)]
 
+pub mod exposition;
+pub mod http;
+
 use std::io::{IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -41,7 +44,11 @@ impl Sidecar {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("SHMPIPE_SOCKET", &socket).env("SHMPIPE_LOG", "debug").env("SHMPIPE_SPIN_US", "20");
+        // Admin on an ephemeral loopback port: tests run in parallel (see `admin_addr`).
+        cmd.env("SHMPIPE_SOCKET", &socket)
+            .env("SHMPIPE_LOG", "debug")
+            .env("SHMPIPE_SPIN_US", "20")
+            .env("SHMPIPE_ADMIN_ADDR", "127.0.0.1:0");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -63,6 +70,22 @@ impl Sidecar {
             assert!(Instant::now() < deadline, "sidecar never listened:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The admin listener's address, from the sidecar's "admin listening" log line (plain or
+    /// JSON format); waits for the line.
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        let mut found = None;
+        wait_until("admin listening", || {
+            found = self.log_text().lines().filter(|l| l.contains("admin listening")).find_map(|l| {
+                let at = l.find("addr=").map(|i| i + 5).or_else(|| l.find("\"addr\":\"").map(|i| i + 8))?;
+                let rest = &l[at..];
+                let end = rest.find(|c: char| c.is_whitespace() || c == '"').unwrap_or(rest.len());
+                rest[..end].parse().ok()
+            });
+            found.is_some()
+        });
+        found.unwrap()
     }
 
     pub fn pid(&self) -> i32 {
