@@ -15,6 +15,8 @@
 //! over, a cut is attempted only once the carry holds `scan_threshold` bytes (2 × average) or
 //! at the end; the carry therefore stays below `max(scan_threshold, max_size) + one write`.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use fastcdc::v2020;
 use serde::{Deserialize, Serialize};
@@ -69,8 +71,8 @@ pub struct Cdc {
     params: ChunkerParams,
     mask_s: u64,
     mask_l: u64,
-    gear: Box<[u64; 256]>,
-    gear_ls: Box<[u64; 256]>,
+    gear: Arc<[u64; 256]>,
+    gear_ls: Arc<[u64; 256]>,
 }
 
 impl Cdc {
@@ -82,7 +84,7 @@ impl Cdc {
         let mask_s = v2020::MASKS[(bits + n) as usize];
         let mask_l = v2020::MASKS[(bits - n) as usize];
         let (gear, gear_ls) = v2020::get_gear_with_seed(params.gear_seed);
-        Ok(Self { params, mask_s, mask_l, gear, gear_ls })
+        Ok(Self { params, mask_s, mask_l, gear: Arc::from(gear), gear_ls: Arc::from(gear_ls) })
     }
 
     /// The parameters.
@@ -108,9 +110,9 @@ impl Cdc {
         len
     }
 
-    /// A streaming chunker for one file.
-    pub fn stream(&self) -> StreamChunker<'_> {
-        StreamChunker { cdc: self, carry: BytesMut::new(), next_scan: 0 }
+    /// A streaming chunker for one file (shares the tables: cheap).
+    pub fn stream(&self) -> StreamChunker {
+        StreamChunker { cdc: self.clone(), carry: BytesMut::new(), next_scan: 0 }
     }
 
     /// Every chunk of an in-memory buffer (one-shot; tests and the bench compare against it).
@@ -128,15 +130,15 @@ impl Cdc {
 
 /// The chunker state of one stream: the carry buffer.
 #[derive(Debug)]
-pub struct StreamChunker<'a> {
-    cdc: &'a Cdc,
+pub struct StreamChunker {
+    cdc: Cdc,
     carry: BytesMut,
     /// Carry length at which to scan next (after a scan that found no final cut, wait for
     /// another average chunk's worth of bytes, or max_size, before scanning again).
     next_scan: usize,
 }
 
-impl StreamChunker<'_> {
+impl StreamChunker {
     fn scan_threshold(&self) -> usize {
         (2 * self.cdc.params.avg_size as usize).min(self.cdc.params.max_size as usize)
     }

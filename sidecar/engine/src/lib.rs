@@ -8,3 +8,7 @@ pub mod objects;
 pub mod pack;
 pub mod index;
 pub mod snapshot;
+pub mod repo;
+pub mod lock;
+pub mod backup;
+pub mod restore;
