@@ -144,6 +144,46 @@ fn inline_ops_in_one_turn() {
 }
 
 #[test]
+fn metrics_count_each_completion_once_with_its_labels() {
+    let (mut r, mut d) = rig(16, 4, 4, 16);
+    let g = r.grants()[0];
+    r.push(nop(1));
+    r.push(nop(2));
+    r.push(slot_op(3, Opcode::Echo, g, 0, 100));
+    r.push(slot_op(4, Opcode::Echo, g, 0, 9000)); // OUT_OF_RANGE
+    r.push(RawSubmission { request_id: 5, opcode: 99, slot_id: NO_SLOT, ..Default::default() });
+    r.push(RawSubmission { request_id: 6, slot_id: 0, ..nop(6) }); // MALFORMED, opcode known
+    d.turn(Mode::Running).unwrap();
+    let m = r.global.metrics_snapshot();
+    let (nop_l, echo_l, unknown) = (stats::op_label(Some(Opcode::Nop)), stats::op_label(Some(Opcode::Echo)), stats::op_label(None));
+    let status = |c: ErrorCode| stats::status_label(c.status());
+    assert_eq!(m.completions[nop_l][0], 2);
+    assert_eq!(m.completions[echo_l][0], 1);
+    assert_eq!(m.completions[echo_l][status(ErrorCode::OutOfRange)], 1);
+    assert_eq!(m.completions[unknown][status(ErrorCode::UnknownOpcode)], 1);
+    assert_eq!(m.completions[nop_l][status(ErrorCode::Malformed)], 1);
+    assert_eq!(m.completions.iter().flatten().sum::<u64>(), 6);
+    // One latency observation per completion, all in this turn.
+    let timed = |op: usize| m.latency[op].iter().sum::<u64>();
+    assert_eq!((timed(nop_l), timed(echo_l), timed(unknown)), (3, 2, 1));
+    assert_eq!(m.bytes_in, 100);
+    // CQ capacity 4: two completions waited in the overflow.
+    assert_eq!(m.ring_full_waits, [2, 0]);
+    // The agent holds all 4 slots (granted); the gauges are this session's.
+    assert_eq!(m.slots, [0, 4, 0]);
+    // STATS agrees with the same counters.
+    assert_eq!(d.session.counts.error_count(ErrorCode::OutOfRange), 1);
+    while !d.overflow.is_empty() {
+        r.completions();
+        d.turn(Mode::Running).unwrap();
+    }
+    r.completions();
+    r.control.set_mode(Mode::Stopping);
+    assert_eq!(d.run().outstanding_slots, 4);
+    assert_eq!(r.global.metrics_snapshot().slots, [0, 0, 0], "a finished session leaves the gauges");
+}
+
+#[test]
 fn draining_refuses_new_work_without_touching_slots() {
     let (mut r, mut d) = rig(8, 8, 2, 16);
     let g = r.grants()[1];
