@@ -56,7 +56,7 @@ impl ChunkerParams {
             && self.min_size <= self.avg_size
             && self.avg_size <= self.max_size
             && self.normalization <= 3
-            && v2020::logarithm2(self.avg_size) >= u32::from(self.normalization) + 1;
+            && v2020::logarithm2(self.avg_size) > u32::from(self.normalization);
         if ok {
             Ok(())
         } else {

@@ -180,10 +180,6 @@ pub fn keyed_id(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
 mod tests {
     use super::*;
 
-    fn unhex(s: &str) -> Vec<u8> {
-        hex::decode(s).unwrap()
-    }
-
     /// McGrew & Viega, "The Galois/Counter Mode of Operation", test case 14 (AES-256, zero
     /// key, zero IV, one zero block).
     #[test]

@@ -101,7 +101,7 @@ impl MemIndex {
 
     fn merge(&mut self) {
         self.sorted.extend(self.recent.drain());
-        self.sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.sorted.sort_unstable_by_key(|e| e.0);
         self.sorted.shrink_to_fit();
     }
 

@@ -344,7 +344,7 @@ impl Repository {
             .buffer_unordered(8)
             .try_collect()
             .await?;
-        out.sort_by(|a, b| (a.file.time_ns, a.id).cmp(&(b.file.time_ns, b.id)));
+        out.sort_by_key(|s| (s.file.time_ns, s.id));
         Ok(out)
     }
 }
