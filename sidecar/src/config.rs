@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use shm_protocol::layout::{MAX_RING_CAPACITY, MAX_SLOT_COUNT, MAX_SLOT_SIZE, MIN_RING_CAPACITY, PAGE_SIZE};
 
 /// Exit code for a bad configuration (sysexits.h EX_USAGE).
@@ -98,6 +99,12 @@ pub struct Config {
     /// in Kubernetes use 0.0.0.0:9464 so the kubelet and Prometheus reach it on the pod IP.
     #[arg(long, env = "SHMPIPE_ADMIN_ADDR", value_parser = parse_admin_addr, default_value = DEFAULT_ADMIN_ADDR)]
     pub admin_addr: AdminAddr,
+
+    /// Whether `admin_addr` was given (flag or environment) rather than defaulted. A taken
+    /// port is then a startup error; for the default, the sidecar warns and runs without the
+    /// admin listener, so several sidecars can run on one host with default settings.
+    #[arg(skip)]
+    pub admin_addr_explicit: bool,
 }
 
 /// Default `SHMPIPE_ADMIN_ADDR`.
@@ -149,7 +156,12 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let config = match Self::try_parse_from(args) {
+        let parsed = Self::command().try_get_matches_from(args).and_then(|m| {
+            let mut c = Self::from_arg_matches(&m)?;
+            c.admin_addr_explicit = m.value_source("admin_addr") != Some(ValueSource::DefaultValue);
+            Ok(c)
+        });
+        let config = match parsed {
             Ok(c) => c,
             Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
             Err(e) => {
@@ -221,6 +233,8 @@ mod tests {
         assert_eq!(c.allow_uids, UidList::default());
         assert!(c.segment_dir.is_none() && c.baseline_socket.is_none());
         assert_eq!(c.admin_addr, AdminAddr(Some("127.0.0.1:9464".parse().unwrap())));
+        assert!(!c.admin_addr_explicit);
+        assert!(load(&["--socket", "/s", "--admin-addr", "127.0.0.1:9464"]).unwrap().admin_addr_explicit);
     }
 
     #[test]

@@ -44,9 +44,14 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let admin = match cfg.admin_addr.0 {
         Some(addr) => match admin::bind(addr).await {
             Ok(listener) => Some(listener),
-            Err(e) => {
+            Err(e) if cfg.admin_addr_explicit => {
                 remove_socket_files(&cfg);
                 return Err(format!("cannot listen on SHMPIPE_ADMIN_ADDR {addr}: {e} (choose another address, or `off`)"));
+            }
+            Err(e) => {
+                // The default address: probably another sidecar on this host. Serve anyway.
+                warn!(%addr, error = %e, "cannot listen on the default SHMPIPE_ADMIN_ADDR; running without the admin endpoint (set SHMPIPE_ADMIN_ADDR to choose one)");
+                None
             }
         },
         None => None,

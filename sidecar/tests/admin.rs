@@ -270,6 +270,17 @@ fn taken_admin_port_is_a_startup_failure() {
 }
 
 #[test]
+fn taken_default_port_only_costs_the_admin_endpoint() {
+    // Hold the default port (if another process already does, it is taken all the same).
+    let _held = std::net::TcpListener::bind("127.0.0.1:9464");
+    let sidecar = Sidecar::start_with_default_admin(&[]);
+    let mut a = sidecar.connect();
+    assert_eq!(a.nop().status, 0);
+    assert!(sidecar.log_text().contains("running without the admin endpoint"), "{}", sidecar.log_text());
+    assert_eq!(tcp_listen_ports(sidecar.pid()), Vec::<u16>::new());
+}
+
+#[test]
 fn exposition_reader_rejects_malformed_text() {
     // The reader must be able to fail: each of these breaks one rule.
     let good = "# HELP a_x x\n# TYPE a_x counter\na_x_total{k=\"v\\\"\"} 1\n# EOF\n";

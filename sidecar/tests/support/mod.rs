@@ -35,6 +35,16 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_admin(env, true)
+    }
+
+    /// Like `start`, but leaves `SHMPIPE_ADMIN_ADDR` unset (the default, 127.0.0.1:9464) unless
+    /// `env` sets it.
+    pub fn start_with_default_admin(env: &[(&str, &str)]) -> Self {
+        Self::start_admin(env, false)
+    }
+
+    fn start_admin(env: &[(&str, &str)], ephemeral_admin: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("sidecar.sock");
         let log = dir.path().join("sidecar.log");
@@ -44,11 +54,11 @@ impl Sidecar {
                 cmd.env_remove(k);
             }
         }
-        // Admin on an ephemeral loopback port: tests run in parallel (see `admin_addr`).
-        cmd.env("SHMPIPE_SOCKET", &socket)
-            .env("SHMPIPE_LOG", "debug")
-            .env("SHMPIPE_SPIN_US", "20")
-            .env("SHMPIPE_ADMIN_ADDR", "127.0.0.1:0");
+        cmd.env("SHMPIPE_SOCKET", &socket).env("SHMPIPE_LOG", "debug").env("SHMPIPE_SPIN_US", "20");
+        if ephemeral_admin {
+            // An ephemeral loopback port: tests run in parallel (see `admin_addr`).
+            cmd.env("SHMPIPE_ADMIN_ADDR", "127.0.0.1:0");
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
