@@ -5,6 +5,8 @@
 //! Request: u32 LE N, then N bytes = a 64-byte submission entry (slot fields NO_SLOT/0) and
 //! N-64 payload bytes. Reply: u32 LE 64, then a 64-byte completion. Requests may be
 //! pipelined; replies go out in order, flushed whenever no further request is buffered.
+//! Completions count in `requests_total{op,status}` like the shared-memory path's (not in the
+//! latency histogram, nor in the STATS request counts).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,9 +69,7 @@ async fn connection(stream: UnixStream, max_payload: usize, global: &GlobalStats
         payload.resize(n - ENTRY_SIZE, 0);
         rd.read_exact(&mut payload).await?;
         let c = execute(&entry, &payload);
-        if let Some(code) = ErrorCode::from_status(c.status) {
-            global.error(code);
-        }
+        global.completion(Opcode::from_u8(RawSubmission::decode(&entry).opcode), c.status);
         wr.write_all(&(ENTRY_SIZE as u32).to_le_bytes()).await?;
         wr.write_all(&c.encode()).await?;
         if rd.buffer().is_empty() {

@@ -2,11 +2,13 @@
 //! one place (`/work/main/.tmp/contract.md`, "Names"). Flags override the environment.
 //! `main` turns any error here into one line on stderr and exit code 64 (EX_USAGE).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use shm_protocol::layout::{MAX_RING_CAPACITY, MAX_SLOT_COUNT, MAX_SLOT_SIZE, MIN_RING_CAPACITY, PAGE_SIZE};
 
 /// Exit code for a bad configuration (sysexits.h EX_USAGE).
@@ -92,6 +94,17 @@ pub struct Config {
     /// Seconds a client may take for each handshake step (`hello`, then `mapped`).
     #[arg(long, env = "SHMPIPE_HANDSHAKE_TIMEOUT", value_parser = parse_seconds, default_value = "10")]
     pub handshake_timeout: Duration,
+
+    /// Admin HTTP listener (/live, /ready, /metrics): IP:PORT, or `off`. Loopback by default;
+    /// in Kubernetes use 0.0.0.0:9464 so the kubelet and Prometheus reach it on the pod IP.
+    #[arg(long, env = "SHMPIPE_ADMIN_ADDR", value_parser = parse_admin_addr, default_value = DEFAULT_ADMIN_ADDR)]
+    pub admin_addr: AdminAddr,
+
+    /// Whether `admin_addr` was given (flag or environment) rather than defaulted. A taken
+    /// port is then a startup error; for the default, the sidecar warns and runs without the
+    /// admin listener, so several sidecars can run on one host with default settings.
+    #[arg(skip)]
+    pub admin_addr_explicit: bool,
 
     #[command(flatten)]
     pub store: StoreArgs,
@@ -207,6 +220,25 @@ impl StoreArgs {
     }
 }
 
+
+/// Default `SHMPIPE_ADMIN_ADDR`.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9464";
+
+/// `SHMPIPE_ADMIN_ADDR`: where the admin listener binds, or `None` for `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminAddr(pub Option<SocketAddr>);
+
+fn parse_admin_addr(s: &str) -> Result<AdminAddr, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(AdminAddr(None));
+    }
+    // No host names: resolving one at startup could pick an address nobody expects.
+    s.parse::<SocketAddr>()
+        .map(|a| AdminAddr(Some(a)))
+        .map_err(|_| format!("`{s}` is not IP:PORT (e.g. 127.0.0.1:9464, 0.0.0.0:9464, [::1]:9464) or `off`"))
+}
+
 /// The `SHMPIPE_ALLOW_UIDS` list.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UidList(pub Vec<u32>);
@@ -238,7 +270,12 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let config = match Self::try_parse_from(args) {
+        let parsed = Self::command().try_get_matches_from(args).and_then(|m| {
+            let mut c = Self::from_arg_matches(&m)?;
+            c.admin_addr_explicit = m.value_source("admin_addr") != Some(ValueSource::DefaultValue);
+            Ok(c)
+        });
+        let config = match parsed {
             Ok(c) => c,
             Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
             Err(e) => {
@@ -310,6 +347,22 @@ mod tests {
         assert!(c.prefault);
         assert_eq!(c.allow_uids, UidList::default());
         assert!(c.segment_dir.is_none() && c.baseline_socket.is_none());
+        assert_eq!(c.admin_addr, AdminAddr(Some("127.0.0.1:9464".parse().unwrap())));
+        assert!(!c.admin_addr_explicit);
+        assert!(load(&["--socket", "/s", "--admin-addr", "127.0.0.1:9464"]).unwrap().admin_addr_explicit);
+    }
+
+    #[test]
+    fn admin_addr_forms() {
+        let addr = |v: &str| load(&["--socket", "/s", "--admin-addr", v]).map(|c| c.admin_addr);
+        assert_eq!(addr("off"), Ok(AdminAddr(None)));
+        assert_eq!(addr("OFF"), Ok(AdminAddr(None)));
+        assert_eq!(addr("0.0.0.0:9464"), Ok(AdminAddr(Some("0.0.0.0:9464".parse().unwrap()))));
+        assert_eq!(addr("[::1]:0"), Ok(AdminAddr(Some("[::1]:0".parse().unwrap()))));
+        for bad in ["localhost:9464", "9464", "127.0.0.1", "127.0.0.1:99999", "", "of"] {
+            let e = addr(bad).unwrap_err();
+            assert!(e.contains("admin-addr") && !e.contains('\n'), "{bad:?}: {e}");
+        }
     }
 
     #[test]

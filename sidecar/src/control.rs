@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::admin::Readiness;
 use crate::config::Config;
 use crate::dispatcher::{DispatchEnd, Dispatcher, DispatcherConfig, EndReason, Links, Mode, SessionControl};
 use crate::doorbell::Doorbell;
@@ -52,6 +53,8 @@ pub struct ServerCtx {
     pub backend: Backend,
     pub global: Arc<GlobalStats>,
     pub shutdown: Shutdown,
+    /// What `/ready` reports; the store wiring sets its store hook.
+    pub readiness: Arc<Readiness>,
     pub runtime: Handle,
     /// The object store every session's store ops use.
     pub store: StoreLinks,
@@ -60,7 +63,7 @@ pub struct ServerCtx {
 }
 
 impl ServerCtx {
-    pub fn new(cfg: Config, global: Arc<GlobalStats>, shutdown: Shutdown, runtime: Handle, store: shmpipe_store::Store) -> Self {
+    pub fn new(cfg: Config, global: Arc<GlobalStats>, shutdown: Shutdown, readiness: Arc<Readiness>, runtime: Handle, store: shmpipe_store::Store) -> Self {
         let backend = cfg.segment_dir.clone().map_or(Backend::Shm, Backend::Dir);
         let store = StoreLinks { store, read_ahead: cfg.store.read_ahead };
         Self {
@@ -68,6 +71,7 @@ impl ServerCtx {
             backend,
             global,
             shutdown,
+            readiness,
             runtime,
             store,
             own_uid: nix::unistd::geteuid().as_raw(),

@@ -9,6 +9,12 @@
 //! paces the heartbeat. With two cores nothing spins unbounded: an idle session costs one
 //! wakeup per 100 ms.
 //!
+//! Timing (`request_duration_seconds`): from the turn that took a request off the SQ to the
+//! turn that posted its completion. A clock read costs ~30 ns here, twice a NOP's whole cost, so
+//! requests completed inline share one pair of reads per turn: the start of the turn's first
+//! dequeue, and the moment after the turn published the CQ. Async ops carry their turn's start
+//! and are read once more when their result comes back.
+//!
 //! Fast ops run inline; DELAY and large ECHO run on the tokio runtime, at most
 //! `max_in_flight` at once: at the limit the dispatcher stops draining the SQ (the agent sees
 //! a full ring, not an error) until a result comes back over the channel. CQ full: completions
@@ -33,8 +39,8 @@ use tokio_util::sync::CancellationToken;
 use crate::doorbell::Doorbell;
 use crate::ops::{self, SlotRange};
 use crate::session::{Lease, Session, SlotOutcome};
+use crate::stats::{self, GlobalStats, Ring, SessionSnapshot, StatsDocument, OP_LABELS};
 use crate::store_ops::StoreLinks;
-use crate::stats::{GlobalStats, SessionSnapshot, StatsDocument};
 
 /// Submissions taken per turn before completions are published.
 const BATCH: usize = 64;
@@ -128,6 +134,9 @@ pub struct DispatchEnd {
 
 /// Result of an async op, sent back to the dispatcher.
 struct AsyncDone {
+    op: Opcode,
+    /// Start of the turn that took the request.
+    started: Instant,
     request_id: u64,
     result: Result<(u64, u64), ErrorCode>,
     lease: Option<Lease>,
@@ -187,6 +196,18 @@ pub struct Dispatcher {
     /// Async ops, store ops and open read streams in flight.
     in_flight_async: u32,
     store: store::StoreState,
+    /// Requests taken and completed inline in the current turn, by op label: timed together.
+    inline_done: [u64; OP_LABELS],
+    /// This dispatcher's share of the global slot gauges, as last published.
+    slot_gauges: [u32; 3],
+}
+
+/// What `handle` did with a request.
+enum Handled {
+    /// Completed (posted) inline; the op label.
+    Inline(usize),
+    /// Running on the runtime.
+    Async,
 }
 
 impl Dispatcher {
@@ -208,6 +229,8 @@ impl Dispatcher {
             done_rx,
             in_flight_async: 0,
             store,
+            inline_done: [0; OP_LABELS],
+            slot_gauges: [0; 3],
         };
         d.top_up_grants()?;
         d.gq.publish();
@@ -242,7 +265,9 @@ impl Dispatcher {
                 EndReason::Violation(e)
             }
         };
-        self.links.global.absorb(&mut self.session.delta);
+        self.session.fold(&self.links.global);
+        // The session's slots leave the gauges with it (reclaimed or not, they are gone).
+        self.links.global.adjust_slots(self.slot_gauges, [0; 3]);
         DispatchEnd { reason, outstanding_slots: self.session.slots.outstanding() }
     }
 
@@ -359,15 +384,20 @@ impl Dispatcher {
     /// One pass over everything; returns whether anything was done.
     pub(crate) fn turn(&mut self, mode: Mode) -> Result<bool, RingError> {
         let mut worked = false;
+        let mut now: Option<Instant> = None;
         while let Ok(done) = self.done_rx.try_recv() {
-            self.finish_async(done)?;
+            let now = *now.get_or_insert_with(Instant::now);
+            self.finish_async(done, now)?;
             worked = true;
         }
         worked |= self.store_turn()?;
         let mut taken = 0;
         while taken < BATCH && self.can_accept() {
             let Some(bytes) = self.sq.try_pop()? else { break };
-            self.handle(&bytes, mode)?;
+            let started = *now.get_or_insert_with(Instant::now);
+            if let Handled::Inline(op) = self.handle(&bytes, mode, started)? {
+                self.inline_done[op] += 1;
+            }
             taken += 1;
         }
         if taken > 0 {
@@ -390,8 +420,32 @@ impl Dispatcher {
         if self.cq.publish_and_check_wakeup(agent) | self.gq.publish_and_check_wakeup(agent) {
             self.links.cq_bell.ring();
         }
-        self.links.global.absorb(&mut self.session.delta);
+        if let (Some(started), true) = (now, taken > 0) {
+            self.time_inline(started);
+        }
+        self.fold();
         Ok(worked)
+    }
+
+    /// Observes the requests completed inline this turn, all with the same duration.
+    fn time_inline(&mut self, started: Instant) {
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        for (op, n) in self.inline_done.iter_mut().enumerate() {
+            if *n != 0 {
+                self.links.global.observe_latency(op, ns, *n);
+                *n = 0;
+            }
+        }
+    }
+
+    /// Folds this turn's counts and slot gauges into the global ones.
+    fn fold(&mut self) {
+        self.session.fold(&self.links.global);
+        let gauges = self.session.slot_gauges();
+        if gauges != self.slot_gauges {
+            self.links.global.adjust_slots(self.slot_gauges, gauges);
+            self.slot_gauges = gauges;
+        }
     }
 
     /// Gives FREE slots to read streams that may read on, then pushes grants into the GQ
@@ -410,17 +464,22 @@ impl Dispatcher {
                 }
             });
             if !granted {
+                if failure.is_none() {
+                    self.session.count_ring_full(Ring::Gq);
+                }
                 break;
             }
         }
         failure.map_or(Ok(()), Err)
     }
 
-    /// Queues a completion: straight into the CQ, or behind earlier ones in the overflow.
-    fn post(&mut self, c: Completion) -> Result<(), RingError> {
-        if let Some(code) = ErrorCode::from_status(c.status) {
-            self.session.count_error(code);
-        }
+    /// Queues a completion for a request of op label `op`: straight into the CQ, or behind
+    /// earlier ones in the overflow.
+    // Always inlined: out of line, reading the caller's freshly built `Completion` back from
+    // the stack stalled store forwarding (~5 ns per request in `turn_cost`).
+    #[inline(always)]
+    fn post(&mut self, op: usize, c: Completion) -> Result<(), RingError> {
+        self.session.count_completion(op, stats::status_label(c.status));
         if self.overflow.is_empty() {
             match self.cq.try_push(&c.encode()) {
                 Ok(()) => return Ok(()),
@@ -428,70 +487,83 @@ impl Dispatcher {
                 Err(e) => return Err(e),
             }
         }
+        self.session.count_ring_full(Ring::Cq);
         self.overflow.push_back(c);
         Ok(())
     }
 
     /// The last completion of a request that holds `lease`: the slot goes back to the agent
     /// (flag SLOT) or to the pool (`RELEASE_SLOT`), whether the op succeeded or not (SPEC §7).
-    fn complete_leased(&mut self, request_id: u64, result: Result<(u64, u64), ErrorCode>, lease: Lease, release: bool) -> Result<(), RingError> {
+    fn complete_leased(&mut self, op: Opcode, request_id: u64, result: Result<(u64, u64), ErrorCode>, lease: Lease, release: bool) -> Result<(), RingError> {
+        // Payload bytes moved through the slot: ECHO read them, STATS wrote its document.
+        match (op, result) {
+            (Opcode::Echo, Ok((n, _))) => self.session.count_bytes_in(n),
+            (Opcode::Stats, Ok((n, _))) => self.session.count_bytes_out(n),
+            _ => {}
+        }
         let mut c = completion(request_id, result);
         if let SlotOutcome::ToAgent { id, generation } = self.session.slots.finish(lease, release) {
             c = c.with_slot(id, generation);
         }
-        self.post(c)
+        self.post(stats::op_label(Some(op)), c)
     }
 
-    fn handle(&mut self, bytes: &EntryBytes, mode: Mode) -> Result<(), RingError> {
+    /// Validates and runs one request: posts its completion, or starts it on the runtime.
+    /// `started`: the start of this turn, the request's start for the latency histogram.
+    fn handle(&mut self, bytes: &EntryBytes, mode: Mode, started: Instant) -> Result<Handled, RingError> {
         self.session.count_request();
         // `bytes` is our private copy (one volatile read of the entry): no double fetch.
         let sub = match RawSubmission::decode(bytes).validate() {
             Ok(s) => s,
-            Err(e) => return self.post(Completion::error(e.request_id, e.code)),
+            Err(e) => {
+                // Labelled with the opcode when it is a known one (e.g. a NOP naming a slot).
+                // Decoded again here, off the fast path, rather than kept alive across it.
+                let op = stats::op_label(Opcode::from_u8(RawSubmission::decode(bytes).opcode));
+                self.post(op, Completion::error(e.request_id, e.code))?;
+                return Ok(Handled::Inline(op));
+            }
         };
         self.session.count_op(sub.opcode);
+        let op = stats::op_label(Some(sub.opcode));
         if mode >= Mode::Draining {
-            return self.post(Completion::error(sub.request_id, ErrorCode::ShuttingDown));
+            self.post(op, Completion::error(sub.request_id, ErrorCode::ShuttingDown))?;
+            return Ok(Handled::Inline(op));
         }
         let id = sub.request_id;
         match (sub.opcode, sub.slot) {
-            (Opcode::Nop, _) => self.post(Completion::ok(id, 0)),
+            (Opcode::Nop, _) => self.post(op, Completion::ok(id, 0))?,
             (Opcode::Delay, _) => {
                 let us = sub.args[0];
-                self.spawn_async(&sub, None, async move { ops::delay(us).await });
-                Ok(())
+                self.spawn_async(&sub, started, None, async move { ops::delay(us).await });
+                return Ok(Handled::Async);
             }
             (Opcode::SlotRelease, Some(slot)) => {
                 let c = match self.session.slots.release_granted(&slot) {
                     Ok(()) => Completion::ok(id, 0),
                     Err(code) => Completion::error(id, code),
                 };
-                self.post(c)
+                self.post(op, c)?;
             }
-            (Opcode::Echo, Some(slot)) => {
-                let lease = match self.session.slots.acquire(&slot) {
-                    Ok(l) => l,
-                    Err(code) => return self.post(Completion::error(id, code)),
-                };
-                let range = SlotRange::from(&lease);
-                if lease.length() <= ops::INLINE_ECHO_MAX {
-                    let result = ops::echo(&self.segment, range);
-                    self.complete_leased(id, result, lease, sub.releases_slot())
-                } else {
-                    let segment = self.segment.clone();
-                    self.spawn_async(&sub, Some(lease), ops::echo_chunked(segment, range));
-                    Ok(())
+            (Opcode::Echo, Some(slot)) => match self.session.slots.acquire(&slot) {
+                Err(code) => self.post(op, Completion::error(id, code))?,
+                Ok(lease) if lease.length() <= ops::INLINE_ECHO_MAX => {
+                    let result = ops::echo(&self.segment, SlotRange::from(&lease));
+                    self.complete_leased(Opcode::Echo, id, result, lease, sub.releases_slot())?;
                 }
-            }
-            (Opcode::Stats, Some(slot)) => {
-                let lease = match self.session.slots.acquire(&slot) {
-                    Ok(l) => l,
-                    Err(code) => return self.post(Completion::error(id, code)),
-                };
-                let doc = self.stats_document();
-                let result = ops::write_document(&self.segment, SlotRange::from(&lease), &doc);
-                self.complete_leased(id, result, lease, sub.releases_slot())
-            }
+                Ok(lease) => {
+                    let (segment, range) = (self.segment.clone(), SlotRange::from(&lease));
+                    self.spawn_async(&sub, started, Some(lease), ops::echo_chunked(segment, range));
+                    return Ok(Handled::Async);
+                }
+            },
+            (Opcode::Stats, Some(slot)) => match self.session.slots.acquire(&slot) {
+                Err(code) => self.post(op, Completion::error(id, code))?,
+                Ok(lease) => {
+                    let doc = self.stats_document();
+                    let result = ops::write_document(&self.segment, SlotRange::from(&lease), &doc);
+                    self.complete_leased(Opcode::Stats, id, result, lease, sub.releases_slot())?;
+                }
+            },
             (
                 Opcode::Put
                 | Opcode::OpenWrite
@@ -503,29 +575,35 @@ impl Dispatcher {
                 | Opcode::List
                 | Opcode::Delete,
                 _,
-            ) => self.handle_store(&sub),
+            ) => {
+                if !self.handle_store(&sub, started)? {
+                    return Ok(Handled::Async);
+                }
+            }
             // `validate` guarantees a slot for the ops that need one.
-            (Opcode::Echo | Opcode::SlotRelease | Opcode::Stats, None) => self.post(Completion::error(id, ErrorCode::Internal)),
+            (Opcode::Echo | Opcode::SlotRelease | Opcode::Stats, None) => self.post(op, Completion::error(id, ErrorCode::Internal))?,
         }
+        Ok(Handled::Inline(op))
     }
 
     fn stats_document(&mut self) -> Vec<u8> {
-        // Fold our own counts first so `global` includes this session up to this request.
-        self.links.global.absorb(&mut self.session.delta);
+        // Fold our own counts first: `counts` and `global` include this session up to this
+        // request.
+        self.session.fold(&self.links.global);
         let figures = self.session.slots.figures(self.session.id, u64::from(self.in_flight_async));
         StatsDocument { session: SessionSnapshot::new(figures, &self.session.counts), global: self.links.global.snapshot() }
             .to_json()
     }
 
     /// Runs `work` on the runtime; its result comes back through `done_rx`.
-    fn spawn_async<F>(&mut self, sub: &Submission, lease: Option<Lease>, work: F)
+    fn spawn_async<F>(&mut self, sub: &Submission, started: Instant, lease: Option<Lease>, work: F)
     where
         F: std::future::Future<Output = Result<(u64, u64), ErrorCode>> + Send + 'static,
     {
         self.in_flight_async += 1;
         self.links.global.in_flight_async.fetch_add(1, Ordering::Relaxed);
         let guard = InFlightGuard(self.links.global.clone());
-        let (request_id, release) = (sub.request_id, sub.releases_slot());
+        let (op, request_id, release) = (sub.opcode, sub.request_id, sub.releases_slot());
         let tx = self.done_tx.clone();
         let control = self.links.control.clone();
         let abort = self.links.abort.clone();
@@ -539,17 +617,21 @@ impl Dispatcher {
                 r = work => r,
             };
             // A closed channel means the session ended meanwhile: nothing left to tell.
-            if tx.send(AsyncDone { request_id, result, lease, release }).is_ok() {
+            if tx.send(AsyncDone { op, started, request_id, result, lease, release }).is_ok() {
                 control.wake.ring();
             }
         });
     }
 
-    fn finish_async(&mut self, done: AsyncDone) -> Result<(), RingError> {
+    /// Posts an async op's result; `now` (read once per turn) ends its latency.
+    fn finish_async(&mut self, done: AsyncDone, now: Instant) -> Result<(), RingError> {
         self.in_flight_async -= 1;
+        let op = stats::op_label(Some(done.op));
+        let ns = u64::try_from(now.saturating_duration_since(done.started).as_nanos()).unwrap_or(u64::MAX);
+        self.links.global.observe_latency(op, ns, 1);
         match done.lease {
-            Some(lease) => self.complete_leased(done.request_id, done.result, lease, done.release),
-            None => self.post(completion(done.request_id, done.result)),
+            Some(lease) => self.complete_leased(done.op, done.request_id, done.result, lease, done.release),
+            None => self.post(op, completion(done.request_id, done.result)),
         }
     }
 }

@@ -9,15 +9,19 @@
 //! - [`session`]: a client's slot table and counters; [`dispatcher`]: its data-plane thread;
 //!   [`ops`]: what each op does; [`doorbell`]: eventfds.
 //! - [`stats`]: counters and the STATS document; [`baseline`]: the UDS comparison transport.
+//! - [`admin`]: the HTTP endpoint for probes (`/live`, `/ready`) and [`metrics`] (`/metrics`).
 //! - [`store_ops`]: the object-store ops' bodies (the dispatcher's `store` child module is
-//!   their glue); [`lease`]: slot memory leased to the store, returned when dropped.
+//!   their glue); [`lease`]: slot memory leased to the store, returned when dropped;
+//!   [`store_probe`]: the store half of `/ready`.
 
+pub mod admin;
 pub mod baseline;
 pub mod config;
 pub mod control;
 pub mod dispatcher;
 pub mod doorbell;
 pub mod lease;
+pub mod metrics;
 pub mod ops;
 pub mod segment;
 pub mod server;
@@ -25,4 +29,5 @@ pub mod session;
 pub mod shutdown;
 pub mod stats;
 pub mod store_ops;
+pub mod store_probe;
 pub mod wire;

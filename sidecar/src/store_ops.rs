@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::lease::SlotLease;
+use crate::stats::StoreErrorKind;
 use crate::session::Lease;
 
 /// Longest error message written back into a slot (SPEC §7.2 "Error messages").
@@ -69,11 +70,13 @@ impl Outcome {
 pub struct Failure {
     pub code: ErrorCode,
     pub message: String,
+    /// For `store_errors_total{kind}`: set for failures of the store itself.
+    pub kind: Option<StoreErrorKind>,
 }
 
 impl Failure {
     pub fn code(code: ErrorCode) -> Self {
-        Self { code, message: String::new() }
+        Self { code, message: String::new(), kind: None }
     }
 }
 
@@ -92,7 +95,23 @@ pub fn failure(op: Opcode, key: &str, e: &StoreError) -> Failure {
     } else {
         tracing::warn!(op = op.name(), key, error = %e, transient = e.is_transient(), "store op failed");
     }
-    Failure { code, message: e.to_string() }
+    Failure { code, message: e.to_string(), kind: Some(error_kind(e)) }
+}
+
+/// The `store_errors_total{kind}` label of a store error (see `stats::StoreErrorKind`).
+pub fn error_kind(e: &StoreError) -> StoreErrorKind {
+    match e {
+        StoreError::NotFound { .. } => StoreErrorKind::NotFound,
+        StoreError::Integrity { .. } => StoreErrorKind::Integrity,
+        StoreError::Corrupt { .. } => StoreErrorKind::Corrupt,
+        StoreError::InvalidKey { .. }
+        | StoreError::InvalidRange { .. }
+        | StoreError::InvalidArgument { .. }
+        | StoreError::Config(_) => StoreErrorKind::Invalid,
+        StoreError::Store { transient: true, .. } => StoreErrorKind::Unavailable,
+        StoreError::Aborted { .. } => StoreErrorKind::Aborted,
+        _ => StoreErrorKind::Failed,
+    }
 }
 
 /// Everything store tasks tell the dispatcher.
@@ -256,7 +275,7 @@ pub async fn list(store: Store, req: ListRequest) -> OpResult {
         .map(|e| ListEntry { key: &e.key, size: e.size, mtime_ms: info_outcome(e).aux[1] })
         .collect();
     let doc = serde_json::to_vec(&ListOutput { entries, next: page.next_page_token.as_deref() })
-        .map_err(|e| Failure { code: ErrorCode::Internal, message: e.to_string() })?;
+        .map_err(|e| Failure { code: ErrorCode::Internal, message: e.to_string(), kind: None })?;
     Ok(Outcome { output: Some(doc), ..Outcome::default() })
 }
 

@@ -359,11 +359,12 @@ fn stale_socket_is_replaced_but_a_live_one_is_not() {
     assert!(path.exists());
     let mut first = std::process::Command::new(BIN)
         .env("SHMPIPE_SOCKET", &path)
+        .env("SHMPIPE_ADMIN_ADDR", "off")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     wait_until("first sidecar listening", || std::os::unix::net::UnixStream::connect(&path).is_ok());
-    let second = std::process::Command::new(BIN).env("SHMPIPE_SOCKET", &path).output().unwrap();
+    let second = std::process::Command::new(BIN).env("SHMPIPE_SOCKET", &path).env("SHMPIPE_ADMIN_ADDR", "off").output().unwrap();
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("another process is listening"));
     assert!(std::os::unix::net::UnixStream::connect(&path).is_ok(), "the live socket was left alone");

@@ -37,6 +37,8 @@ async function startSidecar(opts = {}) {
     SHMPIPE_SOCKET: socketPath,
     SHMPIPE_LOG: 'warn',
     SHMPIPE_SHUTDOWN_GRACE: '2',
+    // A free port per sidecar: tests run several at once, and 9464 may be taken.
+    SHMPIPE_ADMIN_ADDR: '127.0.0.1:0',
     ...opts.env,
   };
   const proc = spawn(sidecarBin, [], { env, stdio: ['ignore', 'ignore', 'pipe'] });

@@ -17,6 +17,7 @@ use super::{Dispatcher, InFlightGuard, SessionControl};
 use crate::lease::{self, SlotLease, SlotReturn};
 use crate::ops::SlotRange;
 use crate::session::{Lease, SlotOutcome};
+use crate::stats;
 use crate::store_ops::{self, EventSender, Failure, OpResult, StoreEvent, StoreLinks, StreamTask, WriterCmd};
 
 /// A session's store state, owned by its dispatcher.
@@ -39,6 +40,8 @@ pub(super) enum Entry {
 
 pub(super) struct Stream {
     request_id: u64,
+    /// Start of the turn that took the OPEN_READ (latency until the final completion).
+    started: Instant,
     /// Slots for the stream task to fill, in order.
     slots: mpsc::UnboundedSender<SlotLease>,
     /// Slots the stream holds: queued or being filled, plus chunks delivered and not yet given
@@ -85,34 +88,35 @@ impl StoreState {
 }
 
 impl Dispatcher {
-    /// Posts a store op's completion (one place to adapt if `post` changes).
-    fn post_store(&mut self, _op: Opcode, c: Completion) -> Result<(), RingError> {
-        self.post(c)
+    /// Posts a store op's completion, counted under its op.
+    fn post_store(&mut self, op: Opcode, c: Completion) -> Result<(), RingError> {
+        self.post(stats::op_label(Some(op)), c)
     }
 
     /// A store op taken off the SQ in running mode (SPEC §7.2 steps 2–4; step 1 was
-    /// `Submission::validate`).
-    pub(super) fn handle_store(&mut self, sub: &Submission) -> Result<(), RingError> {
+    /// `Submission::validate`). Returns whether it completed now (refusals, OPEN_WRITE) rather
+    /// than on the runtime.
+    pub(super) fn handle_store(&mut self, sub: &Submission, started: Instant) -> Result<bool, RingError> {
         let id = sub.request_id;
         if matches!(sub.opcode, Opcode::Commit | Opcode::Abort) {
-            return self.store_handle_op(sub);
+            return self.store_handle_op(sub, started);
         }
         // `validate` guarantees a slot for these ops.
-        let Some(slot) = sub.slot else { return self.post_store(sub.opcode, Completion::error(id, ErrorCode::Internal)) };
+        let Some(slot) = sub.slot else { return self.post_store(sub.opcode, Completion::error(id, ErrorCode::Internal)).map(|()| true) };
         let lease = match self.session.slots.acquire(&slot) {
             Ok(l) => l,
-            Err(code) => return self.post_store(sub.opcode, Completion::error(id, code)),
+            Err(code) => return self.post_store(sub.opcode, Completion::error(id, code)).map(|()| true),
         };
-        match self.accept_store(sub, lease) {
-            Ok(None) => Ok(()),
-            Ok(Some(c)) => self.post_store(sub.opcode, c),
+        match self.accept_store(sub, lease, started) {
+            Ok(None) => Ok(false),
+            Ok(Some(c)) => self.post_store(sub.opcode, c).map(|()| true),
             Err(code) => {
                 // Step 3 refusal: the slot goes straight back, nothing changed.
                 let mut c = Completion::error(id, code);
                 if let SlotOutcome::ToAgent { id, generation } = self.session.slots.finish(lease, false) {
                     c = c.with_slot(id, generation);
                 }
-                self.post_store(sub.opcode, c)
+                self.post_store(sub.opcode, c).map(|()| true)
             }
         }
     }
@@ -142,7 +146,7 @@ impl Dispatcher {
 
     /// Steps 3 and 4 for ops with a slot: `Some` completion to post now, or `None` (the op
     /// runs on the runtime). `Err` only when nothing was done with `lease`.
-    fn accept_store(&mut self, sub: &Submission, lease: Lease) -> Result<Option<Completion>, ErrorCode> {
+    fn accept_store(&mut self, sub: &Submission, lease: Lease, started: Instant) -> Result<Option<Completion>, ErrorCode> {
         let (off, len) = (u64::from(lease.offset()), u64::from(lease.length()));
         let store = self.store.links.store.clone();
         match sub.opcode {
@@ -160,7 +164,7 @@ impl Dispatcher {
                 }
                 let key = self.key_in(lease.id(), key_off, key_len)?;
                 let data = self.consume(lease)?;
-                self.spawn_store(sub, None, store_ops::put(store, key, data));
+                self.spawn_store(sub, started, None, store_ops::put(store, key, data));
             }
             Opcode::Write => {
                 let Some(Entry::Writer(tx)) = self.store.handles.get(&sub.args[0]) else { return Err(ErrorCode::InvalidHandle) };
@@ -169,7 +173,7 @@ impl Dispatcher {
                 let (reply, rx) = oneshot::channel();
                 // Sent now, from this thread: the writer applies WRITEs in SQ order.
                 let _ = tx.send(WriterCmd::Write(data, reply));
-                self.spawn_store(sub, None, reply_of(rx));
+                self.spawn_store(sub, started, None, reply_of(rx));
             }
             Opcode::OpenWrite => {
                 let key = self.key_in(lease.id(), off, len)?;
@@ -205,6 +209,7 @@ impl Dispatcher {
                 self.links.global.in_flight_async.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let stream = Stream {
                     request_id: sub.request_id,
+                    started,
                     slots: slots_tx,
                     held: 1,
                     read_ahead,
@@ -225,16 +230,16 @@ impl Dispatcher {
             }
             Opcode::Stat => {
                 let key = self.key_in(lease.id(), off, len)?;
-                self.spawn_store(sub, Some(lease), store_ops::stat(store, key));
+                self.spawn_store(sub, started, Some(lease), store_ops::stat(store, key));
             }
             Opcode::Delete => {
                 let key = self.key_in(lease.id(), off, len)?;
-                self.spawn_store(sub, Some(lease), store_ops::delete(store, key));
+                self.spawn_store(sub, started, Some(lease), store_ops::delete(store, key));
             }
             Opcode::List => {
                 let bytes = lease::copy_out(&self.segment, SlotRange::from(&lease))?;
                 let req = store_ops::parse_list(&bytes)?;
-                self.spawn_store(sub, Some(lease), store_ops::list(store, req));
+                self.spawn_store(sub, started, Some(lease), store_ops::list(store, req));
             }
             _ => return Err(ErrorCode::Internal),
         }
@@ -250,8 +255,8 @@ impl Dispatcher {
         Ok(Bytes::from_owner(owner))
     }
 
-    /// COMMIT and ABORT (no slot).
-    fn store_handle_op(&mut self, sub: &Submission) -> Result<(), RingError> {
+    /// COMMIT and ABORT (no slot). Returns whether it completed now.
+    fn store_handle_op(&mut self, sub: &Submission, started: Instant) -> Result<bool, RingError> {
         let handle = sub.args[0];
         match (sub.opcode, self.store.handles.get(&handle)) {
             (Opcode::Commit | Opcode::Abort, Some(Entry::Writer(_))) => {
@@ -259,27 +264,27 @@ impl Dispatcher {
                 let (reply, rx) = oneshot::channel();
                 let cmd = if sub.opcode == Opcode::Commit { WriterCmd::Commit(reply) } else { WriterCmd::Abort(reply) };
                 let _ = tx.send(cmd);
-                self.spawn_store(sub, None, reply_of(rx));
-                Ok(())
+                self.spawn_store(sub, started, None, reply_of(rx));
+                Ok(false)
             }
             (Opcode::Abort, Some(Entry::Reader(_))) => {
                 // The stream ends first (CANCELLED), then the ABORT completes.
                 self.end_stream(handle, Err(Failure::code(ErrorCode::Cancelled)))?;
-                self.post_store(Opcode::Abort, Completion::ok(sub.request_id, 0))
+                self.post_store(Opcode::Abort, Completion::ok(sub.request_id, 0)).map(|()| true)
             }
-            _ => self.post_store(sub.opcode, Completion::error(sub.request_id, ErrorCode::InvalidHandle)),
+            _ => self.post_store(sub.opcode, Completion::error(sub.request_id, ErrorCode::InvalidHandle)).map(|()| true),
         }
     }
 
     /// Runs a one-shot store op on the runtime; its result comes back as `StoreEvent::Done`.
-    fn spawn_store<F>(&mut self, sub: &Submission, lease: Option<Lease>, work: F)
+    fn spawn_store<F>(&mut self, sub: &Submission, started: Instant, lease: Option<Lease>, work: F)
     where
         F: std::future::Future<Output = OpResult> + Send + 'static,
     {
         self.in_flight_async += 1;
         self.links.global.in_flight_async.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let guard = InFlightGuard(self.links.global.clone());
-        let (op, request_id, release, started) = (sub.opcode, sub.request_id, sub.releases_slot(), Instant::now());
+        let (op, request_id, release) = (sub.opcode, sub.request_id, sub.releases_slot());
         let events = self.store.events.clone();
         let abort = self.links.abort.clone();
         let closing = self.links.closing.clone();
@@ -305,8 +310,13 @@ impl Dispatcher {
                 StoreEvent::Returned(lease) => {
                     self.session.slots.finish(lease, true);
                 }
-                StoreEvent::Done { request_id, op, started: _, result, lease, release } => {
+                StoreEvent::Done { request_id, op, started, result, lease, release } => {
                     self.in_flight_async -= 1;
+                    self.observe_store(op, started);
+                    if let (Opcode::Put | Opcode::Write, Ok(o)) = (op, &result) {
+                        // PUT's result is the object size, WRITE's the bytes taken.
+                        self.session.count_bytes_in(o.result);
+                    }
                     self.complete_store(op, request_id, result, lease, release)?;
                 }
                 StoreEvent::Chunk { handle, lease, len, offset } => self.deliver_chunk(handle, lease, len, offset)?,
@@ -314,6 +324,7 @@ impl Dispatcher {
                 StoreEvent::OpenFailed { handle, failure, lease } => match self.store.handles.remove(&handle) {
                     Some(Entry::Reader(s)) => {
                         self.in_flight_async -= 1;
+                        self.observe_store(Opcode::OpenRead, s.started);
                         self.complete_store(Opcode::OpenRead, s.request_id, Err(failure), Some(lease), false)?;
                     }
                     _ => {
@@ -356,6 +367,9 @@ impl Dispatcher {
                 }
             },
             Err(f) => {
+                if let Some(kind) = f.kind {
+                    self.links.global.store_error(kind);
+                }
                 let mut c = Completion::error(request_id, f.code);
                 if let (Some(l), false) = (lease, release || f.message.is_empty()) {
                     let msg = store_ops::message_bytes(&f.message);
@@ -393,6 +407,7 @@ impl Dispatcher {
         }
         c.flags |= cq_flags::MORE;
         c.aux = [offset, handle, 0];
+        self.session.count_bytes_out(u64::from(len));
         self.post_store(Opcode::OpenRead, c)
     }
 
@@ -401,16 +416,28 @@ impl Dispatcher {
         let Some(Entry::Reader(s)) = self.store.handles.remove(&handle) else { return Ok(()) };
         s.cancel.cancel();
         self.in_flight_async -= 1;
+        self.observe_store(Opcode::OpenRead, s.started);
         let mut c = match result {
             Ok((total, verified)) => {
                 let mut c = Completion::ok(s.request_id, total);
                 c.aux[0] = u64::from(verified);
                 c
             }
-            Err(f) => Completion::error(s.request_id, f.code),
+            Err(f) => {
+                if let Some(kind) = f.kind {
+                    self.links.global.store_error(kind);
+                }
+                Completion::error(s.request_id, f.code)
+            }
         };
         c.aux[1] = handle;
         self.post_store(Opcode::OpenRead, c)
+    }
+
+    /// A store op's latency, from the turn that took it to now.
+    fn observe_store(&self, op: Opcode, started: Instant) {
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.links.global.observe_latency(stats::op_label(Some(op)), ns, 1);
     }
 
     /// Gives free slots to streams that may read on, oldest first, one slot per stream per
@@ -436,5 +463,5 @@ impl Dispatcher {
 
 /// A WRITE/COMMIT/ABORT's result from its writer's actor.
 async fn reply_of(rx: oneshot::Receiver<OpResult>) -> OpResult {
-    rx.await.unwrap_or_else(|_| Err(Failure { code: ErrorCode::Store, message: "the writer is gone".into() }))
+    rx.await.unwrap_or_else(|_| Err(Failure { code: ErrorCode::Store, message: "the writer is gone".into(), kind: None }))
 }

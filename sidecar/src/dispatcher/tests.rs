@@ -159,6 +159,46 @@ fn inline_ops_in_one_turn() {
 }
 
 #[test]
+fn metrics_count_each_completion_once_with_its_labels() {
+    let (mut r, mut d) = rig(16, 4, 4, 16);
+    let g = r.grants()[0];
+    r.push(nop(1));
+    r.push(nop(2));
+    r.push(slot_op(3, Opcode::Echo, g, 0, 100));
+    r.push(slot_op(4, Opcode::Echo, g, 0, 9000)); // OUT_OF_RANGE
+    r.push(RawSubmission { request_id: 5, opcode: 99, slot_id: NO_SLOT, ..Default::default() });
+    r.push(RawSubmission { request_id: 6, slot_id: 0, ..nop(6) }); // MALFORMED, opcode known
+    d.turn(Mode::Running).unwrap();
+    let m = r.global.metrics_snapshot();
+    let (nop_l, echo_l, unknown) = (stats::op_label(Some(Opcode::Nop)), stats::op_label(Some(Opcode::Echo)), stats::op_label(None));
+    let status = |c: ErrorCode| stats::status_label(c.status());
+    assert_eq!(m.completions[nop_l][0], 2);
+    assert_eq!(m.completions[echo_l][0], 1);
+    assert_eq!(m.completions[echo_l][status(ErrorCode::OutOfRange)], 1);
+    assert_eq!(m.completions[unknown][status(ErrorCode::UnknownOpcode)], 1);
+    assert_eq!(m.completions[nop_l][status(ErrorCode::Malformed)], 1);
+    assert_eq!(m.completions.iter().flatten().sum::<u64>(), 6);
+    // One latency observation per completion, all in this turn.
+    let timed = |op: usize| m.latency[op].iter().sum::<u64>();
+    assert_eq!((timed(nop_l), timed(echo_l), timed(unknown)), (3, 2, 1));
+    assert_eq!(m.bytes_in, 100);
+    // CQ capacity 4: two completions waited in the overflow.
+    assert_eq!(m.ring_full_waits, [2, 0]);
+    // The agent holds all 4 slots (granted); the gauges are this session's.
+    assert_eq!(m.slots, [0, 4, 0]);
+    // STATS agrees with the same counters.
+    assert_eq!(d.session.counts.error_count(ErrorCode::OutOfRange), 1);
+    while !d.overflow.is_empty() {
+        r.completions();
+        d.turn(Mode::Running).unwrap();
+    }
+    r.completions();
+    r.control.set_mode(Mode::Stopping);
+    assert_eq!(d.run().outstanding_slots, 4);
+    assert_eq!(r.global.metrics_snapshot().slots, [0, 0, 0], "a finished session leaves the gauges");
+}
+
+#[test]
 fn draining_refuses_new_work_without_touching_slots() {
     let (mut r, mut d) = rig(8, 8, 2, 16);
     let g = r.grants()[1];
@@ -271,4 +311,37 @@ fn adaptive_spin_decays_to_zero_and_recovers() {
         s.hit();
     }
     assert_eq!(s.budget, Duration::from_micros(50));
+}
+
+/// Not a test: the cost of one dispatcher turn per request, for choosing how to time requests
+/// (`cargo test -p shmpipe-sidecar --release -- --ignored --nocapture turn_cost`). Prints,
+/// asserts nothing about speed.
+#[test]
+#[ignore]
+fn turn_cost() {
+    let (mut r, mut d) = rig(64, 64, 8, 16);
+    let g = r.grants()[0];
+    for (label, echo) in [("nop", false), ("echo 64 B", true)] {
+        for round in 0..3 {
+            let turns = 200_000u64;
+            let start = Instant::now();
+            for t in 0..turns {
+                for i in 0..64u64 {
+                    let id = t * 64 + i;
+                    let s = if echo { slot_op(id, Opcode::Echo, g, 0, 64) } else { nop(id) };
+                    r.sq.try_push(&s.encode()).unwrap();
+                }
+                r.sq.publish();
+                d.turn(Mode::Running).unwrap();
+                let mut n = 0;
+                while r.cq.try_pop().unwrap().is_some() {
+                    n += 1;
+                }
+                r.cq.release();
+                assert_eq!(n, 64);
+            }
+            let ns = start.elapsed().as_nanos() as f64 / (turns * 64) as f64;
+            println!("turn_cost {label} round {round}: {ns:.1} ns/request (agent side included)");
+        }
+    }
 }

@@ -3,6 +3,9 @@
 //! check, `mapped`) and drives the rings with shm-protocol's own ring halves.
 #![allow(dead_code)]
 
+pub mod exposition;
+pub mod http;
+
 use std::io::{IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -32,6 +35,16 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_admin(env, true)
+    }
+
+    /// Like `start`, but leaves `SHMPIPE_ADMIN_ADDR` unset (the default, 127.0.0.1:9464) unless
+    /// `env` sets it.
+    pub fn start_with_default_admin(env: &[(&str, &str)]) -> Self {
+        Self::start_admin(env, false)
+    }
+
+    fn start_admin(env: &[(&str, &str)], ephemeral_admin: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("sidecar.sock");
         let log = dir.path().join("sidecar.log");
@@ -47,6 +60,10 @@ impl Sidecar {
         // These tests count slots: every slot granted, as before the read reserve (SPEC §9);
         // `grants_stop_at_the_read_reserve` sets it.
         cmd.env("SHMPIPE_READ_RESERVE", "0");
+        if ephemeral_admin {
+            // An ephemeral loopback port: tests run in parallel (see `admin_addr`).
+            cmd.env("SHMPIPE_ADMIN_ADDR", "127.0.0.1:0");
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -68,6 +85,22 @@ impl Sidecar {
             assert!(Instant::now() < deadline, "sidecar never listened:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The admin listener's address, from the sidecar's "admin listening" log line (plain or
+    /// JSON format); waits for the line.
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        let mut found = None;
+        wait_until("admin listening", || {
+            found = self.log_text().lines().filter(|l| l.contains("admin listening")).find_map(|l| {
+                let at = l.find("addr=").map(|i| i + 5).or_else(|| l.find("\"addr\":\"").map(|i| i + 8))?;
+                let rest = &l[at..];
+                let end = rest.find(|c: char| c.is_whitespace() || c == '"').unwrap_or(rest.len());
+                rest[..end].parse().ok()
+            });
+            found.is_some()
+        });
+        found.unwrap()
     }
 
     pub fn pid(&self) -> i32 {

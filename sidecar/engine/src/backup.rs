@@ -1,0 +1,614 @@
+//! `BackupSession`: one backup in progress — file writers streaming content in, tree entries
+//! added, then one commit that makes it a snapshot.
+//!
+//! Pipeline (REPOSITORY.md §Pipeline). A [`FileWriter`] copies each incoming `Bytes` (a slot
+//! lease) into its chunker's carry buffer and drops it at once, so the slot goes back to the
+//! agent; every chunk whose boundary is final becomes a *chunk task*: hash (keyed BLAKE3) →
+//! dedup (claim the id unless the index or this session already has it) → compress-or-not →
+//! encrypt, on a blocking thread under the repository's CPU budget (`workers` at once), then
+//! into the current pack. A full pack (≥ pack_size) is sealed and uploaded by a spawned task;
+//! at most `max_uploads` uploads run at once. Backpressure runs backwards through three
+//! semaphores: uploads → the chunk task adding to a full pack waits → at most
+//! `max_chunks_in_flight` chunk tasks exist → `FileWriter::write` waits. Memory is bounded by
+//! those numbers, not by file or backup size (§Memory).
+//!
+//! Crash consistency: a pack enters an index object only after its PUT succeeded; blobs enter
+//! the shared in-memory index (visible to other sessions' dedup) only after that index object
+//! was written; the snapshot is written last, after every pack and index it depends on. Until
+//! then this session dedups against its own `claimed` set. A session dropped or killed at any
+//! point leaves at most unreferenced packs (garbage, never referenced) and index objects of
+//! complete packs (reusable by the next backup) — never a snapshot pointing at missing data.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+use crate::blob::{self, BlobKind, Compression, SealedBlob};
+use crate::chunker::StreamChunker;
+use crate::crypto;
+use crate::error::{EngineError, Result};
+use crate::id::{BlobId, Id, SnapshotId};
+use crate::index::{IndexFile, IndexedPack};
+use crate::lock::{self, LockKind, RepoLock};
+use crate::objects;
+use crate::pack::{FinishedPack, PackBuilder};
+use crate::repo::Repository;
+use crate::snapshot::{self, ChunkRef, ContentRef, EntryKind, SnapshotCounts, SnapshotFile, TreeEntry};
+
+/// Options of one backup.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// The snapshot the agent compares against (recorded; its entries come from
+    /// [`Repository::entries`]).
+    pub parent: Option<SnapshotId>,
+    /// Host name recorded in the snapshot (default: this host).
+    pub host: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// The paths being backed up.
+    pub paths: Vec<String>,
+    /// Compression (default: the repository's).
+    pub compression: Option<Compression>,
+    /// Target pack size (default: the repository's).
+    pub pack_size: Option<u32>,
+    /// Chunk tasks in flight at once (memory: each holds ≤ one max-size chunk plus its
+    /// sealed form). Default 2 × workers + 2.
+    pub max_chunks_in_flight: Option<usize>,
+    /// Pack uploads in flight at once (each holds one pack). Default 2.
+    pub max_uploads: usize,
+    /// Write an index object every this many packs (so an interrupted backup's finished packs
+    /// are reusable). Default 16 (256 MiB with 16 MiB packs).
+    pub index_every_packs: usize,
+    /// Take a shared repository lock (default true).
+    pub lock: bool,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        Self {
+            parent: None,
+            host: None,
+            tags: Vec::new(),
+            paths: Vec::new(),
+            compression: None,
+            pack_size: None,
+            max_chunks_in_flight: None,
+            max_uploads: 2,
+            index_every_packs: 16,
+            lock: true,
+        }
+    }
+}
+
+/// What the agent found for a file when comparing with the parent snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Not in the parent.
+    New,
+    /// In the parent, but read again (size/mtime/inode differ).
+    Changed,
+    /// In the parent and unchanged: content recorded by reference, not read.
+    Unchanged,
+}
+
+/// The result of a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    /// The new snapshot.
+    pub id: SnapshotId,
+    /// Counts and byte totals (also stored in the snapshot).
+    pub counts: SnapshotCounts,
+    /// Tree entries.
+    pub entries: u64,
+    /// Wall time from begin to commit.
+    pub duration: Duration,
+}
+
+#[derive(Default)]
+struct Counters {
+    bytes_read: AtomicU64,
+    bytes_added: AtomicU64,
+    bytes_packed: AtomicU64,
+    blobs_added: AtomicU64,
+    packs_added: AtomicU64,
+}
+
+struct TreeState {
+    buf: Vec<u8>,
+    blobs: Vec<BlobId>,
+    entries: u64,
+    counts: SnapshotCounts,
+}
+
+struct Shared {
+    repo: Repository,
+    compression: Compression,
+    pack_size: u64,
+    index_every: usize,
+    chunk_slots: Arc<Semaphore>,
+    uploads: Arc<Semaphore>,
+    /// Blob ids stored by this session and not yet in the shared index.
+    claimed: Mutex<HashSet<BlobId>>,
+    packer: Mutex<PackBuilder>,
+    /// Uploaded packs not yet in an index object.
+    durable: Mutex<Vec<IndexedPack>>,
+    /// Chunk tasks and pack uploads.
+    tasks: TaskTracker,
+    closed: AtomicBool,
+    failed: Mutex<Option<EngineError>>,
+    counters: Counters,
+}
+
+/// One backup in progress. Methods take `&self`: file writers and entries may be added from
+/// many tasks at once. End it with [`BackupSession::commit`] or [`BackupSession::abort`];
+/// dropping it abandons it like a crash would (the repository stays consistent).
+pub struct BackupSession {
+    sh: Arc<Shared>,
+    tree: tokio::sync::Mutex<TreeState>,
+    opts: BackupOptions,
+    started: Instant,
+    time_ns: i64,
+    lock: Mutex<Option<RepoLock>>,
+}
+
+impl std::fmt::Debug for BackupSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupSession").field("parent", &self.opts.parent).finish_non_exhaustive()
+    }
+}
+
+impl Repository {
+    /// Begins a backup: takes a shared lock (unless disabled), loads new index objects (for
+    /// dedup), checks that the parent exists.
+    pub async fn begin_backup(&self, opts: BackupOptions) -> Result<BackupSession> {
+        let lock = if opts.lock { Some(self.lock(LockKind::Shared, "backup").await?) } else { None };
+        self.refresh_index().await?;
+        if let Some(p) = &opts.parent {
+            self.snapshot(p).await?;
+        }
+        let workers = self.inner.workers;
+        let settings = &self.inner.settings;
+        let pack_size = u64::from(opts.pack_size.unwrap_or(settings.pack_size)).max(1);
+        let sh = Arc::new(Shared {
+            repo: self.clone(),
+            compression: opts.compression.unwrap_or(settings.compression),
+            pack_size,
+            index_every: opts.index_every_packs.max(1),
+            chunk_slots: Arc::new(Semaphore::new(opts.max_chunks_in_flight.unwrap_or(2 * workers + 2).max(1))),
+            uploads: Arc::new(Semaphore::new(opts.max_uploads.max(1))),
+            claimed: Mutex::new(HashSet::new()),
+            packer: Mutex::new(PackBuilder::default()),
+            durable: Mutex::new(Vec::new()),
+            tasks: TaskTracker::new(),
+            closed: AtomicBool::new(false),
+            failed: Mutex::new(None),
+            counters: Counters::default(),
+        });
+        Ok(BackupSession {
+            sh,
+            tree: tokio::sync::Mutex::new(TreeState {
+                buf: Vec::new(),
+                blobs: Vec::new(),
+                entries: 0,
+                counts: SnapshotCounts::default(),
+            }),
+            opts,
+            started: Instant::now(),
+            time_ns: lock::now_ns(),
+            lock: Mutex::new(lock),
+        })
+    }
+}
+
+impl Shared {
+    fn check_open(&self) -> Result<()> {
+        if let Some(e) = self.failed.lock().expect("failed lock").as_ref() {
+            return Err(e.clone());
+        }
+        if self.closed.load(Relaxed) {
+            return Err(EngineError::Closed { reason: "the session was committed or aborted".into() });
+        }
+        Ok(())
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        match self.failed.lock().expect("failed lock").as_ref() {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the session's first failure; every later call reports it.
+    fn fail(&self, e: &EngineError) {
+        let mut f = self.failed.lock().expect("failed lock");
+        if f.is_none() {
+            *f = Some(e.clone());
+        }
+    }
+
+    /// True if the blob is new and now ours to store; false if the repository (index) or this
+    /// session already has it.
+    fn claim(&self, id: &BlobId) -> bool {
+        if self.repo.inner.index.read().expect("index lock").contains(id) {
+            return false;
+        }
+        self.claimed.lock().expect("claimed lock").insert(*id)
+    }
+
+    /// Whether a blob is in the repository or stored by this session.
+    fn known(&self, id: &BlobId) -> bool {
+        self.repo.inner.index.read().expect("index lock").contains(id) || self.claimed.lock().expect("claimed lock").contains(id)
+    }
+
+    /// Hash, dedup, seal on a worker; then into a pack. Returns the blob id.
+    async fn store_blob(self: &Arc<Self>, kind: BlobKind, data: Bytes, id: Option<BlobId>) -> Result<BlobId> {
+        self.check_failed()?;
+        let cpu = self.repo.inner.cpu.clone().acquire_owned().await.map_err(|_| EngineError::internal("cpu semaphore closed"))?;
+        let sh = self.clone();
+        let (id, sealed) = tokio::task::spawn_blocking(move || -> Result<(BlobId, Option<SealedBlob>)> {
+            let _cpu = cpu;
+            let inner = &sh.repo.inner;
+            let id = id.unwrap_or_else(|| Id(crypto::keyed_id(&inner.settings.id_key.0, &data)));
+            if !sh.claim(&id) {
+                return Ok((id, None));
+            }
+            let s = blob::seal(&inner.aead, kind, id, &data, sh.compression)?;
+            Ok((id, Some(s)))
+        })
+        .await??;
+        if let Some(s) = sealed {
+            self.counters.bytes_added.fetch_add(u64::from(s.raw_len), Relaxed);
+            self.counters.blobs_added.fetch_add(1, Relaxed);
+            self.add_to_pack(s).await?;
+        }
+        Ok(id)
+    }
+
+    async fn add_to_pack(self: &Arc<Self>, s: SealedBlob) -> Result<()> {
+        let full = {
+            let mut p = self.packer.lock().expect("packer lock");
+            p.add(s);
+            (p.size() >= self.pack_size).then(|| std::mem::take(&mut *p))
+        };
+        if let Some(builder) = full {
+            self.start_upload(builder).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for an upload slot, seals the pack header, and uploads in a tracked task.
+    async fn start_upload(self: &Arc<Self>, builder: PackBuilder) -> Result<()> {
+        let permit = self.uploads.clone().acquire_owned().await.map_err(|_| EngineError::internal("upload semaphore closed"))?;
+        let pack = builder.finish(&self.repo.inner.aead)?;
+        let sh = self.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = sh.upload(pack, permit).await {
+                sh.fail(&e);
+            }
+        });
+        Ok(())
+    }
+
+    async fn upload(self: &Arc<Self>, pack: FinishedPack, permit: OwnedSemaphorePermit) -> Result<()> {
+        let key = objects::pack_key(&pack.id);
+        let FinishedPack { id, parts, entries, size, .. } = pack;
+        self.repo.inner.store.put(&key, parts).await?;
+        drop(permit);
+        self.counters.bytes_packed.fetch_add(size, Relaxed);
+        self.counters.packs_added.fetch_add(1, Relaxed);
+        let batch = {
+            let mut d = self.durable.lock().expect("durable lock");
+            d.push(IndexedPack { id, size, blobs: entries });
+            (d.len() >= self.index_every).then(|| std::mem::take(&mut *d))
+        };
+        if let Some(batch) = batch {
+            self.write_index(batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes an index object for durable packs, then publishes their blobs to the shared
+    /// index (and stops tracking them as claimed).
+    async fn write_index(&self, packs: Vec<IndexedPack>) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let index_id = Id::random();
+        let key = objects::index_key(&index_id);
+        let file = IndexFile { v: 1, packs };
+        let n = objects::put_object(&self.repo.inner.store, &self.repo.inner.aead, &key, &file).await?;
+        self.counters.bytes_packed.fetch_add(n, Relaxed);
+        {
+            let mut idx = self.repo.inner.index.write().expect("index lock");
+            for p in &file.packs {
+                idx.add_pack(p);
+            }
+            idx.mark_loaded(index_id);
+        }
+        let mut c = self.claimed.lock().expect("claimed lock");
+        for p in &file.packs {
+            for b in &p.blobs {
+                c.remove(&b.id);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BackupSession {
+    /// The options it was begun with.
+    pub fn options(&self) -> &BackupOptions {
+        &self.opts
+    }
+
+    /// A writer for one file's content.
+    pub fn file_writer(&self) -> Result<FileWriter> {
+        self.sh.check_open()?;
+        Ok(FileWriter {
+            sh: self.sh.clone(),
+            chunker: Some(self.sh.repo.inner.cdc.stream()),
+            pending: VecDeque::new(),
+            done: Vec::new(),
+            size: 0,
+            poisoned: false,
+        })
+    }
+
+    /// Adds one tree entry. A file's `content` must be known to the repository: produced by a
+    /// [`FileWriter`] of this session, or taken from the parent snapshot (unchanged files,
+    /// recorded by reference without reading them).
+    pub async fn add_entry(&self, entry: TreeEntry, change: Change) -> Result<()> {
+        self.sh.check_open()?;
+        match (&entry.kind, &entry.content) {
+            (EntryKind::File, None) => {
+                return Err(EngineError::InvalidArgument { message: format!("file {:?} without content", entry.path) })
+            }
+            (EntryKind::File, Some(c)) => {
+                if c.size() != entry.size {
+                    return Err(EngineError::InvalidArgument {
+                        message: format!("file {:?}: size {} but content has {}", entry.path, entry.size, c.size()),
+                    });
+                }
+                self.check_content_known(&entry.path, c)?;
+            }
+            (_, Some(_)) => {
+                return Err(EngineError::InvalidArgument { message: format!("{:?}: only files have content", entry.path) })
+            }
+            (_, None) => {}
+        }
+        let mut t = self.tree.lock().await;
+        match entry.kind {
+            EntryKind::File => match change {
+                Change::New => t.counts.files_new += 1,
+                Change::Changed => t.counts.files_changed += 1,
+                Change::Unchanged => t.counts.files_unchanged += 1,
+            },
+            EntryKind::Dir => t.counts.dirs += 1,
+            EntryKind::Symlink | EntryKind::Other => t.counts.others += 1,
+        }
+        snapshot::encode_entry(&entry, &mut t.buf);
+        t.entries += 1;
+        if snapshot::tree_cut_after(&entry.path, t.buf.len()) {
+            let data = Bytes::from(std::mem::take(&mut t.buf));
+            self.push_tree_blob(&mut t, data).await?;
+        }
+        Ok(())
+    }
+
+    /// The id is computed here, under the tree lock, so blob order is entry order.
+    async fn push_tree_blob(&self, t: &mut TreeState, data: Bytes) -> Result<()> {
+        let id = Id(crypto::keyed_id(&self.sh.repo.inner.settings.id_key.0, &data));
+        t.blobs.push(id);
+        self.sh.store_blob(BlobKind::Tree, data, Some(id)).await.inspect_err(|e| self.sh.fail(e))?;
+        Ok(())
+    }
+
+    fn check_content_known(&self, path: &str, c: &ContentRef) -> Result<()> {
+        let missing = |id: &BlobId| EngineError::NotFound { what: format!("blob {id} referenced by {path:?}") };
+        match c {
+            ContentRef::Chunks { size, chunks } => {
+                let sum: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+                if sum != *size {
+                    return Err(EngineError::InvalidArgument { message: format!("{path:?}: chunk lengths add up to {sum}, not {size}") });
+                }
+                if let Some(c) = chunks.iter().find(|c| !self.sh.known(&c.id)) {
+                    return Err(missing(&c.id));
+                }
+            }
+            ContentRef::List { list, .. } => {
+                if !self.sh.known(list) {
+                    return Err(missing(list));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the backup a snapshot: flushes the tree and the last pack, waits for every
+    /// upload, writes the remaining index, then the snapshot (last). On error nothing
+    /// references the new data (the repository stays consistent; see the module docs).
+    pub async fn commit(self) -> Result<SnapshotSummary> {
+        let r = self.commit_inner().await;
+        if r.is_err() {
+            self.sh.closed.store(true, Relaxed);
+        }
+        self.release_lock().await;
+        r
+    }
+
+    async fn commit_inner(&self) -> Result<SnapshotSummary> {
+        self.sh.check_open()?;
+        self.sh.closed.store(true, Relaxed);
+        let mut t = self.tree.lock().await;
+        if !t.buf.is_empty() {
+            let data = Bytes::from(std::mem::take(&mut t.buf));
+            self.push_tree_blob(&mut t, data).await?;
+        }
+        // Every chunk task (and the uploads they started) ends...
+        self.sh.tasks.close();
+        self.sh.tasks.wait().await;
+        self.sh.check_failed()?;
+        // ...then the last, partial pack.
+        let last = std::mem::take(&mut *self.sh.packer.lock().expect("packer lock"));
+        if !last.is_empty() {
+            let permit = self.sh.uploads.clone().acquire_owned().await.map_err(|_| EngineError::internal("upload semaphore closed"))?;
+            let pack = last.finish(&self.sh.repo.inner.aead)?;
+            self.sh.upload(pack, permit).await?;
+        }
+        let rest = std::mem::take(&mut *self.sh.durable.lock().expect("durable lock"));
+        self.sh.write_index(rest).await?;
+        self.sh.check_failed()?;
+
+        let c = &self.sh.counters;
+        let mut counts = t.counts.clone();
+        counts.bytes_read = c.bytes_read.load(Relaxed);
+        counts.bytes_added = c.bytes_added.load(Relaxed);
+        counts.blobs_added = c.blobs_added.load(Relaxed);
+        counts.packs_added = c.packs_added.load(Relaxed);
+        let duration = self.started.elapsed();
+        let file = SnapshotFile {
+            v: 1,
+            time_ns: self.time_ns,
+            host: self.opts.host.clone().unwrap_or_else(lock::host_name),
+            tags: self.opts.tags.clone(),
+            paths: self.opts.paths.clone(),
+            parent: self.opts.parent,
+            tree: t.blobs.clone(),
+            entries: t.entries,
+            counts: counts.clone(),
+            duration_ms: duration.as_millis() as u64,
+        };
+        let id = SnapshotId::random();
+        let key = objects::snapshot_key(&id);
+        let n = objects::put_object(&self.sh.repo.inner.store, &self.sh.repo.inner.aead, &key, &file).await?;
+        counts.bytes_added_packed = c.bytes_packed.load(Relaxed) + n;
+        Ok(SnapshotSummary { id, counts, entries: t.entries, duration })
+    }
+
+    /// Abandons the backup: no snapshot; stops new work, waits for the tasks in flight, and
+    /// releases the lock. Packs already uploaded stay as unreferenced garbage (or, if an index
+    /// object was written for them, as reusable data).
+    pub async fn abort(self) -> Result<()> {
+        self.sh.fail(&EngineError::Closed { reason: "the session was aborted".into() });
+        self.sh.closed.store(true, Relaxed);
+        self.sh.tasks.close();
+        self.sh.tasks.wait().await;
+        self.release_lock().await;
+        Ok(())
+    }
+
+    async fn release_lock(&self) {
+        let l = self.lock.lock().expect("lock slot").take();
+        if let Some(l) = l {
+            if let Err(e) = l.release().await {
+                tracing::warn!(error = %e, "releasing the backup lock failed");
+            }
+        }
+    }
+}
+
+/// Streams one file's content into the session. `write` in order, then `finish` for the
+/// [`ContentRef`]. Dropping it without `finish` discards the file (chunks already stored stay
+/// in the repository, harmlessly).
+pub struct FileWriter {
+    sh: Arc<Shared>,
+    chunker: Option<StreamChunker>,
+    pending: VecDeque<(JoinHandle<Result<BlobId>>, u32)>,
+    done: Vec<ChunkRef>,
+    size: u64,
+    /// Set while a `write` is running: if that future is dropped midway, the writer is dead.
+    poisoned: bool,
+}
+
+impl std::fmt::Debug for FileWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileWriter").field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
+impl FileWriter {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends `data`. The `Bytes` is copied into the chunker and dropped before this returns
+    /// (its slot is free again). Waits while the session has too many chunks in flight
+    /// (backpressure). Not cancel-safe: if this future is dropped before it completes, the
+    /// writer fails every later call.
+    pub async fn write(&mut self, data: Bytes) -> Result<()> {
+        self.enter()?;
+        self.size += data.len() as u64;
+        self.sh.counters.bytes_read.fetch_add(data.len() as u64, Relaxed);
+        let mut cut = Vec::new();
+        self.chunker.as_mut().expect("present until finish").push(data, &mut cut);
+        for c in cut {
+            self.submit(c).await?;
+        }
+        self.poisoned = false;
+        Ok(())
+    }
+
+    fn enter(&mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(EngineError::Closed { reason: "an earlier write on this file was cancelled or failed".into() });
+        }
+        self.sh.check_open()?;
+        self.poisoned = true;
+        Ok(())
+    }
+
+    async fn submit(&mut self, chunk: Bytes) -> Result<()> {
+        let permit =
+            self.sh.chunk_slots.clone().acquire_owned().await.map_err(|_| EngineError::internal("chunk semaphore closed"))?;
+        let len = chunk.len() as u32;
+        let sh = self.sh.clone();
+        let handle = self.sh.tasks.spawn(async move {
+            let r = sh.store_blob(BlobKind::Data, chunk, None).await;
+            drop(permit);
+            if let Err(e) = &r {
+                sh.fail(e);
+            }
+            r
+        });
+        self.pending.push_back((handle, len));
+        while self.pending.front().is_some_and(|(h, _)| h.is_finished()) {
+            self.reap_one().await?;
+        }
+        Ok(())
+    }
+
+    async fn reap_one(&mut self) -> Result<()> {
+        let (h, len) = self.pending.pop_front().expect("caller checked");
+        let id = h.await??;
+        self.done.push(ChunkRef { id, len });
+        Ok(())
+    }
+
+    /// Ends the file: cuts the last chunk, waits for all of its chunks to be stored (in a pack
+    /// that will be uploaded before the snapshot is written), and returns its content ref.
+    pub async fn finish(mut self) -> Result<ContentRef> {
+        self.enter()?;
+        let mut cut = Vec::new();
+        self.chunker.take().expect("present until finish").finish(&mut cut);
+        for c in cut {
+            self.submit(c).await?;
+        }
+        while !self.pending.is_empty() {
+            self.reap_one().await?;
+        }
+        let chunks = std::mem::take(&mut self.done);
+        if chunks.len() <= snapshot::INLINE_CHUNKS {
+            return Ok(ContentRef::Chunks { size: self.size, chunks });
+        }
+        let list = Bytes::from(snapshot::encode_chunk_list(&chunks));
+        let id = self.sh.store_blob(BlobKind::ChunkList, list, None).await.inspect_err(|e| self.sh.fail(e))?;
+        Ok(ContentRef::List { size: self.size, count: chunks.len() as u64, list: id })
+    }
+}

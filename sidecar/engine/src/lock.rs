@@ -1,0 +1,176 @@
+//! Repository locks: `locks/<random id>` objects, shared or exclusive.
+//!
+//! The format is append-only — a backup only adds objects under fresh random names and never
+//! rewrites or deletes one another writer could be using — so two backups cannot corrupt each
+//! other and need no mutual exclusion. Locks exist for the operations that *delete* (prune,
+//! forget: not implemented yet): they take an exclusive lock, backups take a shared one.
+//!
+//! Protocol (the store has no create-if-absent, so this is the restic scheme): write our lock,
+//! then list `locks/`; if a conflicting, non-stale lock from someone else is there, delete ours
+//! and fail with `Locked` (both racing parties may back off — never both proceed). Stale: not
+//! refreshed for [`STALE_AFTER`] (a holder refreshes every [`REFRESH_EVERY`]); judged by the
+//! lock's own timestamp against our clock, so clocks must agree within minutes.
+//! A killed process leaves its lock behind: shared locks never block shared locks, so the next
+//! backup proceeds at once; an exclusive operation waits for staleness (or a forced unlock).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+use crate::id::Id;
+use crate::objects::{self, LOCKS};
+use crate::repo::Repository;
+
+/// A lock not refreshed for this long is ignored.
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// A holder rewrites its lock this often.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// Shared (backup, check) or exclusive (prune).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    /// Any number at once; excludes exclusive.
+    Shared,
+    /// Alone.
+    Exclusive,
+}
+
+/// A lock object's content (sealed).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LockFile {
+    /// Kind.
+    pub kind: LockKind,
+    /// Holder's host name.
+    pub host: String,
+    /// Holder's process id.
+    pub pid: u32,
+    /// What it is doing.
+    pub purpose: String,
+    /// Last refresh, ns since the epoch.
+    pub refreshed_ns: i64,
+}
+
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+pub(crate) fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_owned()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A held lock. Release it with [`RepoLock::release`]; dropping it releases it in the
+/// background (best effort).
+#[derive(Debug)]
+pub struct RepoLock {
+    repo: Repository,
+    key: String,
+    refresher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Repository {
+    /// Takes a lock of `kind`, or fails with `Locked` naming the holder.
+    pub async fn lock(&self, kind: LockKind, purpose: &str) -> Result<RepoLock> {
+        let store = &self.inner.store;
+        let aead = &self.inner.aead;
+        let key = objects::lock_key(&Id::random());
+        let mine = LockFile { kind, host: host_name(), pid: std::process::id(), purpose: purpose.into(), refreshed_ns: now_ns() };
+        objects::put_object(store, aead, &key, &mine).await?;
+        let mut held = RepoLock { repo: self.clone(), key: key.clone(), refresher: None };
+        let now = now_ns();
+        for (other, _) in objects::list_keys(store, LOCKS).await? {
+            if other == key {
+                continue;
+            }
+            // A lock that vanished or cannot be read is not held by anyone we can see.
+            let Ok(theirs) = objects::get_object::<LockFile>(store, aead, &other).await else { continue };
+            let age = Duration::from_nanos(now.saturating_sub(theirs.refreshed_ns).max(0) as u64);
+            if age >= STALE_AFTER {
+                continue;
+            }
+            if kind == LockKind::Exclusive || theirs.kind == LockKind::Exclusive {
+                held.release().await?;
+                return Err(EngineError::Locked {
+                    holder: format!(
+                        "{:?} lock by {} pid {} ({}), refreshed {}s ago",
+                        theirs.kind, theirs.host, theirs.pid, theirs.purpose, age.as_secs()
+                    ),
+                });
+            }
+        }
+        let repo = self.clone();
+        let refresh_key = key.clone();
+        let refresher = tokio::spawn(async move {
+            let mut file = mine;
+            loop {
+                tokio::time::sleep(REFRESH_EVERY).await;
+                file.refreshed_ns = now_ns();
+                if let Err(e) = objects::put_object(&repo.inner.store, &repo.inner.aead, &refresh_key, &file).await {
+                    tracing::warn!(key = %refresh_key, error = %e, "lock refresh failed");
+                }
+            }
+        });
+        held.refresher = Some(refresher);
+        Ok(held)
+    }
+
+    /// Deletes every lock (all kinds, all holders) not refreshed for `older_than`: the
+    /// operator's way out after a crash. Returns how many were removed.
+    pub async fn remove_stale_locks(&self, older_than: Duration) -> Result<usize> {
+        let store = &self.inner.store;
+        let now = now_ns();
+        let mut n = 0;
+        for (key, _) in objects::list_keys(store, LOCKS).await? {
+            let stale = match objects::get_object::<LockFile>(store, &self.inner.aead, &key).await {
+                Ok(l) => now.saturating_sub(l.refreshed_ns) >= older_than.as_nanos() as i64,
+                Err(_) => true,
+            };
+            if stale {
+                store.delete(&key).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl RepoLock {
+    /// The lock object's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Deletes the lock object.
+    pub async fn release(mut self) -> Result<()> {
+        if let Some(r) = self.refresher.take() {
+            r.abort();
+        }
+        let key = std::mem::take(&mut self.key);
+        self.repo.inner.store.delete(&key).await?;
+        Ok(())
+    }
+}
+
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        if let Some(r) = self.refresher.take() {
+            r.abort();
+        }
+        if self.key.is_empty() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let store = self.repo.inner.store.clone();
+            let key = std::mem::take(&mut self.key);
+            rt.spawn(async move {
+                if let Err(e) = store.delete(&key).await {
+                    tracing::warn!(key = %key, error = %e, "releasing a dropped lock failed");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! `Repository`: an opened repository — the store, the unwrapped keys, the repository's
+//! settings, the in-memory index, and the CPU budget every engine operation on it shares.
+//!
+//! `config` (plain JSON, so tools and humans can see what it is) holds the format version, the
+//! repository id, the KDF parameters, the master key wrapped under the password-derived key,
+//! and the *settings* — chunker parameters, the chunk-id key, default compression and pack
+//! size — sealed under the master key (so they are authenticated and the id key is secret).
+//! See REPOSITORY.md §Config.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use shmpipe_store::{Store, StoreError};
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use crate::blob::{self, BlobKind, Compression};
+use crate::chunker::{Cdc, ChunkerParams};
+use crate::crypto::{self, AeadKey, KdfParams};
+use crate::error::{EngineError, Result};
+use crate::id::{BlobId, Id, SnapshotId};
+use crate::index::{BlobLocation, IndexFile, MemIndex};
+use crate::objects::{self, CONFIG_KEY, INDEX, SNAPSHOTS};
+use crate::snapshot::{SnapshotFile, SnapshotInfo};
+
+/// The repository format version this engine writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// `magic` of the config object.
+pub const CONFIG_MAGIC: &str = "shmpipe-repository";
+
+/// Parameters of a new repository.
+#[derive(Clone, Debug)]
+pub struct RepoParams {
+    /// Password KDF.
+    pub kdf: KdfParams,
+    /// Chunker (`None`: the recommended sizes with a random gear seed).
+    pub chunker: Option<ChunkerParams>,
+    /// Default compression of backups.
+    pub compression: Compression,
+    /// Target pack size in bytes (16–32 MiB recommended; a pack is closed once it reaches it).
+    pub pack_size: u32,
+}
+
+impl RepoParams {
+    /// Argon2id 64 MiB/t=3, ~1 MiB chunks, zstd level 1, 16 MiB packs.
+    pub fn recommended() -> Self {
+        Self { kdf: KdfParams::recommended(), chunker: None, compression: Compression::default(), pack_size: 16 << 20 }
+    }
+
+    /// Like `recommended` with a trivially cheap KDF: tests only.
+    pub fn insecure_for_tests() -> Self {
+        Self { kdf: KdfParams::insecure_for_tests(), ..Self::recommended() }
+    }
+}
+
+/// How an opened repository runs its work.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// CPU-bound jobs (chunk hashing/compression/encryption, decryption) running at once
+    /// across every session and reader of this repository: the sidecar's worker count.
+    pub workers: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self { workers: 2 }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ConfigFile {
+    magic: String,
+    version: u32,
+    id: String,
+    kdf: KdfParams,
+    /// Master key material, AEAD-sealed under the KDF output (hex).
+    wrapped_key: String,
+    /// `Settings`, AEAD-sealed under the master key (hex).
+    settings: String,
+}
+
+/// Repository-wide settings (sealed in the config).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Settings {
+    /// Key of the keyed BLAKE3 blob ids.
+    pub id_key: Id,
+    /// Chunker parameters (fixed for the repository's life: dedup depends on them).
+    pub chunker: ChunkerParams,
+    /// Default compression.
+    pub compression: Compression,
+    /// Default target pack size.
+    pub pack_size: u32,
+}
+
+fn key_aad(repo_id: &Id) -> Vec<u8> {
+    let mut a = b"shmpipe/key/v1".to_vec();
+    a.extend_from_slice(&repo_id.0);
+    a
+}
+
+fn settings_aad(repo_id: &Id) -> Vec<u8> {
+    let mut a = b"shmpipe/settings/v1".to_vec();
+    a.extend_from_slice(&repo_id.0);
+    a
+}
+
+/// An opened repository (cheap to clone; clones share everything).
+#[derive(Clone, Debug)]
+pub struct Repository {
+    pub(crate) inner: Arc<RepoInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RepoInner {
+    pub store: Store,
+    pub id: Id,
+    pub aead: AeadKey,
+    pub settings: Settings,
+    pub cdc: Cdc,
+    pub index: RwLock<MemIndex>,
+    /// Serializes index refreshes.
+    pub refresh: tokio::sync::Mutex<()>,
+    pub index_ready: AtomicBool,
+    /// CPU budget shared by every operation on this repository.
+    pub cpu: Arc<Semaphore>,
+    pub workers: usize,
+}
+
+impl Repository {
+    /// Creates a repository in `store` (which must not hold one) and opens it.
+    pub async fn init(store: Store, password: &[u8], params: RepoParams) -> Result<Self> {
+        Self::init_with(store, password, params, OpenOptions::default()).await
+    }
+
+    /// [`Repository::init`] with explicit open options.
+    pub async fn init_with(store: Store, password: &[u8], params: RepoParams, opts: OpenOptions) -> Result<Self> {
+        match store.stat(CONFIG_KEY).await {
+            Ok(_) => return Err(EngineError::RepositoryExists),
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let chunker = match params.chunker {
+            Some(c) => c,
+            None => {
+                let mut seed = [0u8; 8];
+                crypto::fill_random(&mut seed);
+                ChunkerParams::recommended(u64::from_le_bytes(seed))
+            }
+        };
+        Cdc::new(chunker.clone())?;
+        if !(1 << 20..=1 << 30).contains(&params.pack_size) {
+            return Err(EngineError::InvalidArgument { message: format!("pack size {} outside 1 MiB..1 GiB", params.pack_size) });
+        }
+        let id = Id::random();
+        let mut master = Zeroizing::new([0u8; 32]);
+        crypto::fill_random(master.as_mut());
+        let settings = Settings { id_key: Id::random(), chunker, compression: params.compression, pack_size: params.pack_size };
+        let kdf = params.kdf.clone();
+        let pw = Zeroizing::new(password.to_vec());
+        let kek = tokio::task::spawn_blocking(move || kdf.derive(&pw)).await??;
+        let wrapped = crypto::wrap_key(&kek, &key_aad(&id), master.as_ref());
+        let aead = AeadKey::new(&master);
+        let mut settings_cbor = Zeroizing::new(Vec::new());
+        ciborium::into_writer(&settings, &mut *settings_cbor).map_err(|e| EngineError::internal(e.to_string()))?;
+        let sealed_settings = aead.seal(&settings_aad(&id), &settings_cbor);
+        let config = ConfigFile {
+            magic: CONFIG_MAGIC.into(),
+            version: FORMAT_VERSION,
+            id: id.to_hex(),
+            kdf: params.kdf,
+            wrapped_key: hex::encode(wrapped),
+            settings: hex::encode(sealed_settings),
+        };
+        let json = serde_json::to_vec_pretty(&config).map_err(|e| EngineError::internal(e.to_string()))?;
+        store.put(CONFIG_KEY, [Bytes::from(json)]).await?;
+        Self::assemble(store, id, aead, settings, opts)
+    }
+
+    /// Opens the repository in `store` with `password`.
+    pub async fn open(store: Store, password: &[u8]) -> Result<Self> {
+        Self::open_with(store, password, OpenOptions::default()).await
+    }
+
+    /// [`Repository::open`] with explicit options.
+    pub async fn open_with(store: Store, password: &[u8], opts: OpenOptions) -> Result<Self> {
+        let data = match objects::read_all(&store, CONFIG_KEY).await {
+            Ok(d) => d,
+            Err(EngineError::NotFound { .. }) => {
+                return Err(EngineError::NotARepository { reason: format!("no {CONFIG_KEY} object in {}", store.describe()) })
+            }
+            Err(e) => return Err(e),
+        };
+        let not_repo = |reason: String| EngineError::NotARepository { reason };
+        let config: ConfigFile =
+            serde_json::from_slice(&data).map_err(|e| not_repo(format!("config is not a shmpipe config: {e}")))?;
+        if config.magic != CONFIG_MAGIC {
+            return Err(not_repo(format!("config magic {:?}", config.magic)));
+        }
+        if config.version != FORMAT_VERSION {
+            return Err(EngineError::UnsupportedVersion { found: config.version, supported: FORMAT_VERSION });
+        }
+        let id = Id::from_hex(&config.id).map_err(|_| not_repo("bad repository id".into()))?;
+        let wrapped = hex::decode(&config.wrapped_key).map_err(|_| not_repo("wrapped key is not hex".into()))?;
+        let sealed_settings = hex::decode(&config.settings).map_err(|_| not_repo("settings are not hex".into()))?;
+        let kdf = config.kdf.clone();
+        let pw = Zeroizing::new(password.to_vec());
+        let kek = tokio::task::spawn_blocking(move || kdf.derive(&pw)).await??;
+        let master = crypto::unwrap_key(&kek, &key_aad(&id), &wrapped)?;
+        let master: [u8; 32] = master[..]
+            .try_into()
+            .map_err(|_| EngineError::integrity(CONFIG_KEY, "master key has the wrong length"))?;
+        let master = Zeroizing::new(master);
+        let aead = AeadKey::new(&master);
+        let plain = Zeroizing::new(
+            aead.open(&settings_aad(&id), &sealed_settings)
+                .map_err(|_| EngineError::integrity(CONFIG_KEY, "settings failed authentication"))?,
+        );
+        let settings: Settings = ciborium::from_reader(&plain[..])
+            .map_err(|e| EngineError::integrity(CONFIG_KEY, format!("settings: {e}")))?;
+        Self::assemble(store, id, aead, settings, opts)
+    }
+
+    fn assemble(store: Store, id: Id, aead: AeadKey, settings: Settings, opts: OpenOptions) -> Result<Self> {
+        let cdc = Cdc::new(settings.chunker.clone())?;
+        let workers = opts.workers.max(1);
+        Ok(Self {
+            inner: Arc::new(RepoInner {
+                store,
+                id,
+                aead,
+                settings,
+                cdc,
+                index: RwLock::new(MemIndex::default()),
+                refresh: tokio::sync::Mutex::new(()),
+                index_ready: AtomicBool::new(false),
+                cpu: Arc::new(Semaphore::new(workers)),
+                workers,
+            }),
+        })
+    }
+
+    /// The repository id.
+    pub fn id(&self) -> Id {
+        self.inner.id
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The repository settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Blobs in the in-memory index, and its approximate heap size in bytes.
+    pub fn index_stats(&self) -> (usize, usize) {
+        let idx = self.inner.index.read().expect("index lock");
+        (idx.len(), idx.memory_bytes())
+    }
+
+    /// Loads index objects not loaded yet (written by other sessions since the last refresh).
+    pub async fn refresh_index(&self) -> Result<()> {
+        let _g = self.inner.refresh.lock().await;
+        let keys = objects::list_keys(&self.inner.store, INDEX).await?;
+        let todo: Vec<(Id, String)> = {
+            let idx = self.inner.index.read().expect("index lock");
+            keys.into_iter()
+                .filter_map(|(k, _)| objects::id_of_key(&k).map(|id| (id, k)))
+                .filter(|(id, _)| !idx.is_loaded(id))
+                .collect()
+        };
+        let store = &self.inner.store;
+        let aead = &self.inner.aead;
+        let mut loads = futures::stream::iter(todo)
+            .map(|(id, key)| async move {
+                let f: IndexFile = objects::get_object(store, aead, &key).await?;
+                Ok::<_, EngineError>((id, f))
+            })
+            .buffer_unordered(4);
+        while let Some((id, f)) = loads.try_next().await? {
+            let mut idx = self.inner.index.write().expect("index lock");
+            for p in &f.packs {
+                idx.add_pack(p);
+            }
+            idx.mark_loaded(id);
+        }
+        self.inner.index_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Loads the index once if nothing has loaded it yet.
+    pub(crate) async fn ensure_index(&self) -> Result<()> {
+        if !self.inner.index_ready.load(Ordering::Acquire) {
+            self.refresh_index().await?;
+        }
+        Ok(())
+    }
+
+    /// Where a blob is (after loading the index if needed).
+    pub async fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
+        self.ensure_index().await?;
+        self.inner.index.read().expect("index lock").get(id).ok_or_else(|| EngineError::NotFound { what: format!("blob {id}") })
+    }
+
+    /// Reads one blob: ranged read from its pack, then authentication, decompression and the
+    /// id check on a worker.
+    pub async fn read_blob(&self, id: &BlobId) -> Result<Bytes> {
+        let loc = self.locate(id).await?;
+        self.read_blob_at(id, &loc).await
+    }
+
+    pub(crate) async fn read_blob_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Bytes> {
+        let key = objects::pack_key(&loc.pack);
+        let start = u64::from(loc.offset);
+        let env = objects::read_range(&self.inner.store, &key, start..start + u64::from(loc.length)).await?;
+        let _cpu = self.inner.cpu.acquire().await.map_err(|_| EngineError::internal("cpu semaphore closed"))?;
+        let repo = self.clone();
+        let (id, kind, raw_len) = (*id, loc.kind, loc.raw_len);
+        tokio::task::spawn_blocking(move || repo.open_blob(kind, &id, raw_len, env)).await?
+    }
+
+    /// Opens a sealed blob with this repository's keys (verifying its id).
+    pub(crate) fn open_blob(&self, kind: BlobKind, id: &BlobId, raw_len: u32, env: Bytes) -> Result<Bytes> {
+        blob::open(&self.inner.aead, Some(&self.inner.settings.id_key.0), kind, id, raw_len, env)
+    }
+
+    /// Reads a snapshot's manifest.
+    pub async fn snapshot(&self, id: &SnapshotId) -> Result<SnapshotFile> {
+        let key = objects::snapshot_key(id);
+        objects::get_object(&self.inner.store, &self.inner.aead, &key).await
+    }
+
+    /// Every snapshot, oldest first.
+    pub async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        let keys = objects::list_keys(&self.inner.store, SNAPSHOTS).await?;
+        let ids: Vec<SnapshotId> = keys.iter().filter_map(|(k, _)| objects::id_of_key(k)).collect();
+        let mut out: Vec<SnapshotInfo> = futures::stream::iter(ids)
+            .map(|id| async move { Ok::<_, EngineError>(SnapshotInfo { id, file: self.snapshot(&id).await? }) })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        out.sort_by_key(|s| (s.file.time_ns, s.id));
+        Ok(out)
+    }
+}
