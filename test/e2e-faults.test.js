@@ -63,7 +63,7 @@ describe('faults', function () {
       const { stats, held } = await child.next('ready');
       assert.equal(stats.session.in_flight_async, 200, 'the child had 200 DELAYs in flight');
       assert.equal(stats.global.segments_live, 2);
-      assert.equal(held, 16, 'the child holds every slot of its session');
+      assert.equal(held, 12, 'the child holds every slot its session grants (16 minus the read reserve of 4)');
 
       child.proc.kill('SIGKILL');
       await child.exited;
@@ -94,7 +94,8 @@ describe('faults', function () {
 
     it('every pending Promise rejects with SHMPIPE_E_DISCONNECTED within 1 s; later calls too', async () => {
       const client = await connect({ socketPath: sidecar.socketPath, slotCount: 4, slotSize: 65536, sqCapacity: 64, cqCapacity: 64 });
-      const slots = await Promise.all([client.alloc(), client.alloc(), client.alloc(), client.alloc()]);
+      // Every slot the session grants (4 minus the read reserve of 1, SPEC §9).
+      const slots = await Promise.all(Array.from({ length: client.layout.grantWindow }, () => client.alloc()));
       const pending = [];
       // In flight at the sidecar, waiting in the client FIFO (SQ of 64 is full), and waiting for a slot.
       for (let i = 0; i < 1000; i++) pending.push(client.delay(20_000_000));
@@ -138,7 +139,9 @@ describe('faults', function () {
       const echo = (f) => entry56({ opcode: p.OP_ECHO, slot_id: slot.id, slot_gen: slot.generation, ...f });
       const cases = [
         ['unknown opcode 200', entry56({ opcode: 200 }), 'SHMPIPE_E_UNKNOWN_OPCODE'],
-        ['reserved store opcode 16', entry56({ opcode: 16 }), 'SHMPIPE_E_UNKNOWN_OPCODE'],
+        ['reserved store opcode 25', entry56({ opcode: 25 }), 'SHMPIPE_E_UNKNOWN_OPCODE'],
+        ['PUT without a slot', entry56({ opcode: p.OP_PUT, args: [1n, 0n, 0n, 0n] }), 'SHMPIPE_E_INVALID_SLOT'],
+        ['COMMIT of an unknown handle', entry56({ opcode: p.OP_COMMIT, args: [77n, 0n, 0n, 0n] }), 'SHMPIPE_E_INVALID_HANDLE'],
         ['reserved0 set', entry56({ reserved0: 1 }), 'SHMPIPE_E_MALFORMED'],
         ['reserved1 set', echo({ reserved1: 9 }), 'SHMPIPE_E_MALFORMED'],
         ['unknown flag bit', echo({ flags: 0x80 }), 'SHMPIPE_E_MALFORMED'],

@@ -53,20 +53,20 @@ const modes = {
     };
     await Promise.all(Array.from({ length: window }, worker));
     const stats = await client.stats();
-    // End holding every slot (the sidecar grants all free slots), so the parent knows exactly
-    // how many the sidecar must reclaim when this session closes.
+    // End holding every slot the sidecar grants (all but its read reserve, SPEC §9), so the
+    // parent knows exactly how many it must reclaim when this session closes.
     const held = [];
-    while (held.length < slotCount) held.push(await client.alloc());
+    while (held.length < client.layout.grantWindow) held.push(await client.alloc());
     await client.close();
     const closedValue = await client.closed;
-    await send({ type: 'result', issued, settled, mismatches, errors, stats, held: held.length, closedValue: closedValue === undefined ? null : closedValue.code });
+    await send({ type: 'result', issued, settled, mismatches, errors, stats, held: held.length, grantWindow: client.layout.grantWindow, closedValue: closedValue === undefined ? null : closedValue.code });
   },
 
   /** Echoes `totalBytes` through `slotCount` 1 MiB slots; reports memory before and after. */
   async zeroCopy({ socketPath, totalBytes, slotCount, slotSize }) {
     const client = await shmpipe.connect({ socketPath, slotCount, slotSize, clientName: 'zero-copy' });
     const slots = [];
-    for (let i = 0; i < slotCount; i++) slots.push(await client.alloc());
+    for (let i = 0; i < client.layout.grantWindow; i++) slots.push(await client.alloc());
     const expected = slots.map((s) => {
       crypto.randomFillSync(s.buffer);
       return crc32c(s.buffer);
@@ -90,7 +90,7 @@ const modes = {
 
     let bad = 0;
     const pump = async (bytes) => {
-      const per = Math.ceil(bytes / slotSize / slotCount);
+      const per = Math.ceil(bytes / slotSize / slots.length);
       await Promise.all(
         slots.map(async (s, i) => {
           for (let k = 0; k < per; k++) {
@@ -99,7 +99,7 @@ const modes = {
           }
         }),
       );
-      return per * slotCount * slotSize;
+      return per * slots.length * slotSize;
     };
     await pump(256 << 20); // warm up: JIT, first-use allocations
     global.gc?.();
@@ -138,7 +138,7 @@ const modes = {
     for (let i = 0; i < delays; i++) client.delay(30_000_000).catch(() => {});
     const stats = await client.stats();
     const held = [];
-    while (held.length < slotCount) held.push(await client.alloc());
+    while (held.length < client.layout.grantWindow) held.push(await client.alloc());
     // Echoes on some slots (they finish quickly; the slots stay held).
     await Promise.all(held.slice(0, 2).map((s) => client.echo(s, s.capacity)));
     await send({ type: 'ready', stats, held: held.length });

@@ -39,6 +39,8 @@ async function startSidecar(opts = {}) {
     SHMPIPE_SHUTDOWN_GRACE: '2',
     // A free port per sidecar: tests run several at once, and 9464 may be taken.
     SHMPIPE_ADMIN_ADDR: '127.0.0.1:0',
+    // A store of its own in the temp directory (the default lives under $HOME).
+    SHMPIPE_STORE: `file://${dir}/store`,
     ...opts.env,
   };
   const proc = spawn(sidecarBin, [], { env, stdio: ['ignore', 'ignore', 'pipe'] });

@@ -51,6 +51,22 @@ import {
 } from './protocol';
 import { Consumer, Producer, RingCorrupt, SegmentViews } from './ring';
 import { Slot, type SlotOwner } from './slot';
+import * as store from './store';
+import {
+  K_ABORT,
+  K_COMMIT,
+  K_DELETE,
+  K_FIRST_STORE,
+  K_LIST,
+  K_OPEN_READ,
+  K_OPEN_WRITE,
+  K_PUT,
+  K_STAT,
+  K_WRITE,
+  type StoreCompletion,
+  type StoreRequest,
+  type StreamSink,
+} from './store-request';
 
 /** The negotiated session layout (from the welcome, checked against the segment header). */
 export interface ClientLayout {
@@ -69,6 +85,12 @@ export interface ClientLayout {
   readonly slotSize: number;
   /** Requests this client keeps in flight at most: min(sidecar limit, cqCapacity). */
   readonly maxInFlight: number;
+  /** Slots the sidecar keeps out of the GQ for read streams (SPEC §9). */
+  readonly readReserve: number;
+  /** Slots alloc() can get while no read stream runs: slotCount - readReserve. */
+  readonly grantWindow: number;
+  /** The store's multipart part size in bytes (what one streaming upload may pin). */
+  readonly partSize: number;
 }
 
 export interface EchoResult {
@@ -137,6 +159,8 @@ const K_RELEASE = 2;
 const K_STATS = 3;
 const K_DELAY = 4;
 const K_RAW = 5;
+/** The sidecar's default part size, for a welcome without limits.part_size. */
+const DEFAULT_PART_SIZE = 8 << 20;
 
 const TWO_32 = 4294967296;
 /** Completions handled in one doorbell callback before yielding to other I/O. */
@@ -162,6 +186,14 @@ class Request {
     readonly resolve: (v: never) => void,
     readonly reject: (e: ShmpipeError) => void,
   ) {}
+  /** Store ops: arg1 (u64 as number or bigint) and arg2. */
+  arg1: number | bigint = 0;
+  arg2 = 0;
+  /** In-flight units this request takes. */
+  weight = 1;
+  /** The op consumes its slot (SPEC §7.2). */
+  consumes = false;
+  stream: StreamSink | null = null;
 }
 
 interface AllocWaiter {
@@ -187,7 +219,11 @@ const welcomeSchema = z.object({
     slot_count: z.number().int(),
     slot_size: z.number().int(),
   }),
-  limits: z.object({ max_in_flight: z.number().int().positive() }),
+  limits: z.object({
+    max_in_flight: z.number().int().positive(),
+    read_reserve: z.number().int().nonnegative().optional(),
+    part_size: z.number().int().positive().optional(),
+  }),
 });
 type Welcome = z.infer<typeof welcomeSchema>;
 
@@ -319,10 +355,14 @@ function establish(reply: string, fds: number[]): Established {
     slotOffset: expected.slot_offset,
     slotCount: expected.slot_count,
     slotSize: expected.slot_size,
-    // One completion per request (no version-1 op streams), so keeping at most cq_capacity in
-    // flight means the CQ can never overflow: a full CQ would park completions in the
-    // sidecar's overflow list, which it retries on a 1 ms poll (measured: 3x lower throughput).
+    // Requests count one unit each, read streams 1 + read-ahead (their most completions at
+    // once), so keeping at most cq_capacity units in flight means the CQ can never overflow: a
+    // full CQ would park completions in the sidecar's overflow list, which it retries on a 1 ms
+    // poll (measured: 3x lower throughput).
     maxInFlight: Math.min(w.limits.max_in_flight, expected.cq_capacity),
+    readReserve: Math.min(w.limits.read_reserve ?? 0, expected.slot_count),
+    grantWindow: expected.slot_count - Math.min(w.limits.read_reserve ?? 0, expected.slot_count),
+    partSize: w.limits.part_size ?? DEFAULT_PART_SIZE,
   });
   let rings: { sq: Producer; cq: Consumer; gq: Consumer };
   try {
@@ -481,6 +521,55 @@ export class Client implements SlotOwner {
     }
   }
 
+  // ---- object store (SPEC §7.2; the bodies are in store.ts) ----------------------------------
+
+  /**
+   * Stores `length` bytes at `offset` of `slot` as the object `key` (replacing it atomically).
+   * The key travels in the same slot, after the data; when it does not fit there, a one-WRITE
+   * streaming upload is used. The slot is consumed: do not touch it afterwards.
+   */
+  put(key: string, slot: Slot, length: number, offset = 0): Promise<store.PutResult> {
+    return store.put(this, key, slot, length, offset);
+  }
+
+  /** Starts a streaming upload of `key` (multipart underneath); nothing is visible before commit(). */
+  openWrite(key: string): Promise<store.Writer> {
+    return store.openWrite(this, key);
+  }
+
+  /**
+   * Reads `key` (or `options.range`) as an async iterable of filled slots, each released when the
+   * iteration moves on. Throws SHMPIPE_E_INVALID_ARGUMENT at once for bad arguments.
+   */
+  openRead(key: string, options?: store.ReadOptions): store.ReadStream {
+    return store.openRead(this, key, options);
+  }
+
+  /** Size, CRC-32C and modification time of `key`; SHMPIPE_E_NOT_FOUND if there is none. */
+  stat(key: string): Promise<store.ObjectInfo> {
+    return store.stat(this, key);
+  }
+
+  /** The objects under `prefix` (whole path segments), in key order, fetched page by page. */
+  list(prefix = '', options?: store.ListOptions): AsyncIterable<store.ListEntry> {
+    return store.list(this, prefix, options);
+  }
+
+  /** Deletes `key`; succeeds when there was no such object. */
+  delete(key: string): Promise<void> {
+    return store.del(this, key);
+  }
+
+  /** Uploads the file at `path` as `key`, reading it straight into slots. */
+  putFile(path: string, key: string, options?: store.FileOptions): Promise<store.PutResult> {
+    return store.putFile(this, path, key, options);
+  }
+
+  /** Downloads `key` into the file at `path` (via a temporary file, renamed when verified). */
+  getFile(key: string, path: string, options?: store.FileOptions): Promise<store.ReadResult> {
+    return store.getFile(this, key, path, options);
+  }
+
   /** A free slot; waits (FIFO) for a grant when none is free. No round trip when one is. */
   alloc(): Promise<Slot> {
     if (this.failure !== null) return Promise.reject(this.failed());
@@ -536,22 +625,46 @@ export class Client implements SlotOwner {
   private submit<T>(kind: number, opcode: number, slot: Slot | null, offset: number, length: number, arg0: number, raw: Uint8Array | null): Promise<T> {
     if (this.failure !== null) return Promise.reject(this.failed());
     return new Promise<T>((resolve, reject) => {
-      const r = new Request(kind, opcode, slot, offset, length, arg0, raw, resolve as (v: never) => void, reject);
-      if (slot !== null) slot.busy++;
-      if (this.queue.length === 0 && this.tryPush(r)) return;
-      if (this.queue.length + this.allocWaiters.length >= this.maxQueued && kind !== K_RELEASE) {
-        if (slot !== null) slot.busy--;
-        reject(new ShmpipeError('SHMPIPE_E_QUEUE_FULL', `${this.maxQueued} calls are already waiting for ring space (maxQueued)`));
-        return;
-      }
-      this.queue.push(r);
-      this.armRetry();
+      this.enqueue(new Request(kind, opcode, slot, offset, length, arg0, raw, resolve as (v: never) => void, reject));
     });
   }
 
+  /**
+   * @internal Submits an object-store request (built and validated by store.ts). Resolves with
+   * the final completion's numbers; stream chunks go to `q.stream` as they arrive.
+   */
+  submitStore(q: StoreRequest): Promise<StoreCompletion> {
+    if (this.failure !== null) return Promise.reject(this.failed());
+    return new Promise<StoreCompletion>((resolve, reject) => {
+      const r = new Request(q.kind, q.opcode, q.slot, q.offset, q.length, Number(q.args[0]), null, resolve as (v: never) => void, reject);
+      r.arg1 = q.args[1];
+      r.arg2 = q.args[2];
+      r.weight = Math.max(1, Math.min(q.weight, this.maxInFlight));
+      r.consumes = q.consumes;
+      r.stream = q.stream;
+      this.enqueue(r);
+    });
+  }
+
+  /** Into the SQ now, or into the FIFO behind earlier calls (bounded by maxQueued). */
+  private enqueue(r: Request): void {
+    const slot = r.slot;
+    if (slot !== null) slot.busy++;
+    if (this.queue.length === 0 && this.tryPush(r)) return;
+    if (this.queue.length + this.allocWaiters.length >= this.maxQueued && r.kind !== K_RELEASE) {
+      if (slot !== null) slot.busy--;
+      r.reject(new ShmpipeError('SHMPIPE_E_QUEUE_FULL', `${this.maxQueued} calls are already waiting for ring space (maxQueued)`));
+      return;
+    }
+    this.queue.push(r);
+    this.armRetry();
+  }
+
+
+
   /** Writes `r` into the SQ (unpublished) if ring space and in-flight budget allow. */
   private tryPush(r: Request): boolean {
-    if (this.inFlight >= this.maxInFlight) return false;
+    if (this.inFlight + r.weight > this.maxInFlight) return false;
     const at = this.sq.reserve();
     if (at < 0) return false;
     const u32 = (this.views as SegmentViews).u32;
@@ -575,16 +688,29 @@ export class Client implements SlotOwner {
       u32[w + 7] = 0;
       u32[w + 8] = r.arg0 >>> 0;
       u32[w + 9] = (r.arg0 / TWO_32) >>> 0;
-      u32[w + 10] = 0;
-      u32[w + 11] = 0;
-      u32[w + 12] = 0;
-      u32[w + 13] = 0;
+      if (r.kind < K_FIRST_STORE) {
+        u32[w + 10] = 0;
+        u32[w + 11] = 0;
+        u32[w + 12] = 0;
+        u32[w + 13] = 0;
+      } else {
+        const a1 = r.arg1;
+        if (typeof a1 === 'bigint') {
+          u32[w + 10] = Number(a1 & 0xffff_ffffn);
+          u32[w + 11] = Number(a1 >> 32n);
+        } else {
+          u32[w + 10] = a1 >>> 0;
+          u32[w + 11] = (a1 / TWO_32) >>> 0;
+        }
+        u32[w + 12] = r.arg2 >>> 0;
+        u32[w + 13] = 0;
+      }
       u32[w + 14] = 0;
       u32[w + 15] = 0;
     }
     this.sq.commit();
     this.pending[id & this.pendingMask] = r;
-    this.inFlight++;
+    this.inFlight += r.weight;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       // A resolved-promise reaction rather than queueMicrotask, which allocates an AsyncResource.
@@ -625,7 +751,7 @@ export class Client implements SlotOwner {
    */
   private armRetry(): void {
     if (this.retryTimer !== null || this.failure !== null) return;
-    if (this.inFlight >= this.maxInFlight) return; // completions will pump
+    if (this.inFlight + (this.queue.peek()?.weight ?? 1) > this.maxInFlight) return; // completions will pump
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       if (this.failure === null) this.guard(() => this.pumpQueue());
@@ -709,13 +835,28 @@ export class Client implements SlotOwner {
     if ((flags & CQ_SLOT) !== 0 && u32[w + 4]! >= this.layout.slotCount) {
       throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `completion names slot ${u32[w + 4]} beyond slot_count`);
     }
-    if ((flags & CQ_MORE) !== 0) return; // streams (not used by version-1 ops): wait for the last
+    if ((flags & CQ_MORE) !== 0) {
+      // A stream chunk: a filled slot granted to us (SPEC §7.2 OPEN_READ).
+      if (r.stream !== null && (flags & CQ_SLOT) !== 0) {
+        const sid = u32[w + 4]!;
+        const chunk = new Slot(this, sid, u32[w + 5]!, this.slotBuffer(sid));
+        r.stream.chunk(chunk, u32[w + 6]! + u32[w + 7]! * TWO_32, u32[w + 8]! + u32[w + 9]! * TWO_32, u32[w + 10]! + u32[w + 11]! * TWO_32);
+      }
+      return;
+    }
     this.pending[id & this.pendingMask] = null;
-    this.inFlight--;
+    this.inFlight -= r.weight;
     const slot = r.slot;
-    if (slot !== null && --slot.busy === 0 && slot.releaseDeferred) {
-      slot.releaseDeferred = false;
-      this.submit(K_RELEASE, OP_SLOT_RELEASE, slot, 0, 0, 0, null).catch(noop);
+    if (slot !== null) {
+      slot.busy--;
+      if (r.consumes && (flags & CQ_SLOT) === 0) {
+        // Consumed (PUT, WRITE, an opened OPEN_READ): the slot is the sidecar's now.
+        slot.owner = null;
+        slot.releaseDeferred = false;
+      } else if (slot.busy === 0 && slot.releaseDeferred) {
+        slot.releaseDeferred = false;
+        this.submit(K_RELEASE, OP_SLOT_RELEASE, slot, 0, 0, 0, null).catch(noop);
+      }
     }
     if (r.kind === K_RAW) {
       const c = decodeCompletion(views.u8, at);
@@ -733,7 +874,13 @@ export class Client implements SlotOwner {
       return;
     }
     if (status !== 0) {
-      r.reject(errorFromStatus(status, OP_NAMES[r.kind] ?? 'request'));
+      // Store failures whose slot came back carry the store's message in it (SPEC §7.2).
+      let detail: string | undefined;
+      const n = u32[w + 6]!;
+      if (r.kind >= K_FIRST_STORE && slot !== null && (flags & CQ_SLOT) !== 0 && n > 0 && n <= slot.capacity && u32[w + 7] === 0) {
+        detail = slot.buffer.toString('utf8', 0, n);
+      }
+      r.reject(errorFromStatus(status, OP_NAMES[r.kind] ?? 'request', detail));
       return;
     }
     const result = u32[w + 6]! + u32[w + 7]! * TWO_32;
@@ -746,6 +893,17 @@ export class Client implements SlotOwner {
         return;
       case K_STATS:
         this.completeStats(r, result);
+        return;
+      case K_PUT:
+      case K_OPEN_WRITE:
+      case K_WRITE:
+      case K_COMMIT:
+      case K_ABORT:
+      case K_OPEN_READ:
+      case K_STAT:
+      case K_LIST:
+      case K_DELETE:
+        (r.resolve as (v: StoreCompletion) => void)({ result, aux0: u32[w + 8]! + u32[w + 9]! * TWO_32, aux1: u32[w + 10]! + u32[w + 11]! * TWO_32 });
         return;
       default:
         (r.resolve as (v: undefined) => void)(undefined);
@@ -898,4 +1056,19 @@ export class Client implements SlotOwner {
   }
 }
 
-const OP_NAMES: Record<number, string> = { [K_NOP]: 'nop', [K_ECHO]: 'echo', [K_RELEASE]: 'release', [K_STATS]: 'stats', [K_DELAY]: 'delay' };
+const OP_NAMES: Record<number, string> = {
+  [K_NOP]: 'nop',
+  [K_ECHO]: 'echo',
+  [K_RELEASE]: 'release',
+  [K_STATS]: 'stats',
+  [K_DELAY]: 'delay',
+  [K_PUT]: 'put',
+  [K_OPEN_WRITE]: 'openWrite',
+  [K_WRITE]: 'write',
+  [K_COMMIT]: 'commit',
+  [K_ABORT]: 'abort',
+  [K_OPEN_READ]: 'openRead',
+  [K_STAT]: 'stat',
+  [K_LIST]: 'list',
+  [K_DELETE]: 'delete',
+};

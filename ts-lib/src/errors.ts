@@ -33,6 +33,8 @@ export const LOCAL_ERROR_CODES = Object.freeze([
   'SHMPIPE_E_CLOSED',
   'SHMPIPE_E_QUEUE_FULL',
   'SHMPIPE_E_PROTOCOL',
+  // A local file operation (putFile/getFile) failed; the errno name is in the message.
+  'SHMPIPE_E_IO',
 ] as const);
 
 export type LocalErrorCode = (typeof LOCAL_ERROR_CODES)[number];
@@ -55,13 +57,17 @@ export class ShmpipeError extends Error {
   }
 }
 
-/** The error for a failed completion. An unknown negative status is still an error. */
-export function errorFromStatus(status: number, op: string): ShmpipeError {
+/**
+ * The error for a failed completion. An unknown negative status is still an error. `detail`:
+ * the sidecar's message, when it wrote one into the request's slot (store ops, SPEC §7.2).
+ */
+export function errorFromStatus(status: number, op: string, detail?: string): ShmpipeError {
   const code = BY_STATUS.get(status);
   if (code === undefined) {
     return new ShmpipeError('SHMPIPE_E_PROTOCOL', `${op}: the sidecar returned unknown status ${status}`, { status });
   }
-  return new ShmpipeError(code, `${op} failed: ${code} (status ${status})`, { status });
+  const more = detail !== undefined && detail.length > 0 ? `: ${detail}` : '';
+  return new ShmpipeError(code, `${op} failed: ${code} (status ${status})${more}`, { status });
 }
 
 /** Wire code name for a status, or undefined (used by diagnostics and the vector checks). */

@@ -11,6 +11,8 @@ export { connect, Client } from './client';
 export type { ClientLayout, EchoResult, RawAccess, RawCompletion, Stats, SessionStats, GlobalStats } from './client';
 export type { ConnectOptions } from './options';
 export { Slot } from './slot';
+export { Writer, ReadStream } from './store';
+export type { PutResult, ObjectInfo, ListEntry, ReadChunk, ReadResult, ReadOptions, ListOptions, FileOptions } from './store';
 export { startSidecar, findSidecarBinary } from './sidecar-process';
 export type { SidecarProcess, SidecarProcessOptions } from './sidecar-process';
 export { ShmpipeError, WIRE_ERROR_CODES, LOCAL_ERROR_CODES } from './errors';
