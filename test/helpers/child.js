@@ -145,6 +145,22 @@ const modes = {
     await new Promise(() => {}); // wait for SIGKILL
   },
 
+  /**
+   * Starts a streaming upload of `key`, writes `slots` full slots of random bytes (several parts'
+   * worth, so a multipart upload exists), reports 'uploading', then waits to be killed.
+   */
+  async uploadAndHang({ socketPath, key, slots }) {
+    const client = await shmpipe.connect({ socketPath, clientName: 'upload-and-hang' });
+    const w = await client.openWrite(key);
+    for (let i = 0; i < slots; i++) {
+      const s = await client.alloc();
+      crypto.randomFillSync(s.buffer);
+      await w.write(s, s.capacity);
+    }
+    await send({ type: 'uploading' });
+    await new Promise(() => {}); // until SIGKILL
+  },
+
   /** Tries to connect and reports the outcome. */
   async connect({ socketPath }) {
     try {

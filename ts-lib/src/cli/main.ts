@@ -7,9 +7,14 @@
 import { parseArgs } from 'node:util';
 import { ShmpipeError } from '../errors';
 import { UsageError, type Command, type GlobalOptions } from './command';
+import { get } from './commands/get';
+import { ls } from './commands/ls';
+import { put } from './commands/put';
+import { rm } from './commands/rm';
+import { stat } from './commands/stat';
 import { stats } from './commands/stats';
 
-const COMMANDS: readonly Command[] = [stats];
+const COMMANDS: readonly Command[] = [stats, put, get, ls, stat, rm];
 
 const GLOBAL_OPTIONS = {
   sidecar: { type: 'string' },

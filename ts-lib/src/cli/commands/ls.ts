@@ -1,0 +1,21 @@
+/** `shmpipe ls [prefix]`: lists objects (whole path segments of the prefix), in key order. */
+
+import type { Command } from '../command';
+import { positionals, STORE_OPTIONS, STORE_USAGE, withStore } from '../store';
+
+export const ls: Command = {
+  name: 'ls',
+  summary: 'list the objects under a prefix',
+  usage: `shmpipe ls [prefix] ${STORE_USAGE}`,
+  options: STORE_OPTIONS,
+  async run(ctx) {
+    const [prefix = ''] = positionals(ctx, ['[prefix]'], 1);
+    await withStore(ctx, async (s) => {
+      for await (const e of s.client.list(prefix)) {
+        if (ctx.global.json) ctx.out(JSON.stringify(e));
+        else ctx.out(`${String(e.size).padStart(12)}  ${new Date(e.mtimeMs).toISOString()}  ${e.key}`);
+      }
+    });
+    return 0;
+  },
+};
