@@ -41,6 +41,9 @@ use crate::pack::{FinishedPack, PackBuilder};
 use crate::repo::Repository;
 use crate::snapshot::{self, ChunkRef, ContentRef, EntryKind, SnapshotCounts, SnapshotFile, TreeEntry};
 
+/// Writes smaller than this are chunked inline (a thread hand-off would cost more).
+const CDC_INLINE_MAX: usize = 64 * 1024;
+
 /// Options of one backup.
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
@@ -546,8 +549,25 @@ impl FileWriter {
         self.enter()?;
         self.size += data.len() as u64;
         self.sh.counters.bytes_read.fetch_add(data.len() as u64, Relaxed);
-        let mut cut = Vec::new();
-        self.chunker.as_mut().expect("present until finish").push(data, &mut cut);
+        let cut = if data.len() < CDC_INLINE_MAX {
+            let mut cut = Vec::new();
+            self.chunker.as_mut().expect("present until finish").push(data, &mut cut);
+            cut
+        } else {
+            // Scanning a slot's worth of bytes takes ~0.4 ms: on a worker under the CPU budget,
+            // not on the async thread that also serves the rings.
+            let mut chunker = self.chunker.take().expect("present until finish");
+            let cpu = self.sh.repo.inner.cpu.clone().acquire_owned().await.map_err(|_| EngineError::internal("cpu semaphore closed"))?;
+            let (chunker, cut) = tokio::task::spawn_blocking(move || {
+                let _cpu = cpu;
+                let mut cut = Vec::new();
+                chunker.push(data, &mut cut);
+                (chunker, cut)
+            })
+            .await?;
+            self.chunker = Some(chunker);
+            cut
+        };
         for c in cut {
             self.submit(c).await?;
         }
