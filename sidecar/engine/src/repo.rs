@@ -301,10 +301,17 @@ impl Repository {
         Ok(())
     }
 
-    /// Where a blob is (after loading the index if needed).
+    /// Where a blob is (after loading the index if needed). A miss reloads new index objects
+    /// once: another process may have written the snapshot being read after this repository
+    /// was opened.
     pub async fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
         self.ensure_index().await?;
-        self.inner.index.read().expect("index lock").get(id).ok_or_else(|| EngineError::NotFound { what: format!("blob {id}") })
+        let get = || self.inner.index.read().expect("index lock").get(id);
+        if let Some(l) = get() {
+            return Ok(l);
+        }
+        self.refresh_index().await?;
+        get().ok_or_else(|| EngineError::NotFound { what: format!("blob {id}") })
     }
 
     /// Reads one blob: ranged read from its pack, then authentication, decompression and the
