@@ -126,8 +126,8 @@ fn stage_costs(data: &[u8]) {
     );
 }
 
-async fn session_run(data: &Arc<Vec<u8>>, workers: usize, files: usize) -> (f64, f64, u64) {
-    let store = Store::open(&StoreConfig::new("memory://", StoreOptions::default()).unwrap()).unwrap();
+async fn session_run(data: &Arc<Vec<u8>>, workers: usize, files: usize, url: &str) -> (f64, f64, u64) {
+    let store = Store::open(&StoreConfig::new(url, StoreOptions::default()).unwrap()).unwrap();
     let params = RepoParams { chunker: Some(ChunkerParams::recommended(12345)), ..RepoParams::insecure_for_tests() };
     let repo = Repository::init_with(store, b"pw", params, OpenOptions { workers }).await.unwrap();
     let session = Arc::new(repo.begin_backup(BackupOptions::default()).await.unwrap());
@@ -208,11 +208,14 @@ fn main() {
             let (r, stored) = cpu_path(data, threads);
             println!("    chunk+hash+compress+encrypt, {threads} thread(s): {r:.0} MB/s (stored {:.1}% of input)", stored as f64 * 100.0 / data.len() as f64);
         }
-        for workers in [1, 2] {
+        for (workers, file) in [(1, false), (2, false), (2, true)] {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            let (b, r, packed) = rt.block_on(session_run(data, workers, 8));
+            let dir = tempfile::tempdir_in(std::env::var("SHMPIPE_BENCH_DIR").unwrap_or_else(|_| "/tmp".into())).unwrap();
+            let url = if file { format!("file://{}", dir.path().display()) } else { "memory://".into() };
+            let (b, r, packed) = rt.block_on(session_run(data, workers, 8, &url));
             println!(
-                "    BackupSession → memory://, workers={workers}: backup {b:.0} MB/s, restore {r:.0} MB/s (repository {:.1}% of input)",
+                "    BackupSession → {}, workers={workers}: backup {b:.0} MB/s, restore {r:.0} MB/s (repository {:.1}% of input)",
+                if file { "file:// (fsync, page-cache reads)" } else { "memory://" },
                 packed as f64 * 100.0 / data.len() as f64
             );
         }
