@@ -193,11 +193,105 @@ async fn session_run(data: &Arc<Vec<u8>>, workers: usize, files: usize, url: &st
     (backup, restore, summary.counts.bytes_added_packed)
 }
 
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Peak RSS of a streamed backup + restore (data generated per write, never held whole): what
+/// the engine itself costs in memory. Runs first, before the bench's big buffers exist.
+async fn rss_run(mb: usize) -> (u64, u64, f64, f64) {
+    let before = vm_hwm_kib();
+    let dir = tempfile::tempdir_in(std::env::var("SHMPIPE_BENCH_DIR").unwrap_or_else(|_| "/tmp".into())).unwrap();
+    let store = Store::open(&StoreConfig::new(&format!("file://{}", dir.path().display()), StoreOptions::default()).unwrap()).unwrap();
+    let params = RepoParams { chunker: Some(ChunkerParams::recommended(12345)), ..RepoParams::insecure_for_tests() };
+    let repo = Repository::init(store, b"pw", params).await.unwrap();
+    let mut opts = BackupOptions::default();
+    if let Some(n) = std::env::var("SHMPIPE_BENCH_UPLOADS").ok().and_then(|v| v.parse().ok()) {
+        opts.max_uploads = n;
+    }
+    if let Some(n) = std::env::var("SHMPIPE_BENCH_PACK_MB").ok().and_then(|v| v.parse::<u32>().ok()) {
+        opts.pack_size = Some(n << 20);
+    }
+    let session = Arc::new(repo.begin_backup(opts).await.unwrap());
+    let files = 4;
+    let per_mib = mb / files;
+    let text_block: Vec<u8> = logs(1, 1 << 20);
+    let t0 = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for f in 0..files {
+        let s = session.clone();
+        let text_block = text_block.clone();
+        set.spawn(async move {
+            let mut w = s.file_writer().unwrap();
+            for i in 0..per_mib {
+                // Alternate 1 MiB of noise and 1 MiB of (distinct) log text, like slots would arrive.
+                let mut buf = if i % 2 == 0 { noise((f * 100_000 + i) as u64, 1 << 20) } else { text_block.clone() };
+                if i % 2 == 1 {
+                    buf[..16].copy_from_slice(&((f * 100_000 + i) as u128).to_le_bytes());
+                }
+                w.write(Bytes::from(buf)).await.unwrap();
+            }
+            w.finish().await.unwrap()
+        });
+    }
+    let mut contents = Vec::new();
+    while let Some(r) = set.join_next().await {
+        contents.push(r.unwrap());
+    }
+    for (i, c) in contents.iter().enumerate() {
+        let e = TreeEntry {
+            path: format!("f{i}"),
+            kind: EntryKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            size: c.size(),
+            inode: i as u64,
+            dev: 0,
+            target: None,
+            content: Some(c.clone()),
+        };
+        session.add_entry(e, Change::New).await.unwrap();
+    }
+    Arc::into_inner(session).unwrap().commit().await.unwrap();
+    let backup = mbps(mb << 20, t0.elapsed().as_secs_f64());
+    let after_backup = vm_hwm_kib();
+    if std::env::var_os("SHMPIPE_BENCH_VERBOSE").is_some() {
+        let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
+        eprintln!("  after backup: VmHWM {} MB, threads {threads}", after_backup / 1024);
+    }
+    let t1 = Instant::now();
+    for c in &contents {
+        let mut r = repo.open_content(c);
+        while let Some(b) = r.next_chunk().await.unwrap() {
+            std::hint::black_box(b);
+        }
+    }
+    let restore = mbps(mb << 20, t1.elapsed().as_secs_f64());
+    (before, after_backup.max(vm_hwm_kib()), backup, restore)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` probes benches with --list
     }
+    let rss_mb: usize = std::env::var("SHMPIPE_BENCH_RSS_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (before, peak, b, r) = rt.block_on(rss_run(rss_mb));
+    drop(rt);
+    println!(
+        "streamed {rss_mb} MiB backup + restore, file://, 4 files at once, defaults: peak RSS {} MB (process before: {} MB); backup {b:.0} MB/s, restore {r:.0} MB/s",
+        peak / 1024,
+        before / 1024
+    );
     let mb: usize = std::env::var("SHMPIPE_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    if mb == 0 {
+        return;
+    }
     let len = mb << 20;
     let sets = [("mixed (50% logs, 50% random)", Arc::new(mixed(len))), ("incompressible", Arc::new(noise(7, len)))];
     println!("engine bench: {mb} MiB per run, ~1 MiB chunks, zstd level 1, AES-256-GCM (ring), {} CPUs", std::thread::available_parallelism().map_or(0, |n| n.get()));

@@ -252,10 +252,8 @@ impl Shared {
     /// Hash, dedup, seal on a worker; then into a pack. Returns the blob id.
     async fn store_blob(self: &Arc<Self>, kind: BlobKind, data: Bytes, id: Option<BlobId>) -> Result<BlobId> {
         self.check_failed()?;
-        let cpu = self.repo.inner.cpu.clone().acquire_owned().await.map_err(|_| EngineError::internal("cpu semaphore closed"))?;
         let sh = self.clone();
-        let (id, sealed) = tokio::task::spawn_blocking(move || -> Result<(BlobId, Option<SealedBlob>)> {
-            let _cpu = cpu;
+        let (id, sealed) = self.repo.inner.cpu.run(move || -> Result<(BlobId, Option<SealedBlob>)> {
             let inner = &sh.repo.inner;
             let id = id.unwrap_or_else(|| Id(crypto::keyed_id(&inner.settings.id_key.0, &data)));
             if !sh.claim(&id) {
@@ -554,12 +552,10 @@ impl FileWriter {
             self.chunker.as_mut().expect("present until finish").push(data, &mut cut);
             cut
         } else {
-            // Scanning a slot's worth of bytes takes ~0.4 ms: on a worker under the CPU budget,
-            // not on the async thread that also serves the rings.
+            // Scanning a slot's worth of bytes takes ~0.4 ms: on a CPU worker, not on the async
+            // thread that also serves the rings.
             let mut chunker = self.chunker.take().expect("present until finish");
-            let cpu = self.sh.repo.inner.cpu.clone().acquire_owned().await.map_err(|_| EngineError::internal("cpu semaphore closed"))?;
-            let (chunker, cut) = tokio::task::spawn_blocking(move || {
-                let _cpu = cpu;
+            let (chunker, cut) = self.sh.repo.inner.cpu.run(move || {
                 let mut cut = Vec::new();
                 chunker.push(data, &mut cut);
                 (chunker, cut)

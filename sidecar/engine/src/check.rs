@@ -326,8 +326,7 @@ impl Repository {
         let repo = self.clone();
         let blobs = p.blobs.clone();
         let results = {
-            let _cpu = self.inner.cpu.acquire().await.map_err(|_| EngineError::internal("cpu semaphore closed"))?;
-            tokio::task::spawn_blocking(move || {
+            self.inner.cpu.run(move || {
                 blobs
                     .iter()
                     .map(|b| {

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use shmpipe_store::{Store, StoreError};
-use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use crate::blob::{self, BlobKind, Compression};
@@ -124,8 +123,8 @@ pub(crate) struct RepoInner {
     /// Serializes index refreshes.
     pub refresh: tokio::sync::Mutex<()>,
     pub index_ready: AtomicBool,
-    /// CPU budget shared by every operation on this repository.
-    pub cpu: Arc<Semaphore>,
+    /// CPU workers shared by every operation on this repository.
+    pub cpu: crate::pool::CpuPool,
     pub workers: usize,
 }
 
@@ -236,7 +235,7 @@ impl Repository {
                 index: RwLock::new(MemIndex::default()),
                 refresh: tokio::sync::Mutex::new(()),
                 index_ready: AtomicBool::new(false),
-                cpu: Arc::new(Semaphore::new(workers)),
+                cpu: crate::pool::CpuPool::new(workers)?,
                 workers,
             }),
         })
@@ -325,10 +324,9 @@ impl Repository {
         let key = objects::pack_key(&loc.pack);
         let start = u64::from(loc.offset);
         let env = objects::read_range(&self.inner.store, &key, start..start + u64::from(loc.length)).await?;
-        let _cpu = self.inner.cpu.acquire().await.map_err(|_| EngineError::internal("cpu semaphore closed"))?;
         let repo = self.clone();
         let (id, kind, raw_len) = (*id, loc.kind, loc.raw_len);
-        tokio::task::spawn_blocking(move || repo.open_blob(kind, &id, raw_len, env)).await?
+        self.inner.cpu.run(move || repo.open_blob(kind, &id, raw_len, env)).await?
     }
 
     /// Opens a sealed blob with this repository's keys (verifying its id).
