@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Bundles ts-lib/src/index.ts into ts-lib/dist/index.js and the CLI (src/cli.ts) into
-// ts-lib/dist/cli.js (CommonJS, Node 20, zod included). The
+// Bundles ts-lib/src/index.ts into ts-lib/dist/index.js, the CLI (src/cli.ts) into
+// ts-lib/dist/cli.js, and the backup agent's building blocks (src/backup/index.ts, internal:
+// for the tests) into ts-lib/dist/backup.js (CommonJS, Node 20, zod included). The
 // addon is not bundled: src/native.ts loads it at run time from ../build/shmpipe_addon.node
 // relative to the bundle. Type checking is `tsc -p ts-lib --noEmit` (see package.json).
 'use strict';
@@ -12,6 +13,7 @@ const root = path.resolve(__dirname, '..');
 const common = { bundle: true, platform: 'node', format: 'cjs', target: 'node20', sourcemap: true, logLevel: 'warning' };
 Promise.all([
   esbuild.build({ ...common, entryPoints: [path.join(root, 'src', 'index.ts')], outfile: path.join(root, 'dist', 'index.js') }),
+  esbuild.build({ ...common, entryPoints: [path.join(root, 'src', 'backup', 'index.ts')], outfile: path.join(root, 'dist', 'backup.js') }),
   // The CLI is its own bundle (it includes the client), with a shebang so it runs as a bin.
   esbuild.build({
     ...common,
@@ -22,6 +24,6 @@ Promise.all([
 ])
   .then(() => {
     require('node:fs').chmodSync(path.join(root, 'dist', 'cli.js'), 0o755);
-    console.log('bundled ts-lib/dist/index.js and ts-lib/dist/cli.js');
+    console.log('bundled ts-lib/dist/index.js, ts-lib/dist/cli.js and ts-lib/dist/backup.js');
   })
   .catch(() => process.exit(1));

@@ -99,31 +99,53 @@ fn aad(kind: BlobKind, id: &BlobId) -> [u8; 48] {
     a
 }
 
-thread_local! {
-    /// One zstd context per worker thread (contexts are ~1 MB at low levels; allocating one per
-    /// chunk would cost more than compressing a small chunk).
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+/// Per worker thread: a zstd context (~1 MB at low levels; one per chunk would cost more than
+/// compressing a small chunk) and a scratch buffer the compressor writes into.
+struct Zstd {
+    level: i32,
+    cx: zstd::bulk::Compressor<'static>,
+    scratch: Vec<u8>,
 }
 
-/// Compresses `src` into `dst[start..]` (dst is resized); returns the compressed length, or
-/// `None` if it does not pay.
-fn compress_into(level: i32, src: &[u8], dst: &mut Vec<u8>, start: usize) -> Option<usize> {
+thread_local! {
+    static COMPRESSOR: RefCell<Option<Zstd>> = const { RefCell::new(None) };
+}
+
+/// Compresses `src` and, if it pays, returns an envelope buffer: `header` zero bytes, the
+/// compressed bytes, and exactly enough spare capacity for the tag. Compressing into the
+/// thread's scratch and copying out (a copy of the *compressed* size) keeps each blob's
+/// allocation at its stored size: a `Vec` sized by `compress_bound` and truncated would pin
+/// the full uncompressed size per blob in every pack waiting for upload.
+fn compress(level: i32, src: &[u8], header: usize) -> Option<Vec<u8>> {
     COMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
-        if cell.as_ref().is_none_or(|(l, _)| *l != level) {
-            *cell = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        if cell.as_ref().is_none_or(|z| z.level != level) {
+            let cx = zstd::bulk::Compressor::new(level).ok()?;
+            *cell = Some(Zstd { level, cx, scratch: Vec::new() });
         }
-        let (_, c) = cell.as_mut().expect("set above");
+        let z = cell.as_mut().expect("set above");
+        let bound = zstd::zstd_safe::compress_bound(src.len());
+        if z.scratch.len() < bound {
+            z.scratch.resize(bound, 0);
+        }
         if src.len() > SAMPLE {
-            let mut scratch = vec![0u8; zstd::zstd_safe::compress_bound(SAMPLE)];
-            let n = c.compress_to_buffer(&src[..SAMPLE], &mut scratch[..]).ok()?;
+            let n = z.cx.compress_to_buffer(&src[..SAMPLE], &mut z.scratch[..]).ok()?;
             if n > SAMPLE - SAMPLE / 32 {
                 return None;
             }
         }
-        dst.resize(start + zstd::zstd_safe::compress_bound(src.len()), 0);
-        let n = c.compress_to_buffer(src, &mut dst[start..]).ok()?;
-        (n < src.len() - src.len() / 64).then_some(n)
+        let n = z.cx.compress_to_buffer(src, &mut z.scratch[..]).ok()?;
+        if n >= src.len() - src.len() / 64 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(header + n + crate::crypto::TAG_LEN);
+        out.resize(header, 0);
+        out.extend_from_slice(&z.scratch[..n]);
+        // A scratch grown for an unusually large blob is not kept forever.
+        if z.scratch.len() > 8 << 20 {
+            z.scratch = Vec::new();
+        }
+        Some(out)
     })
 }
 
@@ -133,24 +155,17 @@ pub fn seal(key: &AeadKey, kind: BlobKind, id: BlobId, plain: &[u8], compression
     let raw_len = u32::try_from(plain.len())
         .map_err(|_| EngineError::InvalidArgument { message: format!("blob of {} bytes", plain.len()) })?;
     let header = NONCE_LEN + 1;
-    let mut buf = Vec::new();
-    let compressed = match compression {
-        Compression::Zstd(level) if plain.len() >= 128 => match compress_into(level, plain, &mut buf, header) {
-            Some(n) => {
-                buf.truncate(header + n);
-                buf.reserve_exact(crate::crypto::TAG_LEN);
-                true
-            }
-            None => false,
-        },
-        _ => false,
+    let zstd = match compression {
+        Compression::Zstd(level) if plain.len() >= 128 => compress(level, plain, header),
+        _ => None,
     };
-    if !compressed {
-        buf.clear();
-        buf.reserve_exact(plain.len() + OVERHEAD + 1);
+    let compressed = zstd.is_some();
+    let mut buf = zstd.unwrap_or_else(|| {
+        let mut buf = Vec::with_capacity(plain.len() + OVERHEAD + 1);
         buf.resize(header, 0);
         buf.extend_from_slice(plain);
-    }
+        buf
+    });
     buf[NONCE_LEN] = if compressed { MODE_ZSTD } else { MODE_RAW };
     key.seal_in_place(&aad(kind, &id), &mut buf);
     Ok(SealedBlob { kind, id, raw_len, data: Bytes::from(buf), compressed })

@@ -200,12 +200,11 @@ impl Repository {
         Ok(report)
     }
 
-    /// Reads a blob through a given index (the check's own), verifying it.
-    async fn check_read_blob(&self, index: &MemIndex, id: &BlobId, kind: BlobKind) -> Result<Bytes> {
+    /// Reads a blob through a given index (the check's own), verifying it. The kind is not
+    /// compared: ids are content hashes, so a tree blob whose bytes equal an existing data
+    /// chunk was (correctly) deduplicated against it and is indexed under the chunk's kind.
+    async fn check_read_blob(&self, index: &MemIndex, id: &BlobId) -> Result<Bytes> {
         let loc = index.get(id).ok_or_else(|| EngineError::NotFound { what: format!("blob {id}") })?;
-        if loc.kind != kind {
-            return Err(EngineError::integrity(format!("blob {id}"), format!("indexed as {:?}, expected {kind:?}", loc.kind)));
-        }
         self.read_blob_at(id, &loc).await
     }
 
@@ -234,7 +233,7 @@ impl Repository {
                 report.error(&skey, format!("tree: {p}"));
                 continue;
             }
-            let data = match self.check_read_blob(index, tid, BlobKind::Tree).await {
+            let data = match self.check_read_blob(index, tid).await {
                 Ok(d) => d,
                 Err(e @ EngineError::Store(_)) if e.code() != crate::error::CODE_INTEGRITY => return Err(e),
                 Err(e) => {
@@ -259,7 +258,7 @@ impl Repository {
                     }
                     ContentRef::List { list, count, .. } => match problem(list) {
                         Some(p) => reasons.push(format!("chunk list: {p}")),
-                        None => match self.check_read_blob(index, list, BlobKind::ChunkList).await {
+                        None => match self.check_read_blob(index, list).await {
                             Ok(d) => match snapshot::decode_chunk_list(&d, "chunk list") {
                                 Ok(chunks) if chunks.len() as u64 == *count => {
                                     reasons.extend(chunks.iter().filter_map(|c| problem(&c.id)));
@@ -327,8 +326,7 @@ impl Repository {
         let repo = self.clone();
         let blobs = p.blobs.clone();
         let results = {
-            let _cpu = self.inner.cpu.acquire().await.map_err(|_| EngineError::internal("cpu semaphore closed"))?;
-            tokio::task::spawn_blocking(move || {
+            self.inner.cpu.run(move || {
                 blobs
                     .iter()
                     .map(|b| {

@@ -31,6 +31,7 @@ pub mod id;
 pub mod index;
 pub mod lock;
 pub mod objects;
+pub mod pool;
 pub mod pack;
 pub mod repo;
 pub mod restore;

@@ -174,3 +174,62 @@ impl Drop for RepoLock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::RepoParams;
+    use shmpipe_store::{Store, StoreConfig, StoreOptions};
+
+    async fn repo() -> Repository {
+        let store = Store::open(&StoreConfig::new("memory://", StoreOptions::default()).unwrap()).unwrap();
+        Repository::init(store, b"pw", RepoParams::insecure_for_tests()).await.unwrap()
+    }
+
+    /// Plants a lock as another process would have left it, refreshed `age` ago.
+    async fn plant(repo: &Repository, kind: LockKind, age: Duration) -> String {
+        let key = objects::lock_key(&Id::random());
+        let file = LockFile {
+            kind,
+            host: "elsewhere".into(),
+            pid: 4242,
+            purpose: "test".into(),
+            refreshed_ns: now_ns() - age.as_nanos() as i64,
+        };
+        objects::put_object(&repo.inner.store, &repo.inner.aead, &key, &file).await.unwrap();
+        key
+    }
+
+    #[tokio::test]
+    async fn a_killed_backups_lock_blocks_only_exclusive_until_stale() {
+        let repo = repo().await;
+        // A backup killed a minute ago left its shared lock.
+        plant(&repo, LockKind::Shared, Duration::from_secs(60)).await;
+        let shared = repo.lock(LockKind::Shared, "backup").await.unwrap();
+        shared.release().await.unwrap();
+        let err = repo.lock(LockKind::Exclusive, "prune").await.unwrap_err();
+        assert!(err.to_string().contains("elsewhere pid 4242"), "{err}");
+        // Once stale, it is ignored; and it can be cleared.
+        let repo2 = self::repo().await;
+        plant(&repo2, LockKind::Exclusive, STALE_AFTER + Duration::from_secs(1)).await;
+        repo2.lock(LockKind::Exclusive, "prune").await.unwrap().release().await.unwrap();
+        assert_eq!(repo2.remove_stale_locks(STALE_AFTER).await.unwrap(), 1);
+        assert!(repo2.inner.store.list(LOCKS, None, 10).await.unwrap().entries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn exclusive_excludes_everything_and_a_refused_attempt_leaves_nothing() {
+        let repo = repo().await;
+        let ex = repo.lock(LockKind::Exclusive, "prune").await.unwrap();
+        for kind in [LockKind::Shared, LockKind::Exclusive] {
+            let err = repo.lock(kind, "x").await.unwrap_err();
+            assert_eq!(err.code(), "SHMPIPE_E_LOCKED");
+        }
+        assert_eq!(repo.inner.store.list(LOCKS, None, 10).await.unwrap().entries.len(), 1);
+        ex.release().await.unwrap();
+        let a = repo.lock(LockKind::Shared, "a").await.unwrap();
+        let b = repo.lock(LockKind::Shared, "b").await.unwrap();
+        drop(a); // released in the background
+        b.release().await.unwrap();
+    }
+}

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use shmpipe_store::{Store, StoreError};
-use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use crate::blob::{self, BlobKind, Compression};
@@ -124,8 +123,8 @@ pub(crate) struct RepoInner {
     /// Serializes index refreshes.
     pub refresh: tokio::sync::Mutex<()>,
     pub index_ready: AtomicBool,
-    /// CPU budget shared by every operation on this repository.
-    pub cpu: Arc<Semaphore>,
+    /// CPU workers shared by every operation on this repository.
+    pub cpu: crate::pool::CpuPool,
     pub workers: usize,
 }
 
@@ -236,7 +235,7 @@ impl Repository {
                 index: RwLock::new(MemIndex::default()),
                 refresh: tokio::sync::Mutex::new(()),
                 index_ready: AtomicBool::new(false),
-                cpu: Arc::new(Semaphore::new(workers)),
+                cpu: crate::pool::CpuPool::new(workers)?,
                 workers,
             }),
         })
@@ -301,10 +300,17 @@ impl Repository {
         Ok(())
     }
 
-    /// Where a blob is (after loading the index if needed).
+    /// Where a blob is (after loading the index if needed). A miss reloads new index objects
+    /// once: another process may have written the snapshot being read after this repository
+    /// was opened.
     pub async fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
         self.ensure_index().await?;
-        self.inner.index.read().expect("index lock").get(id).ok_or_else(|| EngineError::NotFound { what: format!("blob {id}") })
+        let get = || self.inner.index.read().expect("index lock").get(id);
+        if let Some(l) = get() {
+            return Ok(l);
+        }
+        self.refresh_index().await?;
+        get().ok_or_else(|| EngineError::NotFound { what: format!("blob {id}") })
     }
 
     /// Reads one blob: ranged read from its pack, then authentication, decompression and the
@@ -318,10 +324,9 @@ impl Repository {
         let key = objects::pack_key(&loc.pack);
         let start = u64::from(loc.offset);
         let env = objects::read_range(&self.inner.store, &key, start..start + u64::from(loc.length)).await?;
-        let _cpu = self.inner.cpu.acquire().await.map_err(|_| EngineError::internal("cpu semaphore closed"))?;
         let repo = self.clone();
         let (id, kind, raw_len) = (*id, loc.kind, loc.raw_len);
-        tokio::task::spawn_blocking(move || repo.open_blob(kind, &id, raw_len, env)).await?
+        self.inner.cpu.run(move || repo.open_blob(kind, &id, raw_len, env)).await?
     }
 
     /// Opens a sealed blob with this repository's keys (verifying its id).

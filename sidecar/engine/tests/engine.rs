@@ -558,3 +558,17 @@ async fn tree_order_and_content_refs_survive_many_entries() {
     assert_eq!(got.len(), tree.len());
     assert_restores(&repo, &b.id, &tree).await;
 }
+
+/// A long-lived handle (the sidecar's) sees snapshots another process wrote after it loaded
+/// its index: a missed blob reloads new index objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_repository_restores_snapshots_written_later_by_another_process() {
+    let store = mem_store();
+    let reader = Repository::init(store.clone(), PW, small_params()).await.unwrap();
+    let tree = generated_tree(1 << 20);
+    let first = backup(&reader, &tree[..6], BackupOptions::default()).await;
+    assert_restores(&reader, &first.id, &tree[..6]).await; // index loaded now
+    let writer = Repository::open(store.clone(), PW).await.unwrap();
+    let second = backup(&writer, &tree, BackupOptions::default()).await;
+    assert_restores(&reader, &second.id, &tree).await;
+}

@@ -1,0 +1,203 @@
+// The backup agent's filesystem side (ts-lib/dist/backup.js): names that are not UTF-8, the
+// walker's metadata and error reporting, the incremental test, and a restore target fed by
+// positional writes, checked by a walk → restore → walk round trip (bit- and metadata-exact;
+// mtimes within 1 µs, see restore-fs.ts). No sidecar involved.
+'use strict';
+
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { execFileSync } = require('node:child_process');
+const B = require('../ts-lib/dist/backup.js');
+
+const b = (s) => Buffer.from(s, 'latin1');
+
+async function collect(roots) {
+  const errors = [];
+  const entries = [];
+  for await (const e of B.walk(roots, (err) => errors.push(err))) entries.push(e);
+  return { entries, errors };
+}
+
+function setTimes(p, ns) {
+  const t = Number(ns) / 1e9;
+  fs.lutimesSync(p, t, t);
+}
+
+/** A tree with the awkward cases; returns its root. */
+function makeTree(base) {
+  const root = path.join(base, 'src');
+  const j = (...p) => Buffer.concat([b(root), ...p.flatMap((x) => [b('/'), Buffer.isBuffer(x) ? x : Buffer.from(x, 'utf8')])]);
+  fs.mkdirSync(root);
+  fs.mkdirSync(j('empty'), 0o750);
+  fs.mkdirSync(j('sub', 'deep', 'x'), { recursive: true });
+  fs.writeFileSync(j('sub', 'deep', 'x', 'file.txt'), 'deep\n'.repeat(1000));
+  const dup = crypto.randomBytes(2 << 20);
+  fs.writeFileSync(j('dup1.bin'), dup);
+  fs.writeFileSync(j('dup2.bin'), dup);
+  fs.writeFileSync(j('zero'), '');
+  fs.writeFileSync(j('big.bin'), crypto.randomBytes((5 << 20) + 123));
+  fs.writeFileSync(j('a.txt'), 'hello\n');
+  for (const odd of ['ünïcødé ☃.txt', 'with space', '-leading-dash', 'new\nline', 'back\\slash', '\\x41']) fs.writeFileSync(j(odd), odd);
+  fs.writeFileSync(j(b('bad\xff\xfename')), 'not utf-8');
+  fs.writeFileSync(j('exec.sh'), '#!/bin/sh\n', { mode: 0o755 });
+  fs.chmodSync(j('exec.sh'), 0o755);
+  fs.writeFileSync(j('secret'), 's');
+  fs.chmodSync(j('secret'), 0o600);
+  fs.symlinkSync('a.txt', j('link'));
+  fs.symlinkSync('../nowhere/at/all', j('dangling'));
+  fs.symlinkSync(b('bad\xfetarget'), j('oddlink'));
+  execFileSync('mkfifo', [path.join(root, 'fifo')]);
+  if (process.getuid() === 0) fs.chownSync(j('secret'), 1234, 5678);
+  // Times with sub-second parts, children before their directories (writing changes a dir's mtime).
+  let ns = 1_600_000_000_123_456_000n;
+  const all = [];
+  (function list(dir) {
+    for (const name of fs.readdirSync(dir, { encoding: 'buffer' })) {
+      const p = Buffer.concat([dir, b('/'), name]);
+      if (fs.lstatSync(p).isDirectory()) list(p);
+      all.push(p);
+    }
+  })(b(root));
+  for (const p of [...all, b(root)]) setTimes(p, (ns += 1_000_017_000n));
+  return root;
+}
+
+async function restoreFromDisk(entries, target, include = []) {
+  const t = new B.RestoreTarget(target);
+  await t.prepare();
+  const keep = B.includeFilter(include);
+  const buf = Buffer.alloc(1 << 20);
+  const skipped = [];
+  for (const e of entries) {
+    if (!keep(e.path)) continue;
+    if (e.kind === 'dir') await t.dir(e);
+    else if (e.kind === 'symlink') await t.symlink(e);
+    else if (e.kind === 'file') {
+      const sink = await t.file(e);
+      const fd = fs.openSync(e.abs, 'r');
+      let pos = 0;
+      for (;;) {
+        const n = fs.readSync(fd, buf, 0, buf.length, pos);
+        if (n === 0) break;
+        await sink.write(buf, n, pos);
+        pos += n;
+      }
+      fs.closeSync(fd);
+      await sink.finish();
+    } else if (!t.other(e)) skipped.push(e.path);
+  }
+  await t.finishDirs();
+  return skipped;
+}
+
+const meta = (e) => ({ kind: e.kind, mode: e.mode, uid: e.uid, gid: e.gid, size: e.kind === 'dir' ? 'dir' : e.size, target: e.target });
+// Node's utimes takes seconds as a double: restored mtimes are within 1 µs of the original.
+const closeTimes = (a, b) => (a > b ? a - b : b - a) <= 1000n;
+
+describe('backup agent: filesystem side', function () {
+  let base;
+  beforeEach(function () {
+    base = fs.mkdtempSync(path.join(os.tmpdir(), 'shmpipe-agent-'));
+  });
+  afterEach(function () {
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+
+  it('escapes names that are not UTF-8, and backslashes, reversibly', function () {
+    assert.equal(B.escapeName(Buffer.from('plain ü ☃')), 'plain ü ☃');
+    assert.equal(B.escapeName(b('a\\b')), 'a\\\\b');
+    assert.equal(B.escapeName(b('x\xffy')), 'x\\xffy');
+    assert.equal(B.escapeName(b('\\xff')), '\\\\xff', 'a literal backslash-x is not an escape');
+    assert.equal(B.escapeName(Buffer.from([0xc0, 0xaf])), '\\xc0\\xaf', 'overlong encodings are escaped');
+    assert.equal(B.escapeName(Buffer.from([0xed, 0xa0, 0x80])), '\\xed\\xa0\\x80', 'surrogates are escaped');
+    for (let i = 0; i < 2000; i++) {
+      const raw = crypto.randomBytes(1 + (i % 17));
+      assert.deepEqual(B.unescapeName(B.escapeName(raw)), raw);
+    }
+    assert.throws(() => B.unescapeName('a\\q'), /bad escape/);
+  });
+
+  it('walks with full metadata, in a deterministic order, directories before their contents', async function () {
+    const root = makeTree(base);
+    const { entries, errors } = await collect([root]);
+    assert.deepEqual(errors, []);
+    const byPath = new Map(entries.map((e) => [e.path, e]));
+    assert.equal(entries[0].path, 'src');
+    assert.equal(byPath.get('src/bad\\xff\\xfename').kind, 'file');
+    assert.equal(byPath.get('src/back\\\\slash').size, 10n);
+    assert.equal(byPath.get('src/link').target, 'a.txt');
+    assert.equal(byPath.get('src/oddlink').target, 'bad\\xfetarget');
+    assert.equal(byPath.get('src/fifo').kind, 'other');
+    assert.equal(byPath.get('src/exec.sh').mode & 0o7777, 0o755);
+    assert.equal(byPath.get('src/empty').kind, 'dir');
+    const st = fs.lstatSync(path.join(root, 'a.txt'), { bigint: true });
+    assert.equal(byPath.get('src/a.txt').mtimeNs, st.mtimeNs);
+    assert.equal(byPath.get('src/a.txt').inode, st.ino);
+    for (const e of entries) {
+      const parent = e.path.slice(0, e.path.lastIndexOf('/'));
+      if (parent) assert.ok(entries.findIndex((x) => x.path === parent) < entries.indexOf(e), `${parent} before ${e.path}`);
+    }
+    assert.deepEqual((await collect([root])).entries.map((e) => e.path), entries.map((e) => e.path));
+  });
+
+  it('reports what it cannot read and goes on', async function () {
+    const root = makeTree(base);
+    const { entries, errors } = await collect([path.join(base, 'missing'), root]);
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0].path, 'missing');
+    assert.equal(errors[0].code, 'ENOENT');
+    assert.ok(entries.length > 10);
+    assert.throws(() => B.rootNames(['/a/x', '/b/x']), /same name 'x'/);
+    assert.throws(() => B.rootNames(['/']), /no name/);
+  });
+
+  it('classifies files against the parent snapshot by size, mtime and inode', function () {
+    const e = { kind: 'file', size: 10n, mtimeNs: 5n, inode: 7n };
+    assert.equal(B.classify(e, undefined), 'new');
+    assert.equal(B.classify(e, { kind: 'file', size: 10n, mtimeNs: 5n, inode: 7n }), 'unchanged');
+    assert.equal(B.classify(e, { kind: 'file', size: 11n, mtimeNs: 5n, inode: 7n }), 'changed');
+    assert.equal(B.classify(e, { kind: 'file', size: 10n, mtimeNs: 6n, inode: 7n }), 'changed');
+    assert.equal(B.classify(e, { kind: 'file', size: 10n, mtimeNs: 5n, inode: 8n }), 'changed');
+    assert.equal(B.classify(e, { kind: 'symlink', size: 10n, mtimeNs: 5n, inode: 7n }), 'changed');
+  });
+
+  it('restores bit-exact and metadata-exact from positional writes', async function () {
+    const root = makeTree(base);
+    const { entries } = await collect([root]);
+    const target = path.join(base, 'out');
+    const skipped = await restoreFromDisk(entries, target);
+    assert.deepEqual(skipped, ['src/fifo']);
+    const back = (await collect([path.join(target, 'src')])).entries;
+    const want = entries.filter((e) => e.kind !== 'other');
+    assert.deepEqual(back.map((e) => e.path), want.map((e) => e.path));
+    for (const [i, e] of want.entries()) {
+      assert.deepEqual(meta(back[i]), meta(e), e.path);
+      assert.ok(closeTimes(back[i].mtimeNs, e.mtimeNs), `mtime of ${e.path}: ${back[i].mtimeNs} vs ${e.mtimeNs}`);
+      if (e.kind === 'file') assert.ok(fs.readFileSync(back[i].abs).equals(fs.readFileSync(e.abs)), `bytes of ${e.path}`);
+    }
+    const leftovers = (await collect([target])).entries.filter((e) => e.path.includes('.shmpipe-restore-'));
+    assert.deepEqual(leftovers, []);
+  });
+
+  it('restores only what --include names (with the directories above it)', async function () {
+    const root = makeTree(base);
+    const { entries } = await collect([root]);
+    const target = path.join(base, 'out');
+    await restoreFromDisk(entries, target, ['src/sub/deep', '/src/a.txt/']);
+    const got = (await collect([path.join(target, 'src')])).entries.map((e) => e.path).sort();
+    assert.deepEqual(got, ['src', 'src/a.txt', 'src/sub', 'src/sub/deep', 'src/sub/deep/x', 'src/sub/deep/x/file.txt']);
+  });
+
+  it('an aborted file leaves nothing behind, and paths cannot escape the target', async function () {
+    const t = new B.RestoreTarget(path.join(base, 'out'));
+    await t.prepare();
+    const sink = await t.file({ path: 'f', kind: 'file', mode: 0o100644, uid: 0, gid: 0, mtimeNs: 0n, size: 100n });
+    await sink.write(Buffer.alloc(10, 1), 10, 0);
+    await sink.abort();
+    assert.deepEqual(fs.readdirSync(path.join(base, 'out')), []);
+    for (const bad of ['../x', 'a/../../x', '', 'a//b', '.']) assert.throws(() => t.abs(bad), /refusing/);
+  });
+});

@@ -1,0 +1,181 @@
+/**
+ * The filesystem side of restore: creates what a snapshot's entries describe under a target
+ * directory and gives each restored entry its metadata back. Where the bytes come from (slots
+ * filled by the sidecar) is not its concern: a file is a sink that takes positional writes
+ * (`fs.write` straight from a slot's buffer, no copy) and is finished or aborted.
+ *
+ * - Files are written to a temporary name in their directory and renamed over the final name
+ *   only when complete, so an interrupted restore never leaves a truncated file under a real
+ *   name. The size is set with `ftruncate` first (sparse tails and 0-byte files need no write).
+ * - Metadata order: owner (only when running as root: `lchown` by others fails), then mode
+ *   (after chown, which clears set-id bits), then times. Directory metadata is applied at the
+ *   end, deepest first, because creating entries inside a directory changes its mtime.
+ * - mtime goes through Node's `utimes`, which takes seconds as a double: ~0.25 µs resolution
+ *   for present-day times, so restored mtimes are within 1 µs of the original, not ns-exact.
+ * - Paths and targets are repository text (names.ts) turned back into bytes.
+ */
+
+import { promises as fsp, constants as FS } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { unescapeName } from './names';
+import type { EntryKind } from './walk';
+
+/** What restore needs of a snapshot entry. */
+export interface RestoreEntry {
+  path: string;
+  kind: EntryKind;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeNs: bigint;
+  size: bigint;
+  target?: string | undefined;
+}
+
+/** `--include <path>` (repeatable): an entry is restored when it is one of the paths, lies
+ * below one, or is a directory above one (so the path has somewhere to go). No includes:
+ * everything. */
+export function includeFilter(includes: readonly string[]): (p: string) => boolean {
+  const norm = includes.map((i) => i.replace(/^\/+|\/+$/g, '')).filter((i) => i !== '');
+  if (norm.length === 0) return () => true;
+  return (p) => norm.some((i) => p === i || p.startsWith(i + '/') || i.startsWith(p + '/'));
+}
+
+function seconds(ns: bigint): number {
+  return Number(ns / 1_000_000_000n) + Number(ns % 1_000_000_000n) / 1e9;
+}
+
+/** A file being restored. */
+export interface FileSink {
+  /** Writes `data[0..length)` at `position`; resolves when the kernel has it. */
+  write(data: Uint8Array, length: number, position: number): Promise<void>;
+  /** Applies metadata and renames the file into place. */
+  finish(): Promise<void>;
+  /** Closes and removes the temporary file. */
+  abort(): Promise<void>;
+}
+
+export class RestoreTarget {
+  readonly root: Buffer;
+  private readonly chown: boolean;
+  private readonly dirs: RestoreEntry[] = [];
+  private tmpSeq = 0;
+
+  constructor(root: string, opts: { chown?: boolean } = {}) {
+    this.root = Buffer.from(path.resolve(root), 'utf8');
+    this.chown = opts.chown ?? process.getuid?.() === 0;
+  }
+
+  /** The target path of a repository path. Refuses `..` and empty names (a hostile or broken
+   * snapshot must not write outside the target). */
+  abs(repoPath: string): Buffer {
+    const parts = repoPath.split('/');
+    for (const p of parts) {
+      if (p === '' || p === '.' || p === '..') throw new Error(`refusing to restore path ${JSON.stringify(repoPath)}`);
+    }
+    return Buffer.concat([this.root, ...parts.flatMap((p) => [Buffer.from('/'), unescapeName(p)])]);
+  }
+
+  /** Creates the target root itself. */
+  async prepare(): Promise<void> {
+    await fsp.mkdir(this.root, { recursive: true });
+  }
+
+  private async parentOf(abs: Buffer): Promise<void> {
+    const slash = abs.lastIndexOf(0x2f);
+    if (slash > 0) await fsp.mkdir(abs.subarray(0, slash), { recursive: true });
+  }
+
+  async dir(e: RestoreEntry): Promise<void> {
+    const abs = this.abs(e.path);
+    await fsp.mkdir(abs, { recursive: true });
+    this.dirs.push(e);
+  }
+
+  async symlink(e: RestoreEntry): Promise<void> {
+    const abs = this.abs(e.path);
+    await this.parentOf(abs);
+    const tmp = this.tempName(abs);
+    await fsp.symlink(unescapeName(e.target ?? ''), tmp);
+    try {
+      if (this.chown) await fsp.lchown(tmp, e.uid, e.gid);
+      const t = seconds(e.mtimeNs);
+      await fsp.lutimes(tmp, t, t);
+      await fsp.rename(tmp, abs);
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    }
+  }
+
+  private tempName(abs: Buffer): Buffer {
+    const slash = abs.lastIndexOf(0x2f);
+    const name = `.shmpipe-restore-${process.pid}-${++this.tmpSeq}.tmp`;
+    return Buffer.concat([abs.subarray(0, slash + 1), Buffer.from(name)]);
+  }
+
+  /** Opens a file for restore (at its temporary name, already sized to `e.size`). */
+  async file(e: RestoreEntry): Promise<FileSink> {
+    const abs = this.abs(e.path);
+    await this.parentOf(abs);
+    const tmp = this.tempName(abs);
+    const fh: FileHandle = await fsp.open(tmp, FS.O_WRONLY | FS.O_CREAT | FS.O_EXCL, 0o600);
+    const chown = this.chown;
+    let closed = false;
+    try {
+      await fh.truncate(Number(e.size));
+    } catch (err) {
+      await fh.close();
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    }
+    return {
+      async write(data, length, position) {
+        let done = 0;
+        while (done < length) {
+          const { bytesWritten } = await fh.write(data, done, length - done, position + done);
+          if (bytesWritten === 0) throw new Error(`short write restoring ${e.path}`);
+          done += bytesWritten;
+        }
+      },
+      async finish() {
+        try {
+          if (chown) await fh.chown(e.uid, e.gid);
+          await fh.chmod(e.mode & 0o7777);
+          const t = seconds(e.mtimeNs);
+          await fh.utimes(t, t);
+        } finally {
+          closed = true;
+          await fh.close();
+        }
+        await fsp.rename(tmp, abs);
+      },
+      async abort() {
+        if (!closed) {
+          closed = true;
+          await fh.close().catch(() => undefined);
+        }
+        await fsp.rm(tmp, { force: true });
+      },
+    };
+  }
+
+  /** Other kinds (devices, FIFOs, sockets) are recorded for listing only; restore skips them
+   * and says so. Returns false. */
+  other(_e: RestoreEntry): boolean {
+    return false;
+  }
+
+  /** Applies directory metadata, deepest first; call once every entry is restored. */
+  async finishDirs(): Promise<void> {
+    const dirs = this.dirs.splice(0).sort((a, b) => b.path.split('/').length - a.path.split('/').length);
+    for (const d of dirs) {
+      const abs = this.abs(d.path);
+      if (this.chown) await fsp.lchown(abs, d.uid, d.gid);
+      await fsp.chmod(abs, d.mode & 0o7777);
+      const t = seconds(d.mtimeNs);
+      await fsp.utimes(abs, t, t);
+    }
+  }
+}

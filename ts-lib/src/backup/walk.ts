@@ -1,0 +1,147 @@
+/**
+ * The backup walker: turns the paths given to `shmpipe backup` into a stream of source entries
+ * with the metadata the repository keeps (type, mode, uid/gid, mtime in ns, size, inode/dev,
+ * symlink targets). It only walks and `lstat`s; reading file bytes into slots is the reader's
+ * job. Names are read as bytes (`opendir` with `encoding: 'buffer'`) so that names that are
+ * not UTF-8 survive, and escaped for the repository by names.ts.
+ *
+ * Order is deterministic: each root as given, and within a directory the children in byte
+ * order of their names, all of a directory's children before any grandchild (a stack of
+ * directories still to list, so memory is one listing per level, not the whole tree). A
+ * directory always comes before its contents, which restore relies on.
+ *
+ * Failures do not stop the walk: a root that cannot be `lstat`ed, a directory that cannot be
+ * listed, or a child that vanished between listing and `lstat` is reported to `onError` and
+ * skipped (the CLI lists them and exits 3 with the backup still committed).
+ */
+
+import { promises as fsp, type BigIntStats } from 'node:fs';
+import path from 'node:path';
+import { escapeName } from './names';
+
+export type EntryKind = 'file' | 'dir' | 'symlink' | 'other';
+
+export interface SourceEntry {
+  /** Repository path: relative, `/`-separated, each name escaped (names.ts). */
+  path: string;
+  /** The entry on disk, as bytes (names need not be UTF-8). */
+  abs: Buffer;
+  kind: EntryKind;
+  /** Full `st_mode` (type and permission bits). */
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeNs: bigint;
+  /** `st_size`; for files the number of bytes to read. */
+  size: bigint;
+  inode: bigint;
+  dev: bigint;
+  /** Symlinks: the target, escaped like names. */
+  target?: string;
+}
+
+export interface WalkError {
+  /** Repository path of what failed (the root's name for a root). */
+  path: string;
+  /** What failed, e.g. `lstat` or `opendir`. */
+  op: string;
+  /** The errno code, e.g. `EACCES`, when there is one. */
+  code: string | undefined;
+  message: string;
+}
+
+function kindOf(st: BigIntStats): EntryKind {
+  if (st.isFile()) return 'file';
+  if (st.isDirectory()) return 'dir';
+  if (st.isSymbolicLink()) return 'symlink';
+  return 'other';
+}
+
+async function describe(abs: Buffer, repoPath: string): Promise<SourceEntry> {
+  const st = await fsp.lstat(abs, { bigint: true });
+  const kind = kindOf(st);
+  const e: SourceEntry = {
+    path: repoPath,
+    abs,
+    kind,
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    mtimeNs: st.mtimeNs,
+    size: st.size,
+    inode: st.ino,
+    dev: st.dev,
+  };
+  if (kind === 'symlink') e.target = escapeName(await fsp.readlink(abs, { encoding: 'buffer' }));
+  return e;
+}
+
+function failure(repoPath: string, op: string, e: unknown): WalkError {
+  const err = e as NodeJS.ErrnoException;
+  return { path: repoPath, op, code: typeof err?.code === 'string' ? err.code : undefined, message: err?.message ?? String(e) };
+}
+
+/**
+ * The repository name of each root: its last path component. Two roots with the same name
+ * would collide in the snapshot, so that is refused up front (as is a root with no name, `/`).
+ */
+export function rootNames(roots: readonly string[]): string[] {
+  const names = roots.map((r) => {
+    const name = path.basename(path.resolve(r));
+    if (name === '') throw new Error(`cannot back up '${r}': it has no name to store it under (name a directory below it)`);
+    return escapeName(Buffer.from(name, 'utf8'));
+  });
+  const seen = new Set<string>();
+  for (const [i, n] of names.entries()) {
+    if (seen.has(n)) throw new Error(`two paths would be stored under the same name '${n}' (${roots[i]})`);
+    seen.add(n);
+  }
+  return names;
+}
+
+/** Walks `roots` (see the module comment); errors go to `onError` and the walk goes on. */
+export async function* walk(roots: readonly string[], onError: (e: WalkError) => void): AsyncGenerator<SourceEntry> {
+  const names = rootNames(roots);
+  for (const [i, root] of roots.entries()) {
+    const rootPath = names[i]!;
+    let top: SourceEntry;
+    try {
+      top = await describe(Buffer.from(path.resolve(root), 'utf8'), rootPath);
+    } catch (e) {
+      onError(failure(rootPath, 'lstat', e));
+      continue;
+    }
+    yield top;
+    if (top.kind !== 'dir') continue;
+    const stack: SourceEntry[] = [top];
+    while (stack.length > 0) {
+      const dir = stack.pop()!;
+      let children: Buffer[];
+      try {
+        children = [];
+        const handle = await fsp.opendir(dir.abs, { encoding: 'buffer' as BufferEncoding, bufferSize: 256 });
+        for await (const d of handle) children.push(d.name as unknown as Buffer);
+      } catch (e) {
+        onError(failure(dir.path, 'opendir', e));
+        continue;
+      }
+      children.sort(Buffer.compare);
+      const subdirs: SourceEntry[] = [];
+      const sep = Buffer.from('/');
+      for (const name of children) {
+        const childPath = `${dir.path}/${escapeName(name)}`;
+        let e: SourceEntry;
+        try {
+          e = await describe(Buffer.concat([dir.abs, sep, name]), childPath);
+        } catch (err) {
+          onError(failure(childPath, 'lstat', err));
+          continue;
+        }
+        yield e;
+        if (e.kind === 'dir') subdirs.push(e);
+      }
+      // Reversed so the first subdirectory is listed next.
+      for (let j = subdirs.length - 1; j >= 0; j--) stack.push(subdirs[j]!);
+    }
+  }
+}
