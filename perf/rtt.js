@@ -32,7 +32,7 @@ async function startSidecar() {
   const socketPath = path.join(dir, 'sidecar.sock');
   const baselinePath = path.join(dir, 'baseline.sock');
   const proc = spawn(sidecarBin, [], {
-    env: { PATH: process.env.PATH, SHMPIPE_SOCKET: socketPath, SHMPIPE_BASELINE_SOCKET: baselinePath, SHMPIPE_LOG: 'warn' },
+    env: { PATH: process.env.PATH, SHMPIPE_SOCKET: socketPath, SHMPIPE_BASELINE_SOCKET: baselinePath, SHMPIPE_STORE: `file://${dir}/store`, SHMPIPE_LOG: 'warn' },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   for (let i = 0; i < 500 && !(fs.existsSync(socketPath) && fs.existsSync(baselinePath)); i++) await sleep(20);

@@ -23,7 +23,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,13 +68,30 @@ pub enum Mode {
 /// Shared between a session's control task and its dispatcher.
 pub struct SessionControl {
     mode: AtomicU8,
-    /// Private doorbell: rung by async ops when they finish and by `set_mode`.
+    /// Private doorbell: rung by `set_mode`, and by `notify` while the dispatcher sleeps.
     wake: Doorbell,
+    /// The dispatcher is (about to be) asleep on its doorbells: results sent to it must ring.
+    sleeping: AtomicBool,
 }
 
 impl SessionControl {
     pub fn new() -> std::io::Result<Self> {
-        Ok(Self { mode: AtomicU8::new(Mode::Running as u8), wake: Doorbell::new()? })
+        Ok(Self { mode: AtomicU8::new(Mode::Running as u8), wake: Doorbell::new()?, sleeping: AtomicBool::new(false) })
+    }
+
+    /// Tells the dispatcher that something waits in one of its channels (an async result, a
+    /// store event). Rings the doorbell only if the dispatcher sleeps: a store-heavy session
+    /// sends an event per chunk and per slot given back, and an eventfd write (plus the
+    /// wakeup it causes) per event cost more than the events themselves.
+    pub fn notify(&self) {
+        // [WAKE] The sender's channel push, then this SeqCst fence, then the load of
+        // `sleeping`; the dispatcher (`Dispatcher::sleep`) stores `sleeping`, fences, then
+        // re-checks its channels. Either its re-check sees the push, or this load sees `true`
+        // and rings (the Dekker pattern of SPEC §6).
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) {
+            self.wake.ring();
+        }
     }
 
     /// Moves the mode forward (never back) and wakes the dispatcher.
@@ -302,8 +319,12 @@ impl Dispatcher {
             if worked {
                 continue;
             }
-            if self.spin_for_work(spin.budget, mode)? {
-                spin.hit();
+            if let Some(from_agent) = self.spin_for_work(spin.budget, mode)? {
+                // Only the agent's submissions say that spinning pays; results of our own
+                // async work (store ops) arriving meanwhile do not.
+                if from_agent {
+                    spin.hit();
+                }
                 continue;
             }
             spin.miss();
@@ -325,43 +346,60 @@ impl Dispatcher {
         self.in_flight_async < self.cfg.max_in_flight && self.overflow.len() < self.cq.capacity() as usize
     }
 
-    /// Whether a turn would find something to do. Reads shared memory only through the ring
-    /// halves (which re-read a position only when their cache says empty/full).
-    fn has_work(&mut self, mode: Mode) -> Result<bool, RingError> {
-        Ok(self.links.control.mode() != mode
-            || !self.done_rx.is_empty()
-            || self.store.has_events()
-            || (self.can_accept() && self.sq.available()? > 0)
-            || (!self.overflow.is_empty() && self.cq.free()? > 0))
+    /// Whether a turn would find work from this process: a mode change, async results, store
+    /// events.
+    fn has_internal_work(&self, mode: Mode) -> bool {
+        self.links.control.mode() != mode || !self.done_rx.is_empty() || self.store.has_events()
     }
 
-    fn spin_for_work(&mut self, budget: Duration, mode: Mode) -> Result<bool, RingError> {
+    /// Whether a turn would find work from the agent: submissions we may take, CQ space for
+    /// overflowed completions. Reads shared memory only through the ring halves (which re-read
+    /// a position only when their cache says empty/full).
+    fn has_agent_work(&mut self) -> Result<bool, RingError> {
+        Ok((self.can_accept() && self.sq.available()? > 0) || (!self.overflow.is_empty() && self.cq.free()? > 0))
+    }
+
+    /// Spins for at most `budget`; `Some(true)` when the agent brought work, `Some(false)` for
+    /// internal work, `None` when nothing came.
+    fn spin_for_work(&mut self, budget: Duration, mode: Mode) -> Result<Option<bool>, RingError> {
         if budget.is_zero() {
-            return Ok(false);
+            return Ok(None);
         }
         let deadline = Instant::now() + budget;
         // One PAUSE per check (~65 cycles on Zen): more would add that much latency to every
         // request that arrives during the spin. The clock is read every 16 checks.
         let mut checks = 0u32;
         loop {
-            if self.has_work(mode)? {
-                return Ok(true);
+            if self.has_agent_work()? {
+                return Ok(Some(true));
+            }
+            if self.has_internal_work(mode) {
+                return Ok(Some(false));
             }
             std::hint::spin_loop();
             checks = checks.wrapping_add(1);
             if checks % 16 == 0 && Instant::now() >= deadline {
-                return Ok(false);
+                return Ok(None);
             }
         }
     }
 
-    /// Sleeps on the doorbells (SPEC §6 C1–C6). Returns whether a doorbell was rung, i.e. the
-    /// wakeup came from work rather than the timeout.
+    /// Sleeps on the doorbells (SPEC §6 C1–C6). Returns whether the agent rang, i.e. the
+    /// wakeup came from its submissions rather than our own async work or the timeout.
     fn sleep(&mut self, mode: Mode) -> Result<bool, RingError> {
+        // [WAKE] Announce the sleep, then re-check the channels (see `SessionControl::notify`).
+        let control = &self.links.control;
+        control.sleeping.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if self.has_internal_work(mode) {
+            self.links.control.sleeping.store(false, Ordering::Relaxed);
+            return Ok(false);
+        }
         // When we will not take submissions anyway (in-flight or overflow limit), the agent's
         // doorbell does not matter: don't ask for it, and don't let a non-empty SQ keep us up.
         let accepting = self.can_accept();
         if accepting && !self.sq.prepare_sleep(self.segment.sidecar_need_wakeup())? {
+            self.links.control.sleeping.store(false, Ordering::Relaxed);
             return Ok(true);
         }
         let timeout = if self.overflow.is_empty() && mode != Mode::Finishing { IDLE_POLL } else { RETRY_POLL };
@@ -377,7 +415,9 @@ impl Dispatcher {
         if accepting {
             self.sq.woke(self.segment.sidecar_need_wakeup());
         }
-        let rung = self.links.sq_bell.drain() | self.links.control.wake.drain();
+        self.links.control.sleeping.store(false, Ordering::Relaxed);
+        let rung = self.links.sq_bell.drain();
+        self.links.control.wake.drain();
         Ok(rung)
     }
 
@@ -618,7 +658,7 @@ impl Dispatcher {
             };
             // A closed channel means the session ended meanwhile: nothing left to tell.
             if tx.send(AsyncDone { op, started, request_id, result, lease, release }).is_ok() {
-                control.wake.ring();
+                control.notify();
             }
         });
     }

@@ -106,7 +106,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     tracker.spawn(control::accept_loop(listener, ctx, tracker.clone()));
     if let Some(listener) = baseline {
         let max_payload = cfg.max_slot_size as usize;
-        tracker.spawn(baseline::accept_loop(listener, max_payload, shutdown.clone(), global.clone(), tracker.clone()));
+        tracker.spawn(baseline::accept_loop(listener, max_payload, shutdown.clone(), global.clone(), store.clone(), tracker.clone()));
     }
     readiness.set_listening();
 

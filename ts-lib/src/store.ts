@@ -481,6 +481,13 @@ const fileOptions = z
     readAhead: z.number().int().min(1).max(64).default(8),
     /** getFile: fsync the file before renaming it into place. */
     fsync: z.boolean().default(false),
+    /**
+     * Files (putFile) and objects arriving in one chunk (getFile) up to this many bytes are read
+     * or written with synchronous calls: a few µs on the event loop for a page-cached file,
+     * instead of four thread-pool round trips (measured: ~60 µs of CPU per small file). 0 turns
+     * it off (slow or remote filesystems, where a synchronous call may block for long).
+     */
+    syncIoMax: z.number().int().min(0).default(256 << 10),
   })
   .strict();
 export type FileOptions = z.input<typeof fileOptions>;
@@ -498,8 +505,6 @@ function checkPath(p: unknown, op: string): string {
 
 const fsRead = (fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> =>
   new Promise((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
-const fsWrite = (fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> =>
-  new Promise((resolve, reject) => fs.write(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
 
 /** Reads exactly `len` bytes at `pos` into `buf` (a short read means the file shrank). */
 async function readFully(fd: number, buf: Buffer, len: number, pos: number, file: string): Promise<void> {
@@ -511,9 +516,38 @@ async function readFully(fd: number, buf: Buffer, len: number, pos: number, file
   }
 }
 
-async function writeFully(fd: number, buf: Buffer, len: number, pos: number): Promise<void> {
+/** Chunks written per writev (IOV_MAX is 1024; a few suffice to catch up). */
+const MAX_WRITEV = 64;
+
+const fsWritev = (fd: number, bufs: Buffer[], pos: number): Promise<number> =>
+  new Promise((resolve, reject) => fs.writev(fd, bufs, pos, (err, n) => (err ? reject(err) : resolve(n))));
+
+function readSyncFully(fd: number, buf: Buffer, len: number, file: string): void {
+  let got = 0;
+  while (got < len) {
+    const n = fs.readSync(fd, buf, got, len - got, got);
+    if (n === 0) throw new ShmpipeError('SHMPIPE_E_IO', `putFile: ${file} shrank while it was read`);
+    got += n;
+  }
+}
+
+function writeSyncFully(fd: number, buf: Buffer, len: number, pos: number): void {
   let put = 0;
-  while (put < len) put += await fsWrite(fd, buf, put, len - put, pos + put);
+  while (put < len) put += fs.writeSync(fd, buf, put, len - put, pos + put);
+}
+
+/** Writes `bufs` back to back at `pos`, finishing any short write. */
+async function writevFully(fd: number, bufs: Buffer[], pos: number): Promise<void> {
+  let rest = bufs.filter((b) => b.length > 0);
+  while (rest.length > 0) {
+    let n = await fsWritev(fd, rest, pos);
+    pos += n;
+    while (rest.length > 0 && n >= rest[0]!.length) {
+      n -= rest[0]!.length;
+      rest = rest.slice(1);
+    }
+    if (n > 0) rest = [rest[0]!.subarray(n), ...rest.slice(1)];
+  }
 }
 
 /** A local filesystem failure as SHMPIPE_E_IO (the errno name in the message, the error as cause). */
@@ -571,6 +605,29 @@ export function putFile(c: Client, file: string, key: string, options?: FileOpti
     const f = checkPath(file, 'putFile');
     const k = keyBytes(key, 'putFile');
     const o = parseFileOptions(options, 'putFile');
+    // A small file is read synchronously (see `syncIoMax`): one slot, no thread-pool hops.
+    let st0: fs.Stats;
+    try {
+      st0 = fs.statSync(f);
+    } catch (e) {
+      throw fsError(e, 'putFile', f);
+    }
+    if (!st0.isFile()) throw invalid(`putFile: ${f} is not a regular file`);
+    if (st0.size <= o.syncIoMax && st0.size + k.length <= c.layout.slotSize) {
+      const slot = await c.alloc();
+      try {
+        const sfd = fs.openSync(f, 'r');
+        try {
+          readSyncFully(sfd, slot.buffer, st0.size, f);
+        } finally {
+          fs.closeSync(sfd);
+        }
+      } catch (e) {
+        slot.release();
+        throw fsError(e, 'putFile', f);
+      }
+      return put(c, key, slot, st0.size);
+    }
     let fd: number;
     let size: number;
     try {
@@ -677,41 +734,81 @@ export function getFile(c: Client, key: string, file: string, options?: FileOpti
     keyBytes(key, 'getFile');
     const o = parseFileOptions(options, 'getFile');
     const tmp = path.join(path.dirname(f), `.${path.basename(f)}.shmpipe-${randomBytes(6).toString('hex')}.tmp`);
-    let fd: number;
-    try {
-      fd = await fsOpen(tmp, 'wx', 0o666);
-    } catch (e) {
-      throw fsError(e, 'getFile', tmp);
-    }
-    const writes = new Set<Promise<void>>();
+    // The temporary file is created when the first bytes arrive (a missing key creates
+    // nothing). An object that arrives as one small chunk is written synchronously (see
+    // `syncIoMax`). Otherwise: one write at a time per file (concurrent writes to one file
+    // contend for its inode lock in the kernel, measured: ~4x the CPU), of every chunk that has
+    // arrived meanwhile: chunks come in order and contiguous, so they go out with one writev.
+    let fd = -1;
+    let opening: Promise<void> | null = null;
+    let small = false;
+    const open = (): Promise<void> =>
+      (opening ??= fsOpen(tmp, 'wx', 0o666).then((n) => {
+        fd = n;
+      }));
+    const queue: ReadChunk[] = [];
+    let writing: Promise<void> | null = null;
     let writeError: unknown = null;
     let stream: RawStream | null = null;
     let ok = false;
-    try {
-      stream = startRead(c, key, { readAhead: o.readAhead }, 'getFile', (chunk) => {
-        const p = writeFully(fd, chunk.slot.buffer, chunk.length, chunk.offset)
-          .catch((e: unknown) => {
-            writeError ??= e;
-            stream?.cancel();
-          })
-          .finally(() => {
-            chunk.slot.release();
-            writes.delete(p);
-          });
-        writes.add(p);
+    const failWrite = (e: unknown): void => {
+      writeError ??= e;
+      stream?.cancel();
+    };
+    const pump = (): void => {
+      if (writing !== null || queue.length === 0) return;
+      const batch = queue.splice(0, MAX_WRITEV);
+      const done = writeError !== null ? Promise.resolve() : open().then(() => writevFully(fd, batch.map((ch) => ch.slot.buffer.subarray(0, ch.length)), batch[0]!.offset));
+      writing = done.catch(failWrite).finally(() => {
+        for (const ch of batch) ch.slot.release();
+        writing = null;
+        pump();
       });
+    };
+    const onChunk = (chunk: ReadChunk): void => {
+      const whole = opening === null && chunk.offset === 0 && chunk.length < chunk.slot.capacity;
+      if (!whole || chunk.length > o.syncIoMax) {
+        queue.push(chunk);
+        pump();
+        return;
+      }
+      // The whole object in one chunk (a chunk shorter than the slot is the last): small.
+      small = true;
+      opening = Promise.resolve();
+      try {
+        fd = fs.openSync(tmp, 'wx', 0o666);
+        writeSyncFully(fd, chunk.slot.buffer, chunk.length, 0);
+      } catch (e) {
+        failWrite(e);
+      } finally {
+        chunk.slot.release();
+      }
+    };
+    try {
+      stream = startRead(c, key, { readAhead: o.readAhead }, 'getFile', onChunk);
       let result: ReadResult;
       try {
         result = await stream.done;
       } finally {
-        while (writes.size > 0) await Promise.all([...writes]);
+        while (writing !== null) await writing;
       }
       if (writeError !== null) throw writeError;
+      if (opening === null) {
+        // An empty object: nothing arrived, but the file must exist.
+        small = true;
+        fd = fs.openSync(tmp, 'wx', 0o666);
+      }
+      await opening;
       if (o.fsync) await new Promise<void>((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
       const closing = fd;
       fd = -1;
-      await fsClose(closing);
-      await fs.promises.rename(tmp, f);
+      if (small) {
+        fs.closeSync(closing);
+        fs.renameSync(tmp, f);
+      } else {
+        await fsClose(closing);
+        await fs.promises.rename(tmp, f);
+      }
       ok = true;
       return result;
     } catch (e) {
@@ -719,7 +816,7 @@ export function getFile(c: Client, key: string, file: string, options?: FileOpti
       throw fsError(writeError ?? e, 'getFile', f);
     } finally {
       if (fd >= 0) fs.close(fd, () => {});
-      if (!ok) await fs.promises.rm(tmp, { force: true }).catch(() => {});
+      if (!ok && opening !== null) await fs.promises.rm(tmp, { force: true }).catch(() => {});
     }
   });
 }

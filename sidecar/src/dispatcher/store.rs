@@ -66,7 +66,7 @@ impl Stream {
 impl StoreState {
     pub(crate) fn new(links: StoreLinks, control: std::sync::Arc<SessionControl>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let events = EventSender::new(tx, std::sync::Arc::new(move || control.wake.ring()));
+        let events = EventSender::new(tx, std::sync::Arc::new(move || control.notify()));
         let ret = events.clone();
         let slot_return: SlotReturn = std::sync::Arc::new(move |l| ret.send(StoreEvent::Returned(l)));
         Self { links, events, rx, slot_return, handles: HashMap::new(), next_handle: 1, waiting: VecDeque::new() }
