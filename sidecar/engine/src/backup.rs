@@ -2,15 +2,17 @@
 //! added, then one commit that makes it a snapshot.
 //!
 //! Pipeline (REPOSITORY.md §Pipeline). A [`FileWriter`] copies each incoming `Bytes` (a slot
-//! lease) into its chunker's carry buffer and drops it at once, so the slot goes back to the
-//! agent; every chunk whose boundary is final becomes a *chunk task*: hash (keyed BLAKE3) →
-//! dedup (claim the id unless the index or this session already has it) → compress-or-not →
-//! encrypt, on a blocking thread under the repository's CPU budget (`workers` at once), then
-//! into the current pack. A full pack (≥ pack_size) is sealed and uploaded by a spawned task;
-//! at most `max_uploads` uploads run at once. Backpressure runs backwards through three
-//! semaphores: uploads → the chunk task adding to a full pack waits → at most
-//! `max_chunks_in_flight` chunk tasks exist → `FileWriter::write` waits. Memory is bounded by
-//! those numbers, not by file or backup size (§Memory).
+//! lease) into its chunker's buffer and drops it at once, so the slot goes back to the agent;
+//! every chunk whose boundary is final becomes a *chunk task*: hash (keyed BLAKE3) → dedup
+//! (claim the id unless the index or this session already has it) → compress-or-not →
+//! encrypt into the worker's scratch → copy into the current pack buffer, all as one job on
+//! the repository's CPU pool (`workers` threads). A full pack (≥ pack_size) is taken out of
+//! the packer; its chunk task waits for an upload slot (`max_uploads`), puts a fresh pooled
+//! buffer in the packer and spawns the upload. Backpressure runs backwards: uploads → the full
+//! pack's task waits and the packer stays empty (blobs sealed meanwhile wait with an owned
+//! copy) → at most `max_chunks_in_flight` chunk tasks exist → `FileWriter::write` waits.
+//! Memory is bounded by those numbers, not by file or backup size (§Memory); chunk and pack
+//! buffers are reused ([`crate::bufpool`]).
 //!
 //! Crash consistency: a pack enters an index object only after its PUT succeeded; blobs enter
 //! the shared in-memory index (visible to other sessions' dedup) only after that index object
