@@ -200,4 +200,34 @@ describe('backup agent: filesystem side', function () {
     assert.deepEqual(fs.readdirSync(path.join(base, 'out')), []);
     for (const bad of ['../x', 'a/../../x', '', 'a//b', '.']) assert.throws(() => t.abs(bad), /refusing/);
   });
+
+  it('formats progress (TTY line, JSON records) and the summary', function () {
+    assert.equal(B.formatBytes(0), '0 B');
+    assert.equal(B.formatBytes(1536), '1.50 KiB');
+    assert.equal(B.formatBytes(300 * 2 ** 20), '300 MiB');
+    assert.equal(B.formatDuration(3723), '1:02:03');
+    assert.equal(B.formatDuration(59.6), '1:00');
+    const c = { files: 10, filesTotal: 40, bytes: 50 * 2 ** 20, bytesTotal: 100 * 2 ** 20, totalKnown: true, errors: 0 };
+    const line = B.progressLine('backup', c, 2, 100);
+    assert.ok(line.length <= 100, line);
+    assert.match(line, /^backup \[#{15}\.{15}\]  50% 50.0 MiB 25.0 MiB\/s 10\/40 files ETA 0:02$/);
+    assert.match(B.progressLine('backup', { ...c, totalKnown: false, errors: 2 }, 2, 200), /10\+\/40 files ETA --:-- 2 errors$/);
+    const rec = B.progressRecord('restore', c, 2);
+    assert.deepEqual([rec.type, rec.op, rec.bytes_per_s, rec.files_total], ['progress', 'restore', 25 * 2 ** 20, 40]);
+    const writes = [];
+    const p = new B.Progress('backup', { isTTY: false, write: (x) => writes.push(x) }, true, 60_000);
+    p.update(c);
+    p.update(c); // within the interval: dropped
+    p.end({ ...c, files: 40 });
+    assert.equal(writes.length, 2);
+    assert.equal(JSON.parse(writes[1]).files, 40);
+    const silent = [];
+    new B.Progress('backup', { isTTY: false, write: (x) => silent.push(x) }, false).end(c);
+    assert.deepEqual(silent, [], 'no progress on a non-TTY without --json');
+    const lines = B.summaryLines({ snapshot: 'ab12', files_new: 3, files_changed: 1, files_unchanged: 7, dirs: 2, others: 1, bytes_read: 2 ** 30, bytes_added: 2 ** 29, bytes_added_packed: 2 ** 28, duration_s: 2, unreadable: 1 });
+    assert.match(lines.join('\n'), /3 new, 1 changed, 7 unchanged/);
+    assert.match(lines.join('\n'), /512 MiB new data, 256 MiB stored/);
+    assert.match(lines.join('\n'), /512 MiB\/s \(1\.93 TB\/h\)/);
+    assert.match(lines.at(-1), /unreadable: 1/);
+  });
 });

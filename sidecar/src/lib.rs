@@ -13,8 +13,11 @@
 //! - [`store_ops`]: the object-store ops' bodies (the dispatcher's `store` child module is
 //!   their glue); [`lease`]: slot memory leased to the store, returned when dropped;
 //!   [`store_probe`]: the store half of `/ready`.
+//! - [`backup_ops`]: the backup-engine ops' per-session handles and semantics over
+//!   `shmpipe-engine` (wire-agnostic: bytes in, bytes out).
 
 pub mod admin;
+pub mod backup_ops;
 pub mod baseline;
 pub mod config;
 pub mod control;

@@ -2,15 +2,17 @@
 //! added, then one commit that makes it a snapshot.
 //!
 //! Pipeline (REPOSITORY.md §Pipeline). A [`FileWriter`] copies each incoming `Bytes` (a slot
-//! lease) into its chunker's carry buffer and drops it at once, so the slot goes back to the
-//! agent; every chunk whose boundary is final becomes a *chunk task*: hash (keyed BLAKE3) →
-//! dedup (claim the id unless the index or this session already has it) → compress-or-not →
-//! encrypt, on a blocking thread under the repository's CPU budget (`workers` at once), then
-//! into the current pack. A full pack (≥ pack_size) is sealed and uploaded by a spawned task;
-//! at most `max_uploads` uploads run at once. Backpressure runs backwards through three
-//! semaphores: uploads → the chunk task adding to a full pack waits → at most
-//! `max_chunks_in_flight` chunk tasks exist → `FileWriter::write` waits. Memory is bounded by
-//! those numbers, not by file or backup size (§Memory).
+//! lease) into its chunker's buffer and drops it at once, so the slot goes back to the agent;
+//! every chunk whose boundary is final becomes a *chunk task*: hash (keyed BLAKE3) → dedup
+//! (claim the id unless the index or this session already has it) → compress-or-not →
+//! encrypt into the worker's scratch → copy into the current pack buffer, all as one job on
+//! the repository's CPU pool (`workers` threads). A full pack (≥ pack_size) is taken out of
+//! the packer; its chunk task waits for an upload slot (`max_uploads`), puts a fresh pooled
+//! buffer in the packer and spawns the upload. Backpressure runs backwards: uploads → the full
+//! pack's task waits and the packer stays empty (blobs sealed meanwhile wait with an owned
+//! copy) → at most `max_chunks_in_flight` chunk tasks exist → `FileWriter::write` waits.
+//! Memory is bounded by those numbers, not by file or backup size (§Memory); chunk and pack
+//! buffers are reused ([`crate::bufpool`]).
 //!
 //! Crash consistency: a pack enters an index object only after its PUT succeeded; blobs enter
 //! the shared in-memory index (visible to other sessions' dedup) only after that index object
@@ -25,11 +27,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::blob::{self, BlobKind, Compression, SealedBlob};
+use crate::bufpool::BufPool;
 use crate::chunker::StreamChunker;
 use crate::crypto;
 use crate::error::{EngineError, Result};
@@ -60,10 +63,12 @@ pub struct BackupOptions {
     pub compression: Option<Compression>,
     /// Target pack size (default: the repository's).
     pub pack_size: Option<u32>,
-    /// Chunk tasks in flight at once (memory: each holds ≤ one max-size chunk plus its
-    /// sealed form). Default 2 × workers + 2.
+    /// Chunk tasks in flight at once (memory: each holds one chunk buffer until its blob is
+    /// in the pack). Default workers + 2.
     pub max_chunks_in_flight: Option<usize>,
-    /// Pack uploads in flight at once (each holds one pack). Default 2.
+    /// Pack uploads in flight at once (each holds one pack buffer). Default 1: with file://
+    /// one upload overlaps the filling of the next pack; raise it for S3 (latency-bound PUTs),
+    /// at `pack_size` of memory each.
     pub max_uploads: usize,
     /// Write an index object every this many packs (so an interrupted backup's finished packs
     /// are reusable). Default 16 (256 MiB with 16 MiB packs).
@@ -82,7 +87,7 @@ impl Default for BackupOptions {
             compression: None,
             pack_size: None,
             max_chunks_in_flight: None,
-            max_uploads: 2,
+            max_uploads: 1,
             index_every_packs: 16,
             lock: true,
         }
@@ -122,6 +127,23 @@ struct Counters {
     packs_added: AtomicU64,
 }
 
+/// Where a sealed blob went.
+enum Placed {
+    /// Already in the repository or this session.
+    Duplicate,
+    /// Copied into the current pack.
+    Packed,
+    /// Copied in, and that filled the pack: the caller rotates it.
+    Full(PackBuilder),
+    /// No current pack (a full one waits for an upload slot): an owned copy to add later.
+    Waiting(SealedBlob),
+}
+
+thread_local! {
+    /// Per CPU worker: the buffer blobs are sealed into before being copied into a pack.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 struct TreeState {
     buf: Vec<u8>,
     blobs: Vec<BlobId>,
@@ -138,7 +160,13 @@ struct Shared {
     uploads: Arc<Semaphore>,
     /// Blob ids stored by this session and not yet in the shared index.
     claimed: Mutex<HashSet<BlobId>>,
-    packer: Mutex<PackBuilder>,
+    /// The pack being filled; `None` while a full one waits for an upload slot (blobs sealed
+    /// meanwhile wait for `pack_ready` with an owned copy).
+    packer: Mutex<Option<PackBuilder>>,
+    pack_ready: Notify,
+    /// Chunk buffers (writers' chunkers) and pack buffers, reused.
+    chunk_bufs: Arc<BufPool>,
+    pack_bufs: Arc<BufPool>,
     /// Uploaded packs not yet in an index object.
     durable: Mutex<Vec<IndexedPack>>,
     /// Chunk tasks and pack uploads.
@@ -178,15 +206,23 @@ impl Repository {
         let workers = self.inner.workers;
         let settings = &self.inner.settings;
         let pack_size = u64::from(opts.pack_size.unwrap_or(settings.pack_size)).max(1);
+        let max_chunk = settings.chunker.max_size as usize;
+        let chunk_slots = opts.max_chunks_in_flight.unwrap_or(workers + 2).max(1);
+        // A pack buffer holds pack_size plus the blob that crosses it plus the header.
+        let pack_cap = pack_size as usize + max_chunk + (1 << 20);
+        let pack_bufs = BufPool::new(pack_cap, 2 * pack_cap, opts.max_uploads.max(1) + 1);
         let sh = Arc::new(Shared {
             repo: self.clone(),
             compression: opts.compression.unwrap_or(settings.compression),
             pack_size,
             index_every: opts.index_every_packs.max(1),
-            chunk_slots: Arc::new(Semaphore::new(opts.max_chunks_in_flight.unwrap_or(2 * workers + 2).max(1))),
+            chunk_slots: Arc::new(Semaphore::new(chunk_slots)),
             uploads: Arc::new(Semaphore::new(opts.max_uploads.max(1))),
             claimed: Mutex::new(HashSet::new()),
-            packer: Mutex::new(PackBuilder::default()),
+            packer: Mutex::new(Some(PackBuilder::with_buf(pack_bufs.take()))),
+            pack_ready: Notify::new(),
+            chunk_bufs: BufPool::new(max_chunk + (1 << 20), 2 * max_chunk + (1 << 20), chunk_slots + 2),
+            pack_bufs,
             durable: Mutex::new(Vec::new()),
             tasks: TaskTracker::new(),
             closed: AtomicBool::new(false),
@@ -249,44 +285,67 @@ impl Shared {
         self.repo.inner.index.read().expect("index lock").contains(id) || self.claimed.lock().expect("claimed lock").contains(id)
     }
 
-    /// Hash, dedup, seal on a worker; then into a pack. Returns the blob id.
-    async fn store_blob(self: &Arc<Self>, kind: BlobKind, data: Bytes, id: Option<BlobId>) -> Result<BlobId> {
+    /// Hash, dedup, seal on a CPU worker — and, while there, copy the envelope into the pack
+    /// being filled. Returns the blob id. `data` goes back to the chunk pool.
+    async fn store_blob(self: &Arc<Self>, kind: BlobKind, data: Vec<u8>, id: Option<BlobId>) -> Result<BlobId> {
         self.check_failed()?;
         let sh = self.clone();
-        let (id, sealed) = self.repo.inner.cpu.run(move || -> Result<(BlobId, Option<SealedBlob>)> {
-            let inner = &sh.repo.inner;
-            let id = id.unwrap_or_else(|| Id(crypto::keyed_id(&inner.settings.id_key.0, &data)));
-            if !sh.claim(&id) {
-                return Ok((id, None));
-            }
-            let s = blob::seal(&inner.aead, kind, id, &data, sh.compression)?;
-            Ok((id, Some(s)))
-        })
-        .await??;
-        if let Some(s) = sealed {
-            self.counters.bytes_added.fetch_add(u64::from(s.raw_len), Relaxed);
-            self.counters.blobs_added.fetch_add(1, Relaxed);
-            self.add_to_pack(s).await?;
+        let (id, placed) = self
+            .repo
+            .inner
+            .cpu
+            .run(move || -> Result<(BlobId, Placed)> {
+                let inner = &sh.repo.inner;
+                let id = id.unwrap_or_else(|| Id(crypto::keyed_id(&inner.settings.id_key.0, &data)));
+                if !sh.claim(&id) {
+                    sh.chunk_bufs.put(data);
+                    return Ok((id, Placed::Duplicate));
+                }
+                let placed = SCRATCH.with(|scratch| -> Result<Placed> {
+                    let mut scratch = scratch.borrow_mut();
+                    let info = blob::seal_into(&inner.aead, kind, id, &data, sh.compression, &mut scratch)?;
+                    sh.counters.bytes_added.fetch_add(u64::from(info.raw_len), Relaxed);
+                    sh.counters.blobs_added.fetch_add(1, Relaxed);
+                    let mut p = sh.packer.lock().expect("packer lock");
+                    Ok(match p.as_mut() {
+                        Some(b) => {
+                            b.add_sealed(kind, id, info.raw_len, &scratch);
+                            if b.size() >= sh.pack_size {
+                                Placed::Full(p.take().expect("present"))
+                            } else {
+                                Placed::Packed
+                            }
+                        }
+                        None => Placed::Waiting(SealedBlob {
+                            kind,
+                            id,
+                            raw_len: info.raw_len,
+                            data: Bytes::copy_from_slice(&scratch),
+                            compressed: info.compressed,
+                        }),
+                    })
+                });
+                sh.chunk_bufs.put(data);
+                Ok((id, placed?))
+            })
+            .await??;
+        match placed {
+            Placed::Duplicate | Placed::Packed => {}
+            Placed::Full(b) => self.rotate(b).await?,
+            Placed::Waiting(blob) => self.add_when_ready(blob).await?,
         }
         Ok(id)
     }
 
-    async fn add_to_pack(self: &Arc<Self>, s: SealedBlob) -> Result<()> {
-        let full = {
-            let mut p = self.packer.lock().expect("packer lock");
-            p.add(s);
-            (p.size() >= self.pack_size).then(|| std::mem::take(&mut *p))
-        };
-        if let Some(builder) = full {
-            self.start_upload(builder).await?;
-        }
-        Ok(())
-    }
-
-    /// Waits for an upload slot, seals the pack header, and uploads in a tracked task.
-    async fn start_upload(self: &Arc<Self>, builder: PackBuilder) -> Result<()> {
-        let permit = self.uploads.clone().acquire_owned().await.map_err(|_| EngineError::internal("upload semaphore closed"))?;
-        let pack = builder.finish(&self.repo.inner.aead)?;
+    /// A full pack: wait for an upload slot (the packer stays empty meanwhile, which is the
+    /// backpressure), start the upload, and put a fresh buffer in the packer.
+    async fn rotate(self: &Arc<Self>, full: PackBuilder) -> Result<()> {
+        let permit = self.uploads.clone().acquire_owned().await.map_err(|_| EngineError::internal("upload semaphore closed"));
+        let fresh = PackBuilder::with_buf(self.pack_bufs.take());
+        *self.packer.lock().expect("packer lock") = Some(fresh);
+        self.pack_ready.notify_waiters();
+        let permit = permit?;
+        let pack = full.finish(&self.repo.inner.aead)?;
         let sh = self.clone();
         self.tasks.spawn(async move {
             if let Err(e) = sh.upload(pack, permit).await {
@@ -296,10 +355,36 @@ impl Shared {
         Ok(())
     }
 
+    /// The rare path: a blob sealed while the packer was empty.
+    async fn add_when_ready(self: &Arc<Self>, blob: SealedBlob) -> Result<()> {
+        loop {
+            let ready = self.pack_ready.notified();
+            let full = {
+                let mut p = self.packer.lock().expect("packer lock");
+                match p.as_mut() {
+                    Some(b) => {
+                        b.add(&blob);
+                        if b.size() >= self.pack_size {
+                            p.take()
+                        } else {
+                            return Ok(());
+                        }
+                    }
+                    None => None,
+                }
+            };
+            match full {
+                Some(b) => return self.rotate(b).await,
+                None => ready.await,
+            }
+        }
+    }
+
     async fn upload(self: &Arc<Self>, pack: FinishedPack, permit: OwnedSemaphorePermit) -> Result<()> {
         let key = objects::pack_key(&pack.id);
-        let FinishedPack { id, parts, entries, size, .. } = pack;
-        self.repo.inner.store.put(&key, parts).await?;
+        let FinishedPack { id, data, entries, size, .. } = pack;
+        // The buffer returns to the pool when the store drops the Bytes.
+        self.repo.inner.store.put(&key, [self.pack_bufs.into_bytes(data)]).await?;
         drop(permit);
         self.counters.bytes_packed.fetch_add(size, Relaxed);
         self.counters.packs_added.fetch_add(1, Relaxed);
@@ -396,14 +481,14 @@ impl BackupSession {
         snapshot::encode_entry(&entry, &mut t.buf);
         t.entries += 1;
         if snapshot::tree_cut_after(&entry.path, t.buf.len()) {
-            let data = Bytes::from(std::mem::take(&mut t.buf));
+            let data = std::mem::take(&mut t.buf);
             self.push_tree_blob(&mut t, data).await?;
         }
         Ok(())
     }
 
     /// The id is computed here, under the tree lock, so blob order is entry order.
-    async fn push_tree_blob(&self, t: &mut TreeState, data: Bytes) -> Result<()> {
+    async fn push_tree_blob(&self, t: &mut TreeState, data: Vec<u8>) -> Result<()> {
         let id = Id(crypto::keyed_id(&self.sh.repo.inner.settings.id_key.0, &data));
         t.blobs.push(id);
         self.sh.store_blob(BlobKind::Tree, data, Some(id)).await.inspect_err(|e| self.sh.fail(e))?;
@@ -448,7 +533,7 @@ impl BackupSession {
         self.sh.closed.store(true, Relaxed);
         let mut t = self.tree.lock().await;
         if !t.buf.is_empty() {
-            let data = Bytes::from(std::mem::take(&mut t.buf));
+            let data = std::mem::take(&mut t.buf);
             self.push_tree_blob(&mut t, data).await?;
         }
         // Every chunk task (and the uploads they started) ends...
@@ -456,8 +541,8 @@ impl BackupSession {
         self.sh.tasks.wait().await;
         self.sh.check_failed()?;
         // ...then the last, partial pack.
-        let last = std::mem::take(&mut *self.sh.packer.lock().expect("packer lock"));
-        if !last.is_empty() {
+        let last = self.sh.packer.lock().expect("packer lock").take();
+        if let Some(last) = last.filter(|b| !b.is_empty()) {
             let permit = self.sh.uploads.clone().acquire_owned().await.map_err(|_| EngineError::internal("upload semaphore closed"))?;
             let pack = last.finish(&self.sh.repo.inner.aead)?;
             self.sh.upload(pack, permit).await?;
@@ -549,15 +634,16 @@ impl FileWriter {
         self.sh.counters.bytes_read.fetch_add(data.len() as u64, Relaxed);
         let cut = if data.len() < CDC_INLINE_MAX {
             let mut cut = Vec::new();
-            self.chunker.as_mut().expect("present until finish").push(data, &mut cut);
+            self.chunker.as_mut().expect("present until finish").push(&data, &*self.sh.chunk_bufs, &mut cut);
             cut
         } else {
             // Scanning a slot's worth of bytes takes ~0.4 ms: on a CPU worker, not on the async
             // thread that also serves the rings.
             let mut chunker = self.chunker.take().expect("present until finish");
+            let pool = self.sh.chunk_bufs.clone();
             let (chunker, cut) = self.sh.repo.inner.cpu.run(move || {
                 let mut cut = Vec::new();
-                chunker.push(data, &mut cut);
+                chunker.push(&data, &*pool, &mut cut);
                 (chunker, cut)
             })
             .await?;
@@ -580,7 +666,7 @@ impl FileWriter {
         Ok(())
     }
 
-    async fn submit(&mut self, chunk: Bytes) -> Result<()> {
+    async fn submit(&mut self, chunk: Vec<u8>) -> Result<()> {
         let permit =
             self.sh.chunk_slots.clone().acquire_owned().await.map_err(|_| EngineError::internal("chunk semaphore closed"))?;
         let len = chunk.len() as u32;
@@ -612,7 +698,7 @@ impl FileWriter {
     pub async fn finish(mut self) -> Result<ContentRef> {
         self.enter()?;
         let mut cut = Vec::new();
-        self.chunker.take().expect("present until finish").finish(&mut cut);
+        self.chunker.take().expect("present until finish").finish(&*self.sh.chunk_bufs, &mut cut);
         for c in cut {
             self.submit(c).await?;
         }
@@ -623,7 +709,7 @@ impl FileWriter {
         if chunks.len() <= snapshot::INLINE_CHUNKS {
             return Ok(ContentRef::Chunks { size: self.size, chunks });
         }
-        let list = Bytes::from(snapshot::encode_chunk_list(&chunks));
+        let list = snapshot::encode_chunk_list(&chunks);
         let id = self.sh.store_blob(BlobKind::ChunkList, list, None).await.inspect_err(|e| self.sh.fail(e))?;
         Ok(ContentRef::List { size: self.size, count: chunks.len() as u64, list: id })
     }

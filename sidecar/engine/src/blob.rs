@@ -99,76 +99,86 @@ fn aad(kind: BlobKind, id: &BlobId) -> [u8; 48] {
     a
 }
 
-/// Per worker thread: a zstd context (~1 MB at low levels; one per chunk would cost more than
-/// compressing a small chunk) and a scratch buffer the compressor writes into.
-struct Zstd {
-    level: i32,
-    cx: zstd::bulk::Compressor<'static>,
-    scratch: Vec<u8>,
-}
-
 thread_local! {
-    static COMPRESSOR: RefCell<Option<Zstd>> = const { RefCell::new(None) };
+    /// One zstd context per CPU worker thread (contexts are ~1 MB at low levels; one per
+    /// chunk would cost more than compressing a small chunk). The pool has `workers` threads,
+    /// so there are `workers` contexts.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
 }
 
-/// Compresses `src` and, if it pays, returns an envelope buffer: `header` zero bytes, the
-/// compressed bytes, and exactly enough spare capacity for the tag. Compressing into the
-/// thread's scratch and copying out (a copy of the *compressed* size) keeps each blob's
-/// allocation at its stored size: a `Vec` sized by `compress_bound` and truncated would pin
-/// the full uncompressed size per blob in every pack waiting for upload.
-fn compress(level: i32, src: &[u8], header: usize) -> Option<Vec<u8>> {
+/// Compresses `src` into `out[header..]` (resizing `out`); returns the compressed length, or
+/// `None` if it does not pay (then `out`'s content is unspecified).
+fn compress_into(level: i32, src: &[u8], out: &mut Vec<u8>, header: usize) -> Option<usize> {
     COMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
-        if cell.as_ref().is_none_or(|z| z.level != level) {
-            let cx = zstd::bulk::Compressor::new(level).ok()?;
-            *cell = Some(Zstd { level, cx, scratch: Vec::new() });
+        if cell.as_ref().is_none_or(|(l, _)| *l != level) {
+            *cell = Some((level, zstd::bulk::Compressor::new(level).ok()?));
         }
-        let z = cell.as_mut().expect("set above");
-        let bound = zstd::zstd_safe::compress_bound(src.len());
-        if z.scratch.len() < bound {
-            z.scratch.resize(bound, 0);
-        }
+        let (_, cx) = cell.as_mut().expect("set above");
+        out.clear();
+        out.resize(header + zstd::zstd_safe::compress_bound(src.len()), 0);
         if src.len() > SAMPLE {
-            let n = z.cx.compress_to_buffer(&src[..SAMPLE], &mut z.scratch[..]).ok()?;
+            let n = cx.compress_to_buffer(&src[..SAMPLE], &mut out[header..]).ok()?;
             if n > SAMPLE - SAMPLE / 32 {
                 return None;
             }
         }
-        let n = z.cx.compress_to_buffer(src, &mut z.scratch[..]).ok()?;
-        if n >= src.len() - src.len() / 64 {
-            return None;
-        }
-        let mut out = Vec::with_capacity(header + n + crate::crypto::TAG_LEN);
-        out.resize(header, 0);
-        out.extend_from_slice(&z.scratch[..n]);
-        // A scratch grown for an unusually large blob is not kept forever.
-        if z.scratch.len() > 8 << 20 {
-            z.scratch = Vec::new();
-        }
-        Some(out)
+        let n = cx.compress_to_buffer(src, &mut out[header..]).ok()?;
+        (n < src.len() - src.len() / 64).then_some(n)
     })
 }
 
-/// Seals `plain` as a blob of `kind` with the given id (the caller computed it, usually
-/// while deciding whether the blob is new).
-pub fn seal(key: &AeadKey, kind: BlobKind, id: BlobId, plain: &[u8], compression: Compression) -> Result<SealedBlob> {
+/// What [`seal_into`] stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealInfo {
+    /// Plaintext length.
+    pub raw_len: u32,
+    /// Whether the payload is zstd.
+    pub compressed: bool,
+}
+
+/// Seals `plain` as a blob of `kind` with id `id` (the caller computed it, usually while
+/// deciding whether the blob is new) into `out`, replacing its content: the engine passes a
+/// per-thread scratch buffer and copies the envelope into the pack, so sealing allocates
+/// nothing in steady state.
+pub fn seal_into(
+    key: &AeadKey,
+    kind: BlobKind,
+    id: BlobId,
+    plain: &[u8],
+    compression: Compression,
+    out: &mut Vec<u8>,
+) -> Result<SealInfo> {
     let raw_len = u32::try_from(plain.len())
         .map_err(|_| EngineError::InvalidArgument { message: format!("blob of {} bytes", plain.len()) })?;
     let header = NONCE_LEN + 1;
-    let zstd = match compression {
-        Compression::Zstd(level) if plain.len() >= 128 => compress(level, plain, header),
-        _ => None,
+    let compressed = match compression {
+        Compression::Zstd(level) if plain.len() >= 128 => match compress_into(level, plain, out, header) {
+            Some(n) => {
+                out.truncate(header + n);
+                true
+            }
+            None => false,
+        },
+        _ => false,
     };
-    let compressed = zstd.is_some();
-    let mut buf = zstd.unwrap_or_else(|| {
-        let mut buf = Vec::with_capacity(plain.len() + OVERHEAD + 1);
-        buf.resize(header, 0);
-        buf.extend_from_slice(plain);
-        buf
-    });
-    buf[NONCE_LEN] = if compressed { MODE_ZSTD } else { MODE_RAW };
-    key.seal_in_place(&aad(kind, &id), &mut buf);
-    Ok(SealedBlob { kind, id, raw_len, data: Bytes::from(buf), compressed })
+    if !compressed {
+        out.clear();
+        out.reserve(plain.len() + OVERHEAD + 1);
+        out.resize(header, 0);
+        out.extend_from_slice(plain);
+    }
+    out[NONCE_LEN] = if compressed { MODE_ZSTD } else { MODE_RAW };
+    key.seal_in_place(&aad(kind, &id), out);
+    Ok(SealInfo { raw_len, compressed })
+}
+
+/// Seals `plain` into a new, exactly sized buffer.
+pub fn seal(key: &AeadKey, kind: BlobKind, id: BlobId, plain: &[u8], compression: Compression) -> Result<SealedBlob> {
+    let mut out = Vec::new();
+    let info = seal_into(key, kind, id, plain, compression, &mut out)?;
+    out.shrink_to_fit();
+    Ok(SealedBlob { kind, id, raw_len: info.raw_len, data: Bytes::from(out), compressed: info.compressed })
 }
 
 /// Opens a sealed blob: authenticates, decompresses, checks the length and (with `id_key`)

@@ -2,10 +2,12 @@
 //! to an exact version because boundaries must never move) over data that arrives as a
 //! sequence of `Bytes` (slot leases) of any size.
 //!
-//! The incoming bytes are copied into a carry buffer and the caller's `Bytes` is dropped
-//! right away, so its slot goes back to the agent immediately; chunks are then cut out of the
-//! carry with `split_to` (no second copy). The memcpy (~10 GB/s here) is cheap next to
-//! hashing, and without it a chunk spanning two slots would pin both until it is processed.
+//! The incoming bytes are copied into the chunk being assembled and the caller's `Bytes` is
+//! dropped right away, so its slot goes back to the agent immediately. When a boundary is
+//! final, the chunk is that buffer (no second copy) and only the bytes past the boundary move
+//! to the next buffer. The memcpy (~10 GB/s here) is cheap next to hashing, and without it a
+//! chunk spanning two slots would pin both until it is processed. Buffers come from a
+//! [`BufSource`] (the engine's pool), so steady state allocates nothing.
 //!
 //! Boundaries: `fastcdc::v2020::cut_gear` finds the first cut in a slice. A cut it reports
 //! strictly inside the buffer is final (the gear hash at a position depends only on the bytes
@@ -17,7 +19,6 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
 use fastcdc::v2020;
 use serde::{Deserialize, Serialize};
 
@@ -112,7 +113,7 @@ impl Cdc {
 
     /// A streaming chunker for one file (shares the tables: cheap).
     pub fn stream(&self) -> StreamChunker {
-        StreamChunker { cdc: self.clone(), carry: BytesMut::new(), next_scan: 0 }
+        StreamChunker { cdc: self.clone(), cur: Vec::new(), next_scan: 0 }
     }
 
     /// Every chunk of an in-memory buffer (one-shot; tests and the bench compare against it).
@@ -128,12 +129,36 @@ impl Cdc {
     }
 }
 
-/// The chunker state of one stream: the carry buffer.
+/// Where a stream chunker gets the buffer for its next chunk (a pool, in the engine).
+pub trait BufSource {
+    /// An empty buffer.
+    fn take_buf(&self) -> Vec<u8>;
+}
+
+/// Fresh allocations (tests, one-off use).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Alloc;
+
+impl BufSource for Alloc {
+    fn take_buf(&self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+impl BufSource for crate::bufpool::BufPool {
+    fn take_buf(&self) -> Vec<u8> {
+        self.take()
+    }
+}
+
+/// The chunker state of one stream: the chunk being assembled. Incoming bytes are appended
+/// to it; when a boundary at `n` becomes final, its first `n` bytes are the chunk and the
+/// rest (the start of the next chunk, at most one write's worth) moves to a fresh buffer.
 #[derive(Debug)]
 pub struct StreamChunker {
     cdc: Cdc,
-    carry: BytesMut,
-    /// Carry length at which to scan next (after a scan that found no final cut, wait for
+    cur: Vec<u8>,
+    /// `cur` length at which to scan next (after a scan that found no final cut, wait for
     /// another average chunk's worth of bytes, or max_size, before scanning again).
     next_scan: usize,
 }
@@ -145,41 +170,49 @@ impl StreamChunker {
 
     /// Bytes held back, waiting for a boundary.
     pub fn buffered(&self) -> usize {
-        self.carry.len()
+        self.cur.len()
     }
 
-    /// Takes `data` (copied into the carry; the `Bytes` is dropped on return) and pushes every
-    /// chunk whose boundary is now final onto `out`.
-    pub fn push(&mut self, data: Bytes, out: &mut Vec<Bytes>) {
-        if self.carry.capacity() - self.carry.len() < data.len() {
-            // Room for this write plus what is likely to stay behind: fewer reallocations.
-            self.carry.reserve(data.len().max(self.scan_threshold()));
+    /// Appends `data` (copied: the caller may release it on return) and pushes every chunk
+    /// whose boundary is now final onto `out`.
+    pub fn push(&mut self, data: &[u8], src: &impl BufSource, out: &mut Vec<Vec<u8>>) {
+        if self.cur.capacity() == 0 {
+            self.cur = src.take_buf();
         }
-        self.carry.extend_from_slice(&data);
-        drop(data);
+        self.cur.extend_from_slice(data);
         let threshold = self.scan_threshold().max(self.next_scan);
-        if self.carry.len() < threshold {
+        if self.cur.len() < threshold {
             return;
         }
         let max = self.cdc.params.max_size as usize;
         self.next_scan = 0;
-        while self.carry.len() >= self.scan_threshold() {
-            let n = self.cdc.cut(&self.carry);
-            if n < self.carry.len() || n >= max {
-                out.push(self.carry.split_to(n).freeze());
+        while self.cur.len() >= self.scan_threshold() {
+            let n = self.cdc.cut(&self.cur);
+            if n < self.cur.len() || n >= max {
+                let mut next = src.take_buf();
+                next.extend_from_slice(&self.cur[n..]);
+                self.cur.truncate(n);
+                out.push(std::mem::replace(&mut self.cur, next));
             } else {
                 // No boundary yet below the end: wait for more (at most until max_size).
-                self.next_scan = (self.carry.len() + self.cdc.params.avg_size as usize).min(max);
+                self.next_scan = (self.cur.len() + self.cdc.params.avg_size as usize).min(max);
                 break;
             }
         }
     }
 
     /// The stream ended: cuts what is left (the last chunk may be short).
-    pub fn finish(mut self, out: &mut Vec<Bytes>) {
-        while !self.carry.is_empty() {
-            let n = self.cdc.cut(&self.carry);
-            out.push(self.carry.split_to(n).freeze());
+    pub fn finish(mut self, src: &impl BufSource, out: &mut Vec<Vec<u8>>) {
+        while !self.cur.is_empty() {
+            let n = self.cdc.cut(&self.cur);
+            if n == self.cur.len() {
+                out.push(std::mem::take(&mut self.cur));
+            } else {
+                let mut next = src.take_buf();
+                next.extend_from_slice(&self.cur[n..]);
+                self.cur.truncate(n);
+                out.push(std::mem::replace(&mut self.cur, next));
+            }
         }
     }
 }
@@ -207,14 +240,14 @@ pub(crate) mod tests {
             .unwrap()
     }
 
-    fn stream_chunks(cdc: &Cdc, data: &[u8], piece: usize) -> Vec<Bytes> {
+    fn stream_chunks(cdc: &Cdc, data: &[u8], piece: usize) -> Vec<Vec<u8>> {
         let mut s = cdc.stream();
         let mut out = Vec::new();
         for p in data.chunks(piece.max(1)) {
-            s.push(Bytes::copy_from_slice(p), &mut out);
+            s.push(p, &Alloc, &mut out);
             assert!(s.buffered() < 2 * 32768 + piece, "carry stays bounded");
         }
-        s.finish(&mut out);
+        s.finish(&Alloc, &mut out);
         out
     }
 

@@ -11,10 +11,9 @@
 //! index, so normal operation never reads it; it makes every pack self-describing, so indexes
 //! can be rebuilt from packs and `check --read-data` can compare the two.
 //!
-//! The pack is assembled as a list of `Bytes` (each blob's envelope is one), handed to the
-//! store without being copied into one buffer.
+//! The pack is assembled in one buffer (the engine's are pooled and reused; blobs are sealed
+//! into a per-worker scratch and copied in), handed to the store as one `Bytes`.
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::blob::{BlobKind, SealedBlob};
@@ -59,12 +58,11 @@ fn header_aad(id: &PackId) -> Vec<u8> {
     a
 }
 
-/// Accumulates sealed blobs for one pack.
+/// Accumulates sealed blobs for one pack, copied into one buffer (a pooled one in the engine).
 #[derive(Debug, Default)]
 pub struct PackBuilder {
-    parts: Vec<Bytes>,
+    buf: Vec<u8>,
     entries: Vec<BlobEntry>,
-    size: u64,
     raw: u64,
 }
 
@@ -74,7 +72,7 @@ pub struct FinishedPack {
     /// Its id (random).
     pub id: PackId,
     /// Blob envelopes, then the header and tail.
-    pub parts: Vec<Bytes>,
+    pub data: Vec<u8>,
     /// The blob table.
     pub entries: Vec<BlobEntry>,
     /// Total size (data bytes of the object).
@@ -84,9 +82,15 @@ pub struct FinishedPack {
 }
 
 impl PackBuilder {
+    /// A builder writing into `buf` (cleared).
+    pub fn with_buf(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        Self { buf, entries: Vec::new(), raw: 0 }
+    }
+
     /// Bytes of blobs so far.
     pub fn size(&self) -> u64 {
-        self.size
+        self.buf.len() as u64
     }
 
     /// Blobs so far.
@@ -99,19 +103,16 @@ impl PackBuilder {
         self.entries.is_empty()
     }
 
+    /// Appends a sealed blob (its envelope bytes are copied).
+    pub fn add_sealed(&mut self, kind: BlobKind, id: BlobId, raw_len: u32, envelope: &[u8]) {
+        self.entries.push(BlobEntry { kind, id, offset: self.buf.len() as u32, length: envelope.len() as u32, raw_len });
+        self.raw += u64::from(raw_len);
+        self.buf.extend_from_slice(envelope);
+    }
+
     /// Appends a blob.
-    pub fn add(&mut self, blob: SealedBlob) {
-        let length = blob.data.len() as u32;
-        self.entries.push(BlobEntry {
-            kind: blob.kind,
-            id: blob.id,
-            offset: self.size as u32,
-            length,
-            raw_len: blob.raw_len,
-        });
-        self.size += u64::from(length);
-        self.raw += u64::from(blob.raw_len);
-        self.parts.push(blob.data);
+    pub fn add(&mut self, blob: &SealedBlob) {
+        self.add_sealed(blob.kind, blob.id, blob.raw_len, &blob.data);
     }
 
     /// Seals the header and returns the pack.
@@ -120,12 +121,12 @@ impl PackBuilder {
         let mut cbor = Vec::new();
         ciborium::into_writer(&PackHeader { v: 1, blobs: self.entries.clone() }, &mut cbor)
             .map_err(|e| EngineError::internal(format!("pack header: {e}")))?;
-        let mut header = aead.seal(&header_aad(&id), &cbor);
-        header.extend_from_slice(&(header.len() as u32).to_le_bytes());
-        header.extend_from_slice(PACK_MAGIC);
-        self.size += header.len() as u64;
-        self.parts.push(Bytes::from(header));
-        Ok(FinishedPack { id, parts: self.parts, entries: self.entries, size: self.size, raw_bytes: self.raw })
+        let header = aead.seal(&header_aad(&id), &cbor);
+        self.buf.extend_from_slice(&header);
+        self.buf.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(PACK_MAGIC);
+        let size = self.buf.len() as u64;
+        Ok(FinishedPack { id, data: self.buf, entries: self.entries, size, raw_bytes: self.raw })
     }
 }
 
@@ -185,15 +186,15 @@ mod tests {
         for i in 0..5u8 {
             let data = vec![i; 1000 * usize::from(i)];
             let id = Id(crate::crypto::keyed_id(&[0; 32], &data));
-            b.add(blob::seal(&key, BlobKind::Data, id, &data, Compression::Off).unwrap());
+            b.add(&blob::seal(&key, BlobKind::Data, id, &data, Compression::Off).unwrap());
         }
         let p = b.finish(&key).unwrap();
-        let bytes: Vec<u8> = p.parts.iter().flat_map(|b| b.iter().copied()).collect();
+        let bytes = p.data.clone();
         assert_eq!(bytes.len() as u64, p.size);
         let table = parse_pack(&key, &p.id, &bytes, "p").unwrap();
         assert_eq!(table, p.entries);
         for e in &table {
-            let env = Bytes::copy_from_slice(&bytes[e.offset as usize..(e.offset + e.length) as usize]);
+            let env = bytes::Bytes::copy_from_slice(&bytes[e.offset as usize..(e.offset + e.length) as usize]);
             let plain = blob::open(&key, Some(&[0; 32]), e.kind, &e.id, e.raw_len, env).unwrap();
             assert_eq!(plain.len(), e.raw_len as usize);
         }

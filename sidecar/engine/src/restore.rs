@@ -112,6 +112,7 @@ impl Repository {
             inflight: VecDeque::new(),
             read_ahead: read_ahead.max(1),
             delivered: 0,
+            rest: Bytes::new(),
         }
     }
 }
@@ -128,6 +129,8 @@ pub struct ContentReader {
     inflight: VecDeque<(JoinHandle<Result<Bytes>>, ChunkRef)>,
     read_ahead: usize,
     delivered: u64,
+    /// Part of a chunk not yet copied out by `read_into`.
+    rest: Bytes,
 }
 
 impl Drop for ContentReader {
@@ -145,6 +148,7 @@ impl ContentReader {
     }
 
     /// The next chunk of plaintext, or `None` at the end (after checking the total size).
+    /// Do not mix with `read_into` (which keeps the unread part of a chunk).
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
         if self.chunks.is_none() {
             let (list, count) = self.list.expect("either chunks or a list");
@@ -174,6 +178,26 @@ impl ContentReader {
         }
         self.delivered += data.len() as u64;
         Ok(Some(data))
+    }
+
+    /// Fills `buf` (a slot) with the next bytes of the file, across chunk boundaries; returns
+    /// how many bytes were written — fewer than `buf.len()` only at the end of the file (0 once
+    /// it is done). The one copy of restore: verified plaintext → slot.
+    pub async fn read_into(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            if self.rest.is_empty() {
+                match self.next_chunk().await? {
+                    Some(b) => self.rest = b,
+                    None => break,
+                }
+            }
+            let k = self.rest.len().min(buf.len() - n);
+            buf[n..n + k].copy_from_slice(&self.rest[..k]);
+            bytes::Buf::advance(&mut self.rest, k);
+            n += k;
+        }
+        Ok(n)
     }
 
     /// The whole file in memory (tests, small files).

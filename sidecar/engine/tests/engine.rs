@@ -170,6 +170,19 @@ async fn assert_restores(repo: &Repository, id: &SnapshotId, tree: &[Item]) {
                 assert_eq!(c.size(), data.len() as u64);
                 let bytes = repo.open_content(c).read_to_end().await.unwrap();
                 assert!(bytes == **data, "content of {:?} differs", want.entry.path);
+                // The sidecar's way: fill fixed-size slots, across chunk boundaries.
+                let mut r = repo.open_content(c);
+                let mut slot = vec![0u8; 700_001];
+                let mut out = Vec::with_capacity(data.len());
+                loop {
+                    let n = r.read_into(&mut slot).await.unwrap();
+                    out.extend_from_slice(&slot[..n]);
+                    if n < slot.len() {
+                        break;
+                    }
+                }
+                assert_eq!(r.read_into(&mut slot).await.unwrap(), 0);
+                assert!(out == **data, "slot-wise content of {:?} differs", want.entry.path);
             }
             (None, None) => {}
             _ => panic!("content presence of {:?}", want.entry.path),

@@ -8,3 +8,4 @@ export { escapeName, unescapeName } from './names';
 export { walk, rootNames, type SourceEntry, type WalkError, type EntryKind } from './walk';
 export { classify, type ParentFile, type Change } from './incremental';
 export { RestoreTarget, includeFilter, type RestoreEntry, type FileSink } from './restore-fs';
+export { Progress, progressLine, progressRecord, formatBytes, formatDuration, summaryLines, type ProgressCounts, type ProgressSink, type BackupSummary } from './progress';
