@@ -531,6 +531,11 @@ fn sigterm_with_nothing_in_flight_still_says_draining() {
     let mut sidecar = Sidecar::start(&[("SHMPIPE_SHUTDOWN_GRACE", "0"), ("SHMPIPE_LOG_FORMAT", "json")]);
     let mut a = sidecar.connect();
     let mut b = sidecar.connect();
+    // A round trip each: both sessions are past the handshake (the sidecar has read `mapped`).
+    // A SIGTERM that lands while it still waits for `mapped` ends that session without a
+    // draining frame — the session never started — which made this test fail now and then.
+    assert_eq!(a.nop().status, 0);
+    assert_eq!(b.nop().status, 0);
     sidecar.signal(Signal::SIGTERM);
     for agent in [&mut a, &mut b] {
         let frames = agent.wait_closed();
