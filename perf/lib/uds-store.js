@@ -223,7 +223,7 @@ class UdsStore {
     const fd = fs.openSync(tmp, 'wx');
     let ok = false;
     try {
-      const writes = [];
+      let tail = Promise.resolve();
       const f = this.frame(c, 68 + k.length);
       k.copy(f, 68);
       const done = new Promise((resolve, reject) => {
@@ -237,7 +237,9 @@ class UdsStore {
             return true;
           }
           if ((cpl.flags & MORE) !== 0) {
-            writes.push(fsWritev(fd, pieces, cpl.aux0));
+            // One write at a time per file, as the shm client does (concurrent writes to one
+            // tmpfs file contend for its inode lock).
+            tail = tail.then(() => fsWritev(fd, pieces, cpl.aux0));
             return false;
           }
           resolve({ size: cpl.result, verified: cpl.aux0 === 1 });
@@ -245,7 +247,7 @@ class UdsStore {
         });
       });
       const r = await done;
-      await Promise.all(writes);
+      await tail;
       fs.closeSync(fd);
       fs.renameSync(tmp, file);
       ok = true;
