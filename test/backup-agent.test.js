@@ -230,4 +230,36 @@ describe('backup agent: filesystem side', function () {
     assert.match(lines.join('\n'), /512 MiB\/s \(1\.93 TB\/h\)/);
     assert.match(lines.at(-1), /unreadable: 1/);
   });
+
+  it('resolves the repository URL and the password from flag, environment, file or terminal', async function () {
+    const { pathToFileURL } = require('node:url');
+    assert.equal(B.resolveRepo('s3://bucket/x', {}), 's3://bucket/x');
+    assert.equal(B.resolveRepo(undefined, { SHMPIPE_REPO: 'file:///r' }), 'file:///r');
+    assert.equal(B.resolveRepo('rel/dir', {}), pathToFileURL(path.resolve('rel/dir')).href);
+    assert.equal(B.resolveRepo(undefined, { XDG_DATA_HOME: '/xdg' }), 'file:///xdg/shmpipe/repo');
+    assert.equal(B.defaultRepoDir({}), path.join(os.homedir(), '.local', 'share', 'shmpipe', 'repo'));
+
+    const pwFile = path.join(base, 'pw');
+    fs.writeFileSync(pwFile, 'from file\nignored\n');
+    assert.equal(await B.resolvePassword({ passwordFile: pwFile, env: { SHMPIPE_PASSWORD: 'env' }, tty: null }), 'from file');
+    assert.equal(await B.resolvePassword({ env: { SHMPIPE_PASSWORD: 'env' }, tty: null }), 'env');
+    await assert.rejects(B.resolvePassword({ env: {}, tty: null }), /no password: set SHMPIPE_PASSWORD/);
+    await assert.rejects(B.resolvePassword({ passwordFile: path.join(base, 'nope'), env: {}, tty: null }), /cannot read the password file/);
+
+    const { EventEmitter } = require('node:events');
+    const fakeTty = (typed) => {
+      const input = new EventEmitter();
+      const shown = [];
+      input.raw = [];
+      input.setRawMode = (on) => input.raw.push(on);
+      input.resume = () => setImmediate(() => input.emit('data', Buffer.from(typed.shift())));
+      input.pause = () => {};
+      return { tty: { input, output: { write: (x) => shown.push(x) } }, shown, input };
+    };
+    const t = fakeTty(['sec\x7fcret\r', 'secret\r']);
+    assert.equal(await B.resolvePassword({ env: {}, tty: t.tty, confirm: true }), 'secret');
+    assert.ok(!t.shown.join('').includes('secret'), 'nothing typed is echoed');
+    assert.deepEqual(t.input.raw, [true, false, true, false]);
+    await assert.rejects(B.resolvePassword({ env: {}, tty: fakeTty(['a\r', 'b\r']).tty, confirm: true }), /do not match/);
+  });
 });

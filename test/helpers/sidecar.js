@@ -26,10 +26,14 @@ function canConnect(socketPath) {
  * @param {object} [opts]
  * @param {Record<string,string>} [opts.env] extra SHMPIPE_* variables
  * @param {number} [opts.dirMode] mode of the temp directory (e.g. 0o755 for other uids)
+ * @param {string} [opts.dir] use this directory (socket, store) instead of a fresh temp one, and
+ *   leave it in place on stop: a restarted sidecar then listens on the same socket path
  */
 async function startSidecar(opts = {}) {
   if (!fs.existsSync(sidecarBin)) throw new Error(`${sidecarBin} is missing: run cargo build --release -p shmpipe-sidecar`);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmpipe-test-'));
+  const ownDir = opts.dir === undefined;
+  const dir = ownDir ? fs.mkdtempSync(path.join(os.tmpdir(), 'shmpipe-test-')) : opts.dir;
+  fs.mkdirSync(dir, { recursive: true });
   if (opts.dirMode !== undefined) fs.chmodSync(dir, opts.dirMode);
   const socketPath = path.join(dir, 'sidecar.sock');
   const env = {
@@ -86,7 +90,7 @@ async function startSidecar(opts = {}) {
         await exited;
         clearTimeout(t);
       }
-      fs.rmSync(dir, { recursive: true, force: true });
+      if (ownDir) fs.rmSync(dir, { recursive: true, force: true });
     },
   };
 }

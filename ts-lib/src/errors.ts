@@ -35,6 +35,9 @@ export const LOCAL_ERROR_CODES = Object.freeze([
   'SHMPIPE_E_PROTOCOL',
   // A local file operation (putFile/getFile) failed; the errno name is in the message.
   'SHMPIPE_E_IO',
+  // A ResilientClient call was bound to a session that ended (its slot or handle is gone); the
+  // outcome is unknown: allocate again and redo it.
+  'SHMPIPE_E_SESSION_LOST',
 ] as const);
 
 export type LocalErrorCode = (typeof LOCAL_ERROR_CODES)[number];

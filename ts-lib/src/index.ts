@@ -13,6 +13,8 @@ export type { ConnectOptions } from './options';
 export { Slot } from './slot';
 export { Writer, ReadStream } from './store';
 export type { PutResult, ObjectInfo, ListEntry, ReadChunk, ReadResult, ReadOptions, ListOptions, FileOptions } from './store';
+export { connectResilient, ResilientClient } from './reconnect';
+export type { ReconnectOptions } from './reconnect';
 export { startSidecar, findSidecarBinary } from './sidecar-process';
 export type { SidecarProcess, SidecarProcessOptions } from './sidecar-process';
 export { ShmpipeError, WIRE_ERROR_CODES, LOCAL_ERROR_CODES } from './errors';

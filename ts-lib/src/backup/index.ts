@@ -9,3 +9,4 @@ export { walk, rootNames, type SourceEntry, type WalkError, type EntryKind } fro
 export { classify, type ParentFile, type Change } from './incremental';
 export { RestoreTarget, includeFilter, type RestoreEntry, type FileSink } from './restore-fs';
 export { Progress, progressLine, progressRecord, formatBytes, formatDuration, summaryLines, type ProgressCounts, type ProgressSink, type BackupSummary } from './progress';
+export { resolveRepo, resolvePassword, defaultRepoDir, PasswordError, type PasswordSources } from './credentials';
