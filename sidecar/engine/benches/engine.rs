@@ -65,11 +65,30 @@ fn mbps(bytes: usize, secs: f64) -> f64 {
     bytes as f64 / secs / 1e6
 }
 
+/// CPU seconds (user + system, all threads) this process has used: throughput per CPU-second
+/// does not depend on what else the machine is running, wall-clock MB/s does.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
+/// Minor page faults so far (field 10): fresh pages cost ~8 µs each here.
+fn minflt() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    rest.split_whitespace().nth(7).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// The per-chunk CPU work of a backup, without the store: CDC, keyed BLAKE3, compress-or-not,
 /// AES-256-GCM. `threads` workers take chunks round-robin.
-fn cpu_path(data: &Arc<Vec<u8>>, threads: usize) -> (f64, usize) {
+fn cpu_path(data: &Arc<Vec<u8>>, threads: usize) -> (f64, f64, usize) {
     let cdc = Cdc::new(ChunkerParams::recommended(12345)).unwrap();
     let key = Arc::new(AeadKey::new(&[1; 32]));
+    let c0 = cpu_secs();
     let t0 = Instant::now();
     let chunks = cdc.chunk_all(data);
     let ranges = Arc::new(chunks);
@@ -93,7 +112,7 @@ fn cpu_path(data: &Arc<Vec<u8>>, threads: usize) -> (f64, usize) {
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).sum()
     });
-    (mbps(data.len(), t0.elapsed().as_secs_f64()), out)
+    (mbps(data.len(), t0.elapsed().as_secs_f64()), mbps(data.len(), cpu_secs() - c0), out)
 }
 
 fn stage_costs(data: &[u8]) {
@@ -126,18 +145,20 @@ fn stage_costs(data: &[u8]) {
     );
 }
 
-async fn session_run(data: &Arc<Vec<u8>>, workers: usize, files: usize, url: &str) -> (f64, f64, u64) {
+async fn session_run(data: &Arc<Vec<u8>>, workers: usize, files: usize, url: &str) -> (f64, f64, f64, f64, u64) {
     let store = Store::open(&StoreConfig::new(url, StoreOptions::default()).unwrap()).unwrap();
     let params = RepoParams { chunker: Some(ChunkerParams::recommended(12345)), ..RepoParams::insecure_for_tests() };
     let repo = Repository::init_with(store, b"pw", params, OpenOptions { workers }).await.unwrap();
     let session = Arc::new(repo.begin_backup(BackupOptions::default()).await.unwrap());
     let per = data.len() / files;
+    let inputs: Vec<Bytes> = (0..files).map(|f| Bytes::from(data[f * per..(f + 1) * per].to_vec())).collect();
+    let c0 = cpu_secs();
+    let f0 = minflt();
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     // Files streamed concurrently in 1 MiB writes (slot-sized), like the sidecar would.
-    for f in 0..files {
+    for (f, d) in inputs.into_iter().enumerate() {
         let s = session.clone();
-        let d = Bytes::from(data[f * per..(f + 1) * per].to_vec());
         set.spawn(async move {
             let mut w = s.file_writer().unwrap();
             let mut pos = 0;
@@ -172,6 +193,11 @@ async fn session_run(data: &Arc<Vec<u8>>, workers: usize, files: usize, url: &st
     }
     let summary = Arc::into_inner(session).unwrap().commit().await.unwrap();
     let backup = mbps(per * files, t0.elapsed().as_secs_f64());
+    let backup_cpu = mbps(per * files, cpu_secs() - c0);
+    if std::env::var_os("SHMPIPE_BENCH_VERBOSE").is_some() {
+        eprintln!("      backup: {:.0} minor faults per MiB", (minflt() - f0) as f64 / (data.len() >> 20) as f64);
+    }
+    let c1 = cpu_secs();
     let t1 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for (_, c) in contents {
@@ -190,7 +216,8 @@ async fn session_run(data: &Arc<Vec<u8>>, workers: usize, files: usize, url: &st
         restored += r.unwrap();
     }
     let restore = mbps(restored, t1.elapsed().as_secs_f64());
-    (backup, restore, summary.counts.bytes_added_packed)
+    let restore_cpu = mbps(restored, cpu_secs() - c1);
+    (backup, backup_cpu, restore, restore_cpu, summary.counts.bytes_added_packed)
 }
 
 fn vm_hwm_kib() -> u64 {
@@ -202,7 +229,7 @@ fn vm_hwm_kib() -> u64 {
 
 /// Peak RSS of a streamed backup + restore (data generated per write, never held whole): what
 /// the engine itself costs in memory. Runs first, before the bench's big buffers exist.
-async fn rss_run(mb: usize) -> (u64, u64, f64, f64) {
+async fn rss_run(mb: usize) -> (u64, u64, f64, f64, f64) {
     let before = vm_hwm_kib();
     let dir = tempfile::tempdir_in(std::env::var("SHMPIPE_BENCH_DIR").unwrap_or_else(|_| "/tmp".into())).unwrap();
     let store = Store::open(&StoreConfig::new(&format!("file://{}", dir.path().display()), StoreOptions::default()).unwrap()).unwrap();
@@ -219,6 +246,7 @@ async fn rss_run(mb: usize) -> (u64, u64, f64, f64) {
     let files = 4;
     let per_mib = mb / files;
     let text_block: Vec<u8> = logs(1, 1 << 20);
+    let c0 = cpu_secs();
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for f in 0..files {
@@ -259,6 +287,8 @@ async fn rss_run(mb: usize) -> (u64, u64, f64, f64) {
     }
     Arc::into_inner(session).unwrap().commit().await.unwrap();
     let backup = mbps(mb << 20, t0.elapsed().as_secs_f64());
+    // Includes generating the data (noise ~3 GB/s, a 1 MiB clone per text write).
+    let backup_cpu = mbps(mb << 20, cpu_secs() - c0);
     let after_backup = vm_hwm_kib();
     if std::env::var_os("SHMPIPE_BENCH_VERBOSE").is_some() {
         let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
@@ -272,7 +302,7 @@ async fn rss_run(mb: usize) -> (u64, u64, f64, f64) {
         }
     }
     let restore = mbps(mb << 20, t1.elapsed().as_secs_f64());
-    (before, after_backup.max(vm_hwm_kib()), backup, restore)
+    (before, after_backup.max(vm_hwm_kib()), backup, backup_cpu, restore)
 }
 
 fn main() {
@@ -281,10 +311,10 @@ fn main() {
     }
     let rss_mb: usize = std::env::var("SHMPIPE_BENCH_RSS_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (before, peak, b, r) = rt.block_on(rss_run(rss_mb));
+    let (before, peak, b, bc, r) = rt.block_on(rss_run(rss_mb));
     drop(rt);
     println!(
-        "streamed {rss_mb} MiB backup + restore, file://, 4 files at once, defaults: peak RSS {} MB (process before: {} MB); backup {b:.0} MB/s, restore {r:.0} MB/s",
+        "streamed {rss_mb} MiB backup + restore, file://, 4 files at once, defaults: peak RSS {} MB (process before: {} MB); backup {b:.0} MB/s wall, {bc:.0} MB/CPU-s incl. data generation; restore {r:.0} MB/s",
         peak / 1024,
         before / 1024
     );
@@ -299,16 +329,19 @@ fn main() {
         println!("{name}:");
         stage_costs(&data[..(64 << 20).min(data.len())]);
         for threads in [1, 2] {
-            let (r, stored) = cpu_path(data, threads);
-            println!("    chunk+hash+compress+encrypt, {threads} thread(s): {r:.0} MB/s (stored {:.1}% of input)", stored as f64 * 100.0 / data.len() as f64);
+            let (r, per_cpu, stored) = cpu_path(data, threads);
+            println!(
+                "    chunk+hash+compress+encrypt, {threads} thread(s): {r:.0} MB/s wall, {per_cpu:.0} MB per CPU-second (stored {:.1}% of input)",
+                stored as f64 * 100.0 / data.len() as f64
+            );
         }
         for (workers, file) in [(1, false), (2, false), (2, true)] {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             let dir = tempfile::tempdir_in(std::env::var("SHMPIPE_BENCH_DIR").unwrap_or_else(|_| "/tmp".into())).unwrap();
             let url = if file { format!("file://{}", dir.path().display()) } else { "memory://".into() };
-            let (b, r, packed) = rt.block_on(session_run(data, workers, 8, &url));
+            let (b, bc, r, rc, packed) = rt.block_on(session_run(data, workers, 8, &url));
             println!(
-                "    BackupSession → {}, workers={workers}: backup {b:.0} MB/s, restore {r:.0} MB/s (repository {:.1}% of input)",
+                "    BackupSession → {}, workers={workers}: backup {b:.0} MB/s wall, {bc:.0} MB/CPU-s; restore {r:.0} MB/s wall, {rc:.0} MB/CPU-s (repository {:.1}% of input)",
                 if file { "file:// (fsync, page-cache reads)" } else { "memory://" },
                 packed as f64 * 100.0 / data.len() as f64
             );

@@ -210,7 +210,7 @@ impl Repository {
         let chunk_slots = opts.max_chunks_in_flight.unwrap_or(workers + 2).max(1);
         // A pack buffer holds pack_size plus the blob that crosses it plus the header.
         let pack_cap = pack_size as usize + max_chunk + (1 << 20);
-        let pack_bufs = BufPool::new(pack_cap, 2 * pack_cap, opts.max_uploads.max(1) + 1);
+        let pack_bufs = BufPool::new(pack_cap, 2 * pack_cap, opts.max_uploads.max(1) + 2);
         let sh = Arc::new(Shared {
             repo: self.clone(),
             compression: opts.compression.unwrap_or(settings.compression),
@@ -221,7 +221,7 @@ impl Repository {
             claimed: Mutex::new(HashSet::new()),
             packer: Mutex::new(Some(PackBuilder::with_buf(pack_bufs.take()))),
             pack_ready: Notify::new(),
-            chunk_bufs: BufPool::new(max_chunk + (1 << 20), 2 * max_chunk + (1 << 20), chunk_slots + 2),
+            chunk_bufs: BufPool::new(max_chunk + (1 << 20), 2 * max_chunk + (1 << 20), chunk_slots + 8),
             pack_bufs,
             durable: Mutex::new(Vec::new()),
             tasks: TaskTracker::new(),
