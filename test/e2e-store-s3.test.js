@@ -98,6 +98,12 @@ if (!s3Available()) {
       })();
       await assert.rejects(client.putFile(src, key), (e) => e.code === 'SHMPIPE_E_STORE', 'a typed store error');
       await killer;
+      // Every slot came back: the failed upload's and those of reads that were still running.
+      const all = await Promise.race([
+        Promise.all(Array.from({ length: client.layout.grantWindow }, () => client.alloc())),
+        new Promise((_, reject) => setTimeout(() => reject(new Error('slots did not come back')), 20_000)),
+      ]);
+      for (const s of all) s.release();
 
       // Same port, fresh server (moto keeps nothing across restarts, so the bucket is recreated).
       server = await startS3(server.port);

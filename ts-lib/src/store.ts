@@ -670,13 +670,13 @@ async function putStreaming(c: Client, fd: number, file: string, key: string, si
   const gate = gateOf(c);
   await gate.enter();
   let writer: Writer | null = null;
+  const slotSize = c.layout.slotSize;
+  const chunks = Math.ceil(size / slotSize);
+  // Reads run ahead (up to `window`), WRITEs go out strictly in file order.
+  const reads: (Promise<Slot> | undefined)[] = new Array(chunks);
   try {
     writer = await openWrite(c, key);
     const w = writer;
-    const slotSize = c.layout.slotSize;
-    const chunks = Math.ceil(size / slotSize);
-    // Reads run ahead (up to `window`), WRITEs go out strictly in file order.
-    const reads: (Promise<Slot> | undefined)[] = new Array(chunks);
     const writes: Promise<void>[] = [];
     let failed: unknown = null;
     const startRead = (i: number): void => {
@@ -718,6 +718,9 @@ async function putStreaming(c: Client, fd: number, file: string, key: string, si
     if (writer !== null) await writer.abort().catch(() => {});
     throw fsError(e, 'putFile', file);
   } finally {
+    // After a failure, reads may still be running: wait for them (the caller closes the fd
+    // next) and give their slots back.
+    await Promise.all(reads.map((r) => r?.then((slot) => slot.release(), () => {})));
     gate.leave();
   }
 }
