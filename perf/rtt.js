@@ -10,15 +10,13 @@
 // Measures, never asserts: speed is not checked in timed tests.
 'use strict';
 
-const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
-const os = require('node:os');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
 const { connect, protocol: p } = require(path.join(root, 'ts-lib', 'dist', 'index.js'));
-const sidecarBin = path.join(root, 'target', 'release', 'shmpipe-sidecar');
+const { startPerfSidecar } = require('./lib/sidecar');
 
 const MiB = 1 << 20;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -27,30 +25,7 @@ const secs = (t0) => Number(now() - t0) / 1e9;
 
 // ---- sidecar ---------------------------------------------------------------------------------
 
-async function startSidecar() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmpipe-perf-'));
-  const socketPath = path.join(dir, 'sidecar.sock');
-  const baselinePath = path.join(dir, 'baseline.sock');
-  const proc = spawn(sidecarBin, [], {
-    env: { PATH: process.env.PATH, SHMPIPE_SOCKET: socketPath, SHMPIPE_BASELINE_SOCKET: baselinePath, SHMPIPE_STORE: `file://${dir}/store`, SHMPIPE_LOG: 'warn' },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  for (let i = 0; i < 500 && !(fs.existsSync(socketPath) && fs.existsSync(baselinePath)); i++) await sleep(20);
-  if (!fs.existsSync(baselinePath)) throw new Error('the sidecar did not start');
-  return {
-    pid: proc.pid,
-    socketPath,
-    baselinePath,
-    async stop() {
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGTERM');
-      const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(t);
-      fs.rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
+const startSidecar = () => startPerfSidecar('shmpipe-perf-');
 
 /** CPU time of a process in seconds: the sum over its threads of /proc schedstat (ns precision). */
 function cpuSeconds(pid) {

@@ -21,7 +21,6 @@
 // attaching a profiler to that phase only.)
 'use strict';
 
-const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
@@ -33,7 +32,7 @@ const { connect } = require(path.join(root, 'ts-lib', 'dist', 'index.js'));
 const { NodeStore } = require('./lib/node-store');
 const { UdsStore } = require('./lib/uds-store');
 
-const sidecarBin = path.join(root, 'target', 'release', 'shmpipe-sidecar');
+const { sidecarBin, startPerfSidecar } = require('./lib/sidecar');
 const MiB = 1 << 20;
 const GB = 1e9;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -177,39 +176,13 @@ async function verify(files, outDir) {
 // ---- the sidecar -----------------------------------------------------------------------------
 
 async function startSidecar(base, store) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmpipe-transfer-'));
-  const socketPath = path.join(dir, 'sidecar.sock');
-  const baselinePath = path.join(dir, 'baseline.sock');
-  const proc = spawn(sidecarBin, [], {
-    env: {
-      PATH: process.env.PATH,
-      SHMPIPE_SOCKET: socketPath,
-      SHMPIPE_BASELINE_SOCKET: baselinePath,
-      SHMPIPE_STORE: `file://${store}`,
-      // tmpfs: fsync does nothing useful, and the Node side does not fsync either.
-      SHMPIPE_STORE_FSYNC: 'false',
-      SHMPIPE_MAX_SLOTS: String(Math.max(1024, SLOTS)),
-      SHMPIPE_MAX_SLOT_SIZE: String(Math.max(16 * MiB, SLOT)),
-      SHMPIPE_ADMIN_ADDR: 'off',
-      SHMPIPE_LOG: 'warn',
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  for (let i = 0; i < 500 && !(fs.existsSync(socketPath) && fs.existsSync(baselinePath)); i++) await sleep(20);
-  if (!fs.existsSync(baselinePath)) throw new Error('the sidecar did not start');
-  return {
-    pid: proc.pid,
-    socketPath,
-    baselinePath,
-    async stop() {
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGTERM');
-      const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(t);
-      fs.rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return startPerfSidecar('shmpipe-transfer-', () => ({
+    SHMPIPE_STORE: `file://${store}`,
+    // tmpfs: fsync does nothing useful, and the Node side does not fsync either.
+    SHMPIPE_STORE_FSYNC: 'false',
+    SHMPIPE_MAX_SLOTS: String(Math.max(1024, SLOTS)),
+    SHMPIPE_MAX_SLOT_SIZE: String(Math.max(16 * MiB, SLOT)),
+  }));
 }
 
 // ---- the three ways --------------------------------------------------------------------------
