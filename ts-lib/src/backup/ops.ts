@@ -23,7 +23,7 @@ import type { Slot } from '../slot';
 import { checkRange, checkSlot, guard, invalid, payloadSlot, ReadStream, startStream } from '../store';
 import { K_ENGINE, type StoreCompletion } from '../store-request';
 import type { Change } from './incremental';
-import type { EntryKind } from './walk';
+import type { EntryKind, SourceEntry } from './walk';
 
 /** A sidecar handle: a repository, backup, file writer or entry cursor. */
 export type Handle = number;
@@ -114,23 +114,13 @@ export interface CheckReport {
   truncated?: boolean;
 }
 
-/** A tree entry (SPEC §7.3), as added and as listed. */
-export interface TreeEntry {
-  /** Repository path: `/`-separated, relative to the snapshot root, names escaped (names.ts). */
-  path: string;
-  kind: EntryKind;
-  mode: number;
-  uid: number;
-  gid: number;
-  mtimeNs: bigint;
-  size: bigint;
-  inode: bigint;
-  dev: bigint;
+/** A tree entry (SPEC §7.3), as added and as listed: the walker's metadata, and for files the content. */
+export type TreeEntry = Omit<SourceEntry, 'abs' | 'target'> & {
   /** Symlinks: the target. */
   target?: string | undefined;
   /** Files: the content reference (hex). */
   content?: string | undefined;
-}
+};
 
 const KINDS: ReadonlySet<string> = new Set(['file', 'dir', 'symlink', 'other']);
 const CONTENT = /^(?:[0-9a-f]{2})+$/;
