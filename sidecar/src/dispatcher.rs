@@ -715,4 +715,6 @@ mod store;
 #[cfg(test)]
 mod store_tests;
 #[cfg(test)]
+mod backup_tests;
+#[cfg(test)]
 mod tests;

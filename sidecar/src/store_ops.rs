@@ -58,6 +58,9 @@ pub struct Outcome {
     pub result: u64,
     pub aux: [u64; 3],
     pub output: Option<Vec<u8>>,
+    /// With `output`: `result` stays as set instead of becoming the output's length
+    /// (ENTRIES_OPEN: the cursor handle, with the snapshot id in the slot).
+    pub keep_result: bool,
 }
 
 impl Outcome {
@@ -238,7 +241,7 @@ fn info_outcome(info: &shmpipe_store::ObjectInfo) -> Outcome {
         .last_modified
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    Outcome { result: info.size, aux: [info.checksum.map_or(0, |c| u64::from(c.0)), mtime, 0], output: None }
+    Outcome { result: info.size, aux: [info.checksum.map_or(0, |c| u64::from(c.0)), mtime, 0], output: None, keep_result: false }
 }
 
 pub async fn put(store: Store, key: String, data: Bytes) -> OpResult {

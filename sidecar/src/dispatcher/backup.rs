@@ -166,7 +166,7 @@ impl Dispatcher {
                 self.spawn_store(sub, started, Some(lease), async move {
                     ops.entries_open(handle, &snapshot)
                         .await
-                        .map(|(cursor, id)| Outcome { output: Some(id.into_bytes()), aux: [cursor, 0, 0], ..Outcome::default() })
+                        .map(|(cursor, id)| Outcome { result: cursor, aux: [id.len() as u64, 0, 0], output: Some(id.into_bytes()), keep_result: true })
                         .map_err(Failure::from)
                 });
             }

@@ -370,7 +370,7 @@ impl Dispatcher {
             Ok(o) => match (o.output, lease) {
                 (Some(doc), Some(l)) => match lease::write_start(&self.segment, l.id(), &doc) {
                     Ok(()) => {
-                        let mut c = Completion::ok(request_id, doc.len() as u64);
+                        let mut c = Completion::ok(request_id, if o.keep_result { o.result } else { doc.len() as u64 });
                         c.aux = o.aux;
                         c
                     }
