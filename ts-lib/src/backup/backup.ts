@@ -350,6 +350,8 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
       if (queue.length >= MAX_QUEUED_ENTRIES) await new Promise<void>((r) => (drained = r));
     }
     counts.totalKnown = true;
+    // Every root failed (missing, unreadable): an empty snapshot would only hide that.
+    if (counts.filesTotal === 0 && !cancelled()) throw new ShmpipeError('SHMPIPE_E_IO', 'nothing to back up: none of the paths could be read');
     while (jobs.size > 0) await Promise.all([...jobs]);
     flush();
     sendBatch();

@@ -9,6 +9,7 @@
 import os from 'node:os';
 import { runBackup } from '../../backup/backup';
 import { summaryLines } from '../../backup/progress';
+import { rootNames } from '../../backup/walk';
 import { UsageError, type Command } from '../command';
 import { interruptible } from '../interrupt';
 import { mbps, progressFor, REPO_OPTIONS, REPO_USAGE, withRepo } from '../repo';
@@ -31,6 +32,11 @@ export const backup: Command = {
     if (parentFlag !== undefined && !/^[0-9a-f]{64}$/.test(parentFlag)) throw new UsageError('--parent needs a snapshot id (64 hex digits; see shmpipe snapshots)');
     if (parentFlag !== undefined && ctx.values['no-parent'] === true) throw new UsageError('--parent and --no-parent exclude each other');
     const parent = ctx.values['no-parent'] === true ? null : parentFlag;
+    try {
+      rootNames(paths);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
     return interruptible(ctx, 'shmpipe backup: interrupted; the backup was aborted, nothing was committed', async (signal) => {
       const progress = progressFor(ctx, 'backup');
       const r = await withRepo(ctx, async ({ session, repo }) => {
