@@ -51,7 +51,7 @@ export const restore: Command = {
         ctx.out(JSON.stringify({ type: 'summary', snapshot: r.snapshot, files: r.files, dirs: r.dirs, symlinks: r.symlinks, skipped: r.skipped, failed: r.failed, bytes: r.bytes, duration_ms: Math.round(r.durationMs), mbps: rate }));
       } else {
         ctx.out(`restored snapshot ${r.snapshot} into ${target}`);
-        ctx.out(`${r.files} files, ${r.dirs} dirs, ${r.symlinks} symlinks${r.skipped ? `, ${r.skipped} special files skipped` : ''}; ${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(2)} s = ${rate} MB/s`);
+        ctx.out(`${r.files} files, ${r.dirs} dirs, ${r.symlinks} symlinks${r.skipped ? `, ${r.skipped} special files skipped` : ''}; ${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(2)} s, ${formatBytes(r.durationMs > 0 ? Math.round(r.bytes / (r.durationMs / 1000)) : 0)}/s`);
         if (r.failed > 0) ctx.out(`failed: ${r.failed} (listed above)`);
       }
       return r.failed > 0 ? 3 : 0;
