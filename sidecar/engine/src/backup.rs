@@ -566,6 +566,9 @@ impl BackupSession {
         counts.bytes_added = c.bytes_added.load(Relaxed);
         counts.blobs_added = c.blobs_added.load(Relaxed);
         counts.packs_added = c.packs_added.load(Relaxed);
+        // Packs and indexes; the snapshot object's own bytes cannot be in itself (the summary
+        // returned below adds them).
+        counts.bytes_added_packed = c.bytes_packed.load(Relaxed);
         let duration = self.started.elapsed();
         let file = SnapshotFile {
             v: 1,
@@ -582,7 +585,7 @@ impl BackupSession {
         let id = SnapshotId::random();
         let key = objects::snapshot_key(&id);
         let n = objects::put_object(&self.sh.repo.inner.store, &self.sh.repo.inner.aead, &key, &file).await?;
-        counts.bytes_added_packed = c.bytes_packed.load(Relaxed) + n;
+        counts.bytes_added_packed += n;
         Ok(SnapshotSummary { id, counts, entries: t.entries, duration })
     }
 

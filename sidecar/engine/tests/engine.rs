@@ -235,6 +235,11 @@ async fn round_trip_recommended_params_file_store_and_reopen() {
     assert!(s.counts.bytes_added < total - (6 << 20) + (64 << 10), "{:?} of {total}", s.counts);
     assert!(s.counts.bytes_added_packed < s.counts.bytes_added, "{:?}", s.counts);
     assert_eq!(s.counts.files_new, tree.iter().filter(|i| i.data.is_some()).count() as u64);
+    // The stored snapshot carries the same figures, less its own object's bytes.
+    let listed = repo.list_snapshots().await.unwrap();
+    let stored = &listed.iter().find(|i| i.id == s.id).unwrap().file.counts;
+    assert!(stored.bytes_added_packed > 0 && stored.bytes_added_packed < s.counts.bytes_added_packed, "{stored:?}");
+    assert_eq!((stored.bytes_added, stored.packs_added), (s.counts.bytes_added, s.counts.packs_added));
     drop(repo);
     // A fresh process: open from the store alone.
     let repo = Repository::open(file_store(dir.path()), PW).await.unwrap();
