@@ -213,6 +213,23 @@ describe('backup CLI: init, backup, snapshots, restore', function () {
     assert.deepEqual(sidecarsOn(repo), [], 'the private sidecar was stopped');
   });
 
+  it('the sidecar killed mid-backup: exit 1 with a clear line; the repository stays consistent', async function () {
+    const big = path.join(work, 'sparse'); // from the SIGTERM test
+    const before = JSON.parse(run(['snapshots', '--json']).stdout).length;
+    const child = spawn(process.execPath, [CLI, 'backup', big, '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    await new Promise((resolve) => child.stdout.once('data', resolve));
+    const sidecars = sidecarsOn(repo);
+    assert.equal(sidecars.length, 1, 'the backup runs its own sidecar');
+    process.kill(Number(sidecars[0]), 'SIGKILL');
+    const code = await new Promise((resolve) => child.once('exit', (c) => resolve(c)));
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, /^shmpipe backup: the sidecar went away \(.*\); nothing was committed by this run/m);
+    assert.equal(JSON.parse(run(['snapshots', '--json']).stdout).length, before);
+    fs.rmSync(big, { recursive: true });
+  });
+
   it('check passes; stats counts the objects', function () {
     const c = run(['check', '--read-data', '--json']);
     assert.equal(c.status, 0, c.stderr);
