@@ -6,7 +6,8 @@
  * Entries of kind `other` (devices, FIFOs, sockets) are counted as skipped.
  *
  * A failure of one file does not stop the others (it is reported and counted); a failure of the
- * listing or the session is fatal.
+ * listing or the session is fatal. `signal` stops the listing: files already started finish
+ * (or fail and are removed), then the restore rejects with SHMPIPE_E_CANCELLED.
  */
 
 import type { Client } from '../client';

@@ -21,7 +21,7 @@ export const restore: Command = {
   options: { ...REPO_OPTIONS, include: { type: 'string', multiple: true } },
   async run(ctx) {
     const [snapshotArg, target] = positionals(ctx, ['<snapshot|latest>', '<target>']) as [string, string];
-    return interruptible(ctx, 'shmpipe restore: interrupted; files not finished were removed', async (signal) => {
+    return interruptible(ctx, 'shmpipe restore: interrupted; the files restored so far are complete, the rest were not restored', async (signal) => {
       const progress = progressFor(ctx, 'restore');
       let last: ProgressCounts | null = null;
       const r = await withRepo(
