@@ -13,6 +13,10 @@ const path = require('node:path');
 const { pathToFileURL } = require('node:url');
 const { execFileSync, spawn, spawnSync } = require('node:child_process');
 
+const B = require('../ts-lib/dist/backup.js');
+const { connect } = require('../ts-lib/dist/index.js');
+const { startSidecar } = require('./helpers/sidecar');
+
 const CLI = path.join(__dirname, '..', 'ts-lib', 'dist', 'cli.js');
 
 function lines(stdout) {
@@ -139,6 +143,25 @@ describe('backup CLI: init, backup, snapshots, restore', function () {
     assert.equal(list.length, 1);
     assert.equal(list[0].id, first);
     assert.deepEqual(list[0].paths, [src]);
+  });
+
+  it('lists the entries in walk order although files finish out of order', async function () {
+    // big.bin (streamed, slow) comes first in its directory; the small files after it finish
+    // first, and still the snapshot lists everything in the walker's order.
+    const walked = [];
+    for await (const e of B.walk([src], () => {})) walked.push(e.path);
+    const sc = await startSidecar({ env: { SHMPIPE_STORE: pathToFileURL(repo).href } });
+    const client = await connect({ socketPath: sc.socketPath });
+    try {
+      const repoHandle = await B.ops.repoOpen(client, env.SHMPIPE_PASSWORD);
+      const listed = [];
+      for await (const e of await B.ops.entries(client, repoHandle, first)) listed.push(e.path);
+      assert.deepEqual(listed, walked);
+      assert.ok(walked.indexOf('data/big.bin') < walked.indexOf('data/small.txt'));
+    } finally {
+      await client.close();
+      await sc.stop();
+    }
   });
 
   it('restores latest bit-exact with modes, mtimes and symlinks', function () {
