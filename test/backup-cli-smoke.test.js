@@ -187,6 +187,17 @@ describe('backup CLI: init, backup, snapshots, restore', function () {
     assert.ok(summary.bytes_added < 64 << 10, `stored ${summary.bytes_added} bytes`);
   });
 
+  it('--no-parent reads everything again, dedup keeps it small; --parent ID names the parent', function () {
+    const none = lines(run(['backup', src, '--json', '--no-parent']).stdout).pop();
+    assert.equal(none.parent, null);
+    assert.equal(none.files_new, 7);
+    assert.ok(none.bytes_added < 64 << 10, `stored ${none.bytes_added} bytes`);
+    const named = lines(run(['backup', src, '--json', '--parent', first]).stdout).pop();
+    assert.equal(named.parent, first);
+    assert.equal(named.files_changed, 1, 'small.txt changed since the first snapshot');
+    assert.equal(named.files_unchanged, 6);
+  });
+
   it('restores one path of an older snapshot with --include (by id prefix)', function () {
     const target = path.join(work, 'partial');
     const r = run(['restore', first.slice(0, 10), target, '--include', 'data/sub/deep']);
@@ -275,6 +286,8 @@ describe('backup CLI: init, backup, snapshots, restore', function () {
   it('usage errors exit 2', function () {
     assert.equal(run(['backup']).status, 2);
     assert.equal(run(['restore', 'latest']).status, 2);
+    assert.equal(run(['backup', src, '--parent', 'abc']).status, 2);
+    assert.equal(run(['backup', src, '--parent', first, '--no-parent']).status, 2);
     const both = run(['snapshots', '--repo', repo, '--sidecar', '/nonexistent.sock']);
     assert.equal(both.status, 2);
     assert.match(both.stderr, /--repo configures a private sidecar/);
