@@ -11,11 +11,12 @@
 'use strict';
 
 const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { cliEnv, runCli, okSummary } = require('./helpers/cli');
-const { makeTree, manifest, assertSameManifest, diskUsage, listing, removeTree, sha256File, MiB } = require('./helpers/tree');
+const { makeTree, usMtimes, manifest, assertSameManifest, diskUsage, listing, removeTree, sha256File, MiB } = require('./helpers/tree');
 
 const PASSWORD = 'correct horse battery staple — e2e';
 const BIG = 100 * MiB;
@@ -175,7 +176,8 @@ describe('backup e2e: round trip of a generated tree through the shmpipe CLI', f
   it('a copy of the tree at another path dedups by content (no parent, every file read)', async function () {
     const copy = path.join(work, 'elsewhere', 'copy-of-src');
     fs.mkdirSync(path.dirname(copy));
-    fs.cpSync(src, copy, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+    // cp -a: fs.cpSync cannot copy names that are not UTF-8.
+    execFileSync('cp', ['-a', src, copy]);
     const before = diskUsage(repo).bytes;
     const r = await cli(['backup', copy, '--json']);
     const s = okSummary(r);
@@ -193,6 +195,7 @@ describe('backup e2e: round trip of a generated tree through the shmpipe CLI', f
     const fd = fs.openSync(f, 'r+');
     fs.writeSync(fd, Buffer.from('modified in the middle'), 0, 22, 2 * MiB);
     fs.closeSync(fd);
+    usMtimes(src);
     const r = await cli(['backup', src, '--json']);
     const s = okSummary(r);
     assert.equal(s.files_changed, 1);
