@@ -37,6 +37,9 @@ export interface RepoSession {
 
 /** A ShmpipeError as one line a user can act on (the code stays in the text for scripts). */
 export function explain(e: unknown, where: string): Error {
+  // A local filesystem failure (the restore target, a source root): its message says it all.
+  const errno = e as NodeJS.ErrnoException;
+  if (!(e instanceof ShmpipeError) && typeof errno?.code === 'string' && typeof errno.syscall === 'string') return new CommandError(errno.message);
   if (!(e instanceof ShmpipeError)) return e as Error;
   const detail = (): string => e.message.replace(/^[a-z_]+ failed: SHMPIPE_E_[A-Z_]+ \(status -?\d+\)(: )?/, '');
   switch (e.code) {
@@ -51,7 +54,7 @@ export function explain(e: unknown, where: string): Error {
     case 'SHMPIPE_E_REPO_VERSION':
       return new CommandError(`repository ${where} has a format this sidecar cannot read: ${detail()}`);
     case 'SHMPIPE_E_DISCONNECTED':
-      return new CommandError(`the sidecar went away (${e.message}); nothing was committed by this run, the repository stays consistent (run 'shmpipe check')`);
+      return new CommandError(`the sidecar went away (${e.message.replace(/^the sidecar is gone \((.*)\)$/, '$1')}); nothing was committed by this run, the repository stays consistent (run 'shmpipe check')`);
     default:
       return new CommandError(`${e.message} (${e.code})`);
   }
