@@ -260,6 +260,73 @@ describe('backup e2e: the sidecar SIGKILLed mid-backup', function () {
   });
 });
 
+describe('backup e2e: a backup interrupted with SIGINT', function () {
+  this.timeout(180_000);
+  let work;
+  after(function () {
+    if (work) removeTree(work);
+  });
+
+  it('exits 130 saying nothing was committed; check passes; the next backup completes', async function () {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'shmpipe-e2e-sigint-'));
+    const src = path.join(work, 'src');
+    const repo = path.join(work, 'repo');
+    const env = cliEnv(work, { SHMPIPE_PASSWORD: PASSWORD });
+    const TOTAL = 160 * MiB;
+    fs.mkdirSync(src);
+    for (let i = 0; i < 10; i++) writeRandom(path.join(src, `f${i}.bin`), TOTAL / 10, `sigint-${i}`);
+    usMtimes(src);
+    assert.equal((await runCli(['init', '--repo', repo], { env })).status, 0);
+    let sentAt = null;
+    const r = await runCli(['backup', src, '--repo', repo, '--json'], {
+      env,
+      timeoutMs: 60_000,
+      onLine(line, proc) {
+        if (sentAt !== null || !line.includes('"progress"')) return;
+        if (JSON.parse(line).bytes >= TOTAL / 8) {
+          sentAt = JSON.parse(line).bytes;
+          proc.kill('SIGINT');
+        }
+      },
+    });
+    assert.notEqual(sentAt, null, `the backup ended before an eighth was read: ${r.why}`);
+    assert.equal(r.status, 130, r.why);
+    assert.equal(r.summary, undefined);
+    assert.match(r.stderr, /interrupted.*nothing was committed/, r.why);
+    const snaps = await runCli(['snapshots', '--repo', repo, '--json'], { env });
+    assert.deepEqual(JSON.parse(snaps.stdout), []);
+    const check = await runCli(['check', '--repo', repo, '--json'], { env });
+    assert.equal(check.status, 0, check.why);
+    assert.deepEqual(check.lines[0].errors, []);
+    const b = okSummary(await runCli(['backup', src, '--repo', repo, '--json'], { env }));
+    assert.equal(b.files_new, 10);
+    assert.equal(b.bytes_read, TOTAL);
+  });
+});
+
+describe('backup e2e: a backup none of whose paths exist', function () {
+  this.timeout(60_000);
+  let work;
+  after(function () {
+    if (work) removeTree(work);
+  });
+
+  it('fails with exit 1 and commits no snapshot', async function () {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'shmpipe-e2e-missing-'));
+    const repo = path.join(work, 'repo');
+    const env = cliEnv(work, { SHMPIPE_PASSWORD: PASSWORD });
+    assert.equal((await runCli(['init', '--repo', repo], { env })).status, 0);
+    const r = await runCli(['backup', path.join(work, 'missing'), '--repo', repo, '--json'], { env });
+    assert.equal(r.status, 1, r.why);
+    assert.equal(r.summary, undefined, r.why);
+    assert.match(r.stderr, /none of the paths could be read/, r.why);
+    const errors = r.lines.filter((l) => l.type === 'error');
+    assert.deepEqual(errors.map((e) => [e.path, e.code]), [['missing', 'ENOENT']], r.why);
+    const snaps = await runCli(['snapshots', '--repo', repo, '--json'], { env });
+    assert.deepEqual(JSON.parse(snaps.stdout), []);
+  });
+});
+
 describe('backup e2e: files that cannot be read (exit 3)', function () {
   this.timeout(120_000);
   const NOBODY = 65534;
