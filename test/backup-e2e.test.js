@@ -39,6 +39,7 @@ describe('backup e2e: round trip of a generated tree through the shmpipe CLI', f
   let env;
   let tree;
   let first; // the first backup's summary
+  let second; // the unchanged second backup's summary
   const cli = (args, extra = {}) => runCli([...args, '--repo', repo], { env: { ...env, ...extra } });
 
   before(function () {
@@ -162,6 +163,7 @@ describe('backup e2e: round trip of a generated tree through the shmpipe CLI', f
     const before = diskUsage(repo).bytes;
     const r = await cli(['backup', src, '--json']);
     const s = okSummary(r);
+    second = s;
     const after = diskUsage(repo).bytes;
     assert.equal(s.parent, first.snapshot);
     assert.equal(s.files_unchanged, tree.fileCount);
@@ -171,6 +173,32 @@ describe('backup e2e: round trip of a generated tree through the shmpipe CLI', f
     assert.ok(s.bytes_added_plain < 64 * 1024, `no new data, only the snapshot's tree: ${JSON.stringify(s)}`);
     assert.ok(after - before < before * 0.01, `the repository grew by ${after - before} bytes of ${before}`);
     assert.ok(after - before >= s.bytes_added, `bytes_added ${s.bytes_added} is on disk (grew ${after - before})`);
+
+    assert.deepEqual(fs.existsSync(path.join(repo, 'locks')) ? fs.readdirSync(path.join(repo, 'locks')) : [], [], 'no lock left after the commands');
+  });
+
+  it('stats: objects by kind as the store lists them, and what the backups stored', async function () {
+    assert.ok(second, 'needs the second backup');
+    const after = diskUsage(repo).bytes;
+    const s = second;
+    const st = await cli(['stats', '--json']);
+    assert.equal(st.status, 0, st.why);
+    const doc = JSON.parse(st.stdout);
+    assert.equal(doc.snapshots, 2);
+    // Object sizes as the store lists them; the file store adds a small trailer per file.
+    assert.deepEqual(Object.keys(doc.by_kind).sort(), ['config', 'index', 'packs', 'snapshots'], JSON.stringify(doc.by_kind));
+    assert.ok(doc.bytes <= after && after - doc.bytes <= 64 * doc.objects, `stats ${doc.bytes} bytes in ${doc.objects} objects, on disk ${after}`);
+    assert.equal(doc.bytes_read, tree.totalBytes, 'the second backup read nothing');
+    // What the backups stored (their summaries' bytes_added, less each snapshot object's own
+    // size, which its counts cannot include).
+    const stored = first.bytes_added + s.bytes_added;
+    const snaps = JSON.parse((await cli(['snapshots', '--json'])).stdout);
+    // The first wrote 8 packs and an index; the second nothing but its own snapshot object.
+    const recorded = snaps.map((x) => x.counts.bytes_added_packed);
+    assert.ok(recorded[0] > first.bytes_added - 4096 && recorded[0] <= first.bytes_added, `the first snapshot records what its backup stored (${first.bytes_added}): ${JSON.stringify(snaps[0].counts)}`);
+    assert.ok(recorded[1] <= s.bytes_added, JSON.stringify(snaps[1].counts));
+    assert.ok(doc.bytes_stored <= stored && doc.bytes_stored >= stored - 2 * 4096, `stats bytes_stored ${doc.bytes_stored}, the summaries say ${stored}`);
+    assert.equal(typeof doc.compression_ratio, 'number', JSON.stringify(doc));
   });
 
   it('a copy of the tree at another path dedups by content (no parent, every file read)', async function () {
