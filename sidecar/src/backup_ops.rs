@@ -468,8 +468,8 @@ impl BackupOps {
         Ok((encode_content(&content), content.size()))
     }
 
-    /// FILE_PUT: a whole small file in one go; its content reference (hex) and size. `data` is
-    /// dropped before this returns (the engine copies it into its chunker).
+    /// FILE_PUT: a whole small file in one go; its content reference (hex) and size. Every
+    /// slice of `data` is dropped before this returns (its chunks are sealed).
     pub async fn file_put(&self, backup: u64, data: Bytes) -> OpResult<(String, u64)> {
         let mut w = self.backup(backup)?.file_writer()?;
         if !data.is_empty() {

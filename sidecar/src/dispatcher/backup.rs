@@ -194,11 +194,12 @@ impl Dispatcher {
     }
 
     /// FILE_PUT's data, lent to the engine without a copy while the slot stays IN_FLIGHT with
-    /// the request (its reply goes into the same slot). The receiver fires when the last
-    /// `Bytes` of it is dropped — the engine copies into its chunker before `file_put`
-    /// returns, so in practice at once. If the shutdown grace runs out first, the slot goes
-    /// back with SHUTTING_DOWN while the engine may still be reading it: that file's bytes
-    /// are then unreliable, but its backup can no longer commit either.
+    /// the request (its reply goes into the same slot). The engine seals the file's chunks
+    /// straight from it; the receiver fires when the last slice is dropped, i.e. when the last
+    /// chunk is in a pack buffer — which `file_put` waits for anyway, so in practice at once.
+    /// If the shutdown grace runs out first, the slot goes back with SHUTTING_DOWN while the
+    /// engine may still be reading it: that file's bytes are then unreliable, but its backup
+    /// can no longer commit either.
     fn borrow_data(&mut self, lease: Lease) -> Result<(Bytes, oneshot::Receiver<()>), ErrorCode> {
         let (tx, rx) = oneshot::channel();
         let tx = Mutex::new(Some(tx));
