@@ -54,7 +54,10 @@ impl Dispatcher {
     fn backup_ops(&mut self) -> Arc<BackupOps> {
         let links = &self.store.links;
         let max = self.cfg.max_in_flight as usize;
-        self.store.backup.get_or_insert_with(|| Arc::new(BackupOps::new(links.store.clone(), links.engine_workers, max))).clone()
+        self.store
+            .backup
+            .get_or_insert_with(|| Arc::new(BackupOps::new(links.store.clone(), links.engine_workers, links.pack_uploads, max)))
+            .clone()
     }
 
     fn post_backup(&mut self, op: Opcode, c: Completion) -> Result<(), RingError> {
