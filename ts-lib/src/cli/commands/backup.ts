@@ -8,7 +8,7 @@
 
 import os from 'node:os';
 import { runBackup } from '../../backup/backup';
-import { summaryLines } from '../../backup/progress';
+import { summaryLines, type ProgressCounts } from '../../backup/progress';
 import { rootNames } from '../../backup/walk';
 import { UsageError, type Command } from '../command';
 import { interruptible } from '../interrupt';
@@ -39,8 +39,8 @@ export const backup: Command = {
     }
     return interruptible(ctx, 'shmpipe backup: interrupted; the backup was aborted, nothing was committed', async (signal) => {
       const progress = progressFor(ctx, 'backup');
+      let last: ProgressCounts | null = null;
       const r = await withRepo(ctx, async ({ session, repo }) => {
-        let last = { files: 0, filesTotal: 0, bytes: 0, bytesTotal: 0, totalKnown: false, errors: 0 };
         const res = await runBackup(session.client, repo, {
           paths,
           parent,
@@ -56,9 +56,8 @@ export const backup: Command = {
             else ctx.err(`shmpipe backup: cannot read ${e.path}: ${e.message}`);
           },
         });
-        progress.end(last);
         return res;
-      });
+      }).finally(() => last && progress.end(last)); // also ends a TTY bar's line before an error
       const k = r.commit.counts;
       if (ctx.global.json) {
         ctx.out(
