@@ -50,8 +50,7 @@ function assertSameTree(restored, original) {
     const { mtimeNs, ...rest } = a[p];
     const { mtimeNs: want, ...wantRest } = m;
     assert.deepEqual(rest, wantRest, p);
-    const d = mtimeNs - want;
-    assert.ok(d <= 1000n && d >= -1000n, `${p}: mtime ${mtimeNs} vs ${want}`);
+    assert.equal(mtimeNs, want, `${p}: mtime restored to the nanosecond`);
   }
 }
 

@@ -19,8 +19,8 @@
 //
 // manifest(root) walks a tree with Buffer paths (names need not be UTF-8) and records, per
 // entry: type, full st_mode, uid, gid, mtime (ns), and for files size + SHA-256, for symlinks
-// the target bytes. assertSameTree() compares two manifests; mtimes within a tolerance (the
-// restore writer documents < 1 µs: utimes takes a double).
+// the target bytes. assertSameManifest() compares two manifests; mtimes exactly by default
+// (restore sets them with nanoseconds, through utimensat).
 'use strict';
 
 const assert = require('node:assert/strict');
@@ -264,39 +264,10 @@ function makeTree(root, opts = {}) {
     fs.utimesSync(d, t, t);
   }
 
-  // Files written above have nanosecond mtimes; make every mtime whole µs (see usMtimes).
-  usMtimes(root);
   const m = manifest(root);
   const count = (type) => Object.values(m).filter((e) => e.type === type).length;
   const totalBytes = Object.values(files).reduce((a, f) => a + f.size, 0);
   return { root, files, fileCount: count('file'), dirCount: count('dir'), symlinkCount: count('symlink'), totalBytes, manifest: m };
-}
-
-/**
- * Truncates the mtime of every entry under `root` (root included, symlinks not followed) to
- * whole microseconds. The restore writer sets mtimes through Node's utimes (a double of seconds;
- * libuv then truncates to µs), which it documents as "within 1 µs": true for µs-exact mtimes
- * (measured: 0 or -1000 ns), but up to ~1.25 µs off for nanosecond ones (~2 % of files). Trees
- * made by the tests are normalized with this so that the ±1 µs assertions are deterministic;
- * backup-e2e-faults.test.js has the nanosecond case as a test of its own.
- */
-function usMtimes(root) {
-  const set = (abs, isLink) => {
-    const ns = fs.lstatSync(abs, { bigint: true }).mtimeNs;
-    // Already whole µs: leave it (setting it again may land 1 µs lower). Before 1970: Node's
-    // utimes cannot set it (a negative time means "now"), leave it too.
-    if (ns % 1000n === 0n || ns < 0n) return;
-    const us = ns / 1000n;
-    const t = Number(us / 1_000_000n) + Number(us % 1_000_000n) / 1e6;
-    if (isLink) fs.lutimesSync(abs, t, t);
-    else fs.utimesSync(abs, t, t);
-  };
-  const walk = (abs) => {
-    const st = fs.lstatSync(abs);
-    if (st.isDirectory()) for (const n of fs.readdirSync(abs, { encoding: 'buffer' })) walk(join(abs, n));
-    set(abs, st.isSymbolicLink());
-  };
-  walk(B(root));
 }
 
 /**
@@ -332,7 +303,7 @@ function manifest(root, opts = {}) {
  * Asserts that `actual` (a manifest) has exactly the entries of `expected` with the same type,
  * mode, owner, size, bytes and symlink targets, and mtimes within `toleranceNs`.
  */
-function assertSameManifest(actual, expected, toleranceNs = 1000n, what = 'restored tree') {
+function assertSameManifest(actual, expected, toleranceNs = 0n, what = 'restored tree') {
   assert.deepEqual(Object.keys(actual).sort(), Object.keys(expected).sort(), `${what}: the same entries`);
   const bad = [];
   for (const [p, want] of Object.entries(expected)) {
@@ -396,4 +367,4 @@ function removeTree(dir) {
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
-module.exports = { makeTree, usMtimes, manifest, assertSameManifest, sha256File, writeRandom, writeText, diskUsage, listing, removeTree, show, join, prng, SIZES, KiB, MiB, NON_UTF8_FILE, LATIN1_DIR, NON_UTF8_TARGET };
+module.exports = { makeTree, manifest, assertSameManifest, sha256File, writeRandom, writeText, diskUsage, listing, removeTree, show, join, prng, SIZES, KiB, MiB, NON_UTF8_FILE, LATIN1_DIR, NON_UTF8_TARGET };
