@@ -302,6 +302,52 @@ describe('backup e2e: a backup interrupted with SIGINT', function () {
   });
 });
 
+describe('backup e2e: backup --every (the long-running agent of a Deployment)', function () {
+  this.timeout(120_000);
+  let work;
+  after(function () {
+    if (work) removeTree(work);
+  });
+
+  it('backs up once per interval, incrementally; a failed run is reported and the next one runs; SIGTERM while idle exits 0', async function () {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'shmpipe-e2e-every-'));
+    const src = path.join(work, 'src');
+    const repo = path.join(work, 'repo');
+    const env = cliEnv(work, { SHMPIPE_PASSWORD: PASSWORD });
+    fs.mkdirSync(src);
+    fs.writeFileSync(path.join(src, 'a'), 'first\n');
+    fs.writeFileSync(path.join(src, 'b'), 'unchanged\n');
+    // No repository yet: the first run fails (reported), the test creates it, the next run works.
+    const seen = [];
+    const r = await runCli(['backup', src, '--repo', repo, '--every', '10s', '--json'], {
+      env,
+      timeoutMs: 90_000,
+      onLine(line, proc) {
+        const o = JSON.parse(line);
+        if (o.type === 'progress') return;
+        seen.push(o);
+        if (o.type === 'run_failed') {
+          runCli(['init', '--repo', repo], { env }).then((i) => assert.equal(i.status, 0, i.why));
+        } else if (o.type === 'summary' && seen.filter((x) => x.type === 'summary').length === 1) {
+          fs.writeFileSync(path.join(src, 'a'), 'second, longer\n');
+        } else if (o.type === 'summary') {
+          proc.kill('SIGTERM');
+        }
+      },
+    });
+    assert.equal(r.status, 0, r.why);
+    assert.deepEqual(seen.map((o) => o.type), ['run_failed', 'summary', 'summary'], r.why);
+    assert.match(seen[0].message, /no repository/);
+    assert.equal(seen[1].files_new, 2);
+    assert.equal(seen[2].parent, seen[1].snapshot, 'each run is incremental against the previous one');
+    assert.deepEqual([seen[2].files_changed, seen[2].files_unchanged], [1, 1]);
+    const snaps = await runCli(['snapshots', '--repo', repo, '--json'], { env });
+    assert.equal(JSON.parse(snaps.stdout).length, 2);
+    const bad = await runCli(['backup', src, '--repo', repo, '--every', '5s'], { env });
+    assert.equal(bad.status, 2, 'under 10 s is a usage error');
+  });
+});
+
 describe('backup e2e: a backup none of whose paths exist', function () {
   this.timeout(60_000);
   let work;

@@ -66,6 +66,13 @@ describe('backup e2e: round trip of a generated tree through the shmpipe CLI', f
     const again = await cli(['init']);
     assert.equal(again.status, 1, again.why);
     assert.match(again.stderr, /already exists/);
+    // --exists-ok (deployments run init on every start): fine, if the password opens it.
+    const ok = await cli(['init', '--exists-ok', '--json']);
+    assert.equal(ok.status, 0, ok.why);
+    assert.deepEqual(ok.lines, [{ type: 'init', repository: `file://${repo}`, existed: true }]);
+    const wrong = await cli(['init', '--exists-ok'], { SHMPIPE_PASSWORD: 'not the password' });
+    assert.equal(wrong.status, 1, wrong.why);
+    assert.match(wrong.stderr, /wrong password/);
   });
 
   it('backs up the tree: --json progress lines, then a summary with exact counts', async function () {
