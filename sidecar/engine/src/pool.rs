@@ -3,18 +3,28 @@
 //! for every session and reader of a repository. Async callers `run` a closure and await its
 //! result; the async threads never do the heavy lifting.
 //!
-//! Why a fixed pool (rayon-core) rather than tokio's `spawn_blocking` behind a semaphore: the
-//! blocking pool grows to many threads, and each thread that ever compressed keeps its own zstd
-//! context and glibc arena — measured ~50 MB more peak RSS for the same work. With a fixed
-//! pool there are `workers` contexts and the concurrency bound is the pool itself.
+//! Why a fixed pool rather than tokio's `spawn_blocking` behind a semaphore: the blocking pool
+//! grows to many threads, and each thread that ever compressed keeps its own zstd context and
+//! glibc arena — measured ~50 MB more peak RSS for the same work. With a fixed pool there are
+//! `workers` contexts and the concurrency bound is the pool itself.
+//!
+//! Why plain threads on a channel rather than rayon-core (used first): an idle rayon worker
+//! spins and calls `sched_yield` for a while before it sleeps, and on two cores shared with
+//! the agent, the dispatcher and tokio that was ~7 % of the sidecar's CPU during a restore
+//! (perf: `do_sched_yield`). Here an idle worker blocks in the kernel at once.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{EngineError, Result};
 
-/// A fixed pool of CPU worker threads.
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// A fixed pool of CPU worker threads, FIFO. Dropping it lets the workers finish the queued
+/// jobs and exit.
 pub struct CpuPool {
-    pool: rayon_core::ThreadPool,
+    jobs: mpsc::Sender<Job>,
     workers: usize,
 }
 
@@ -28,12 +38,24 @@ impl CpuPool {
     /// `workers` threads named `shmpipe-cpu-N`.
     pub fn new(workers: usize) -> Result<Self> {
         let workers = workers.max(1);
-        let pool = rayon_core::ThreadPoolBuilder::new()
-            .num_threads(workers)
-            .thread_name(|i| format!("shmpipe-cpu-{i}"))
-            .build()
-            .map_err(|e| EngineError::internal(format!("cannot start the CPU pool: {e}")))?;
-        Ok(Self { pool, workers })
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..workers {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("shmpipe-cpu-{i}"))
+                .spawn(move || loop {
+                    // The lock is held only while waiting for the next job; a poisoned lock
+                    // (cannot happen: nothing panics while holding it) still hands out jobs.
+                    let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    match next {
+                        Ok(job) => job(),
+                        Err(_) => return, // the pool was dropped
+                    }
+                })
+                .map_err(|e| EngineError::internal(format!("cannot start the CPU pool: {e}")))?;
+        }
+        Ok(Self { jobs: tx, workers })
     }
 
     /// Threads in the pool.
@@ -49,10 +71,13 @@ impl CpuPool {
         F: FnOnce() -> T + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.pool.spawn_fifo(move || {
+        let job: Job = Box::new(move || {
             let r = std::panic::catch_unwind(AssertUnwindSafe(f));
             let _ = tx.send(r);
         });
+        if self.jobs.send(job).is_err() {
+            return Err(EngineError::internal("the CPU pool has no workers"));
+        }
         match rx.await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(_)) => Err(EngineError::internal("a CPU worker job panicked")),
