@@ -137,7 +137,7 @@ fn invalid_requests_complete_with_their_code_and_change_nothing() {
         (raw(106, STATS, g.slot_id, g.slot_gen, 0, slot_size + 1), ErrorCode::OutOfRange),
         (raw(107, STATS, g.slot_id, g.slot_gen, 0, 10), ErrorCode::OutOfRange), // document does not fit
         (raw(108, SLOT_RELEASE, g.slot_id, 7, 0, 0), ErrorCode::StaleSlot),
-        (raw(109, 77, NO_SLOT, 0, 0, 0), ErrorCode::UnknownOpcode),
+        (raw(109, 99, NO_SLOT, 0, 0, 0), ErrorCode::UnknownOpcode), // reserved (SPEC §7)
         (raw(110, 255, g.slot_id, g.slot_gen, 0, 0), ErrorCode::UnknownOpcode),
         (raw(111, NOP, 0, 0, 0, 0), ErrorCode::Malformed), // NOP naming a slot
         (RawSubmission { reserved0: 1, ..raw(112, NOP, NO_SLOT, 0, 0, 0) }, ErrorCode::Malformed),
