@@ -26,10 +26,27 @@ pub enum Opcode {
     Stat = 22,
     List = 23,
     Delete = 24,
+    // Backup-engine ops (SPEC §7.3).
+    RepoInit = 64,
+    RepoOpen = 65,
+    BackupBegin = 66,
+    FileOpen = 67,
+    FileWrite = 68,
+    FileFinish = 69,
+    FilePut = 70,
+    AddEntries = 71,
+    BackupCommit = 72,
+    BackupAbort = 73,
+    Close = 74,
+    Snapshots = 75,
+    EntriesOpen = 76,
+    EntriesNext = 77,
+    ContentRead = 78,
+    Check = 79,
 }
 
 impl Opcode {
-    pub const ALL: [Opcode; 14] = [
+    pub const ALL: [Opcode; 30] = [
         Self::Nop,
         Self::Echo,
         Self::SlotRelease,
@@ -44,6 +61,22 @@ impl Opcode {
         Self::Stat,
         Self::List,
         Self::Delete,
+        Self::RepoInit,
+        Self::RepoOpen,
+        Self::BackupBegin,
+        Self::FileOpen,
+        Self::FileWrite,
+        Self::FileFinish,
+        Self::FilePut,
+        Self::AddEntries,
+        Self::BackupCommit,
+        Self::BackupAbort,
+        Self::Close,
+        Self::Snapshots,
+        Self::EntriesOpen,
+        Self::EntriesNext,
+        Self::ContentRead,
+        Self::Check,
     ];
 
     pub fn from_u8(v: u8) -> Option<Self> {
@@ -62,6 +95,22 @@ impl Opcode {
             22 => Some(Self::Stat),
             23 => Some(Self::List),
             24 => Some(Self::Delete),
+            64 => Some(Self::RepoInit),
+            65 => Some(Self::RepoOpen),
+            66 => Some(Self::BackupBegin),
+            67 => Some(Self::FileOpen),
+            68 => Some(Self::FileWrite),
+            69 => Some(Self::FileFinish),
+            70 => Some(Self::FilePut),
+            71 => Some(Self::AddEntries),
+            72 => Some(Self::BackupCommit),
+            73 => Some(Self::BackupAbort),
+            74 => Some(Self::Close),
+            75 => Some(Self::Snapshots),
+            76 => Some(Self::EntriesOpen),
+            77 => Some(Self::EntriesNext),
+            78 => Some(Self::ContentRead),
+            79 => Some(Self::Check),
             _ => None,
         }
     }
@@ -83,23 +132,47 @@ impl Opcode {
             Self::Stat => 11,
             Self::List => 12,
             Self::Delete => 13,
+            Self::RepoInit => 14,
+            Self::RepoOpen => 15,
+            Self::BackupBegin => 16,
+            Self::FileOpen => 17,
+            Self::FileWrite => 18,
+            Self::FileFinish => 19,
+            Self::FilePut => 20,
+            Self::AddEntries => 21,
+            Self::BackupCommit => 22,
+            Self::BackupAbort => 23,
+            Self::Close => 24,
+            Self::Snapshots => 25,
+            Self::EntriesOpen => 26,
+            Self::EntriesNext => 27,
+            Self::ContentRead => 28,
+            Self::Check => 29,
         }
     }
 
     /// Whether the op requires a slot (SPEC §7).
     pub fn needs_slot(self) -> bool {
-        !matches!(self, Self::Nop | Self::Delay | Self::Commit | Self::Abort)
+        !matches!(
+            self,
+            Self::Nop | Self::Delay | Self::Commit | Self::Abort | Self::FileOpen | Self::BackupAbort | Self::Close
+        )
     }
 
     /// An object-store op (SPEC §7.2): runs against the sidecar's store.
     pub fn is_store(self) -> bool {
-        (self as u8) >= 16
+        (16..64).contains(&(self as u8))
     }
 
-    /// Ops that take ownership of their slot once accepted (SPEC §7.2): the completion that
-    /// ends them carries no `SLOT`, and the slot returns to the free pool later.
+    /// A backup-engine op (SPEC §7.3): runs against the repository in the sidecar's store.
+    pub fn is_backup(self) -> bool {
+        (self as u8) >= 64
+    }
+
+    /// Ops that take ownership of their slot once accepted (SPEC §7.2, §7.3): the completion
+    /// that ends them carries no `SLOT`, and the slot returns to the free pool later.
     pub fn consumes_slot(self) -> bool {
-        matches!(self, Self::Put | Self::Write | Self::OpenRead)
+        matches!(self, Self::Put | Self::Write | Self::OpenRead | Self::FileWrite | Self::ContentRead)
     }
 
     pub fn name(self) -> &'static str {
@@ -118,6 +191,22 @@ impl Opcode {
             Self::Stat => "stat",
             Self::List => "list",
             Self::Delete => "delete",
+            Self::RepoInit => "repo_init",
+            Self::RepoOpen => "repo_open",
+            Self::BackupBegin => "backup_begin",
+            Self::FileOpen => "file_open",
+            Self::FileWrite => "file_write",
+            Self::FileFinish => "file_finish",
+            Self::FilePut => "file_put",
+            Self::AddEntries => "add_entries",
+            Self::BackupCommit => "backup_commit",
+            Self::BackupAbort => "backup_abort",
+            Self::Close => "close",
+            Self::Snapshots => "snapshots",
+            Self::EntriesOpen => "entries_open",
+            Self::EntriesNext => "entries_next",
+            Self::ContentRead => "content_read",
+            Self::Check => "check",
         }
     }
 }
@@ -383,6 +472,9 @@ mod tests {
         assert!(!Opcode::Commit.needs_slot() && !Opcode::Abort.needs_slot());
         assert!(Opcode::Stat.needs_slot() && !Opcode::Stat.consumes_slot());
         assert!(!Opcode::Echo.is_store());
+        assert!(Opcode::FilePut.is_backup() && !Opcode::FilePut.is_store() && !Opcode::Delete.is_backup());
+        assert!(Opcode::FileWrite.consumes_slot() && Opcode::ContentRead.consumes_slot() && !Opcode::FilePut.consumes_slot());
+        assert!(!Opcode::FileOpen.needs_slot() && !Opcode::Close.needs_slot() && Opcode::Check.needs_slot());
         let commit = RawSubmission { request_id: 1, opcode: Opcode::Commit as u8, slot_id: NO_SLOT, args: [7, 0, 0, 0], ..Default::default() };
         assert!(commit.validate().is_ok());
         assert_eq!(RawSubmission { slot_id: 0, ..commit }.validate().unwrap_err().code, ErrorCode::Malformed);

@@ -17,10 +17,15 @@ pub enum ErrorCode {
     Integrity = -11,
     Internal = -12,
     InvalidHandle = -13,
+    WrongPassword = -14,
+    NotARepository = -15,
+    RepoExists = -16,
+    Locked = -17,
+    RepoVersion = -18,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::UnknownOpcode,
         Self::Malformed,
         Self::InvalidSlot,
@@ -34,6 +39,11 @@ impl ErrorCode {
         Self::Integrity,
         Self::Internal,
         Self::InvalidHandle,
+        Self::WrongPassword,
+        Self::NotARepository,
+        Self::RepoExists,
+        Self::Locked,
+        Self::RepoVersion,
     ];
 
     pub fn status(self) -> i32 {
@@ -42,6 +52,11 @@ impl ErrorCode {
 
     pub fn from_status(status: i32) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.status() == status)
+    }
+
+    /// The code with this stable name (engine failures carry names, not numbers).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
     }
 
     /// The stable string code; never renamed once released.
@@ -60,6 +75,11 @@ impl ErrorCode {
             Self::Integrity => "SHMPIPE_E_INTEGRITY",
             Self::Internal => "SHMPIPE_E_INTERNAL",
             Self::InvalidHandle => "SHMPIPE_E_INVALID_HANDLE",
+            Self::WrongPassword => "SHMPIPE_E_WRONG_PASSWORD",
+            Self::NotARepository => "SHMPIPE_E_NOT_A_REPOSITORY",
+            Self::RepoExists => "SHMPIPE_E_REPO_EXISTS",
+            Self::Locked => "SHMPIPE_E_LOCKED",
+            Self::RepoVersion => "SHMPIPE_E_REPO_VERSION",
         }
     }
 }
@@ -84,6 +104,10 @@ mod tests {
             assert!(c.name().starts_with("SHMPIPE_E_"));
         }
         assert_eq!(ErrorCode::from_status(0), None);
-        assert_eq!(ErrorCode::from_status(-14), None);
+        assert_eq!(ErrorCode::from_status(-19), None);
+        for c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_name(c.name()), Some(c));
+        }
+        assert_eq!(ErrorCode::from_name("SHMPIPE_E_NOPE"), None);
     }
 }

@@ -3,8 +3,7 @@
 //! `shmpipe-engine`. Wire-agnostic on purpose: requests come in as bytes (JSON read from a
 //! slot, or file data as `Bytes` leased from a slot without a copy) and results go out as bytes
 //! for a slot, so the dispatcher's part is only decoding the entry and moving slots.
-//! Status: not reachable over the wire yet — the opcodes (SPEC §7, range 64..127) and their
-//! dispatcher glue are the next step; this module fixes the payload encodings they will carry.
+//! The opcodes are SPEC §7.3; `dispatcher/backup.rs` decodes entries and moves slots.
 //!
 //! Encodings (the slot payloads of the backup ops):
 //! - Repository open/init request: `{"password": s, "params"?: {"compression_level"?: n,
@@ -40,6 +39,12 @@ pub const CODE_INVALID_HANDLE: &str = "SHMPIPE_E_INVALID_HANDLE";
 pub const CODE_BUSY: &str = "SHMPIPE_E_BUSY";
 pub const CODE_MALFORMED: &str = "SHMPIPE_E_MALFORMED";
 pub const CODE_OUT_OF_RANGE: &str = "SHMPIPE_E_OUT_OF_RANGE";
+
+/// Handle kinds ([`BackupOps::handle_kind`]).
+pub const KIND_REPO: &str = "repository";
+pub const KIND_BACKUP: &str = "backup";
+pub const KIND_FILE: &str = "file";
+pub const KIND_CURSOR: &str = "entry listing";
 
 /// A failed backup op: a wire code (SPEC §8 names) and a message for the agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -244,13 +249,23 @@ fn snapshot_json(s: &SnapshotInfo) -> serde_json::Value {
     })
 }
 
+/// Items of each list a check report carries at most (the report must fit one slot; the
+/// counts say how many there were).
+const REPORT_LIST_MAX: usize = 1000;
+
 fn check_json(r: &CheckReport) -> Vec<u8> {
-    let issues = |v: &[shmpipe_engine::CheckIssue]| v.iter().map(|i| serde_json::json!({"object": i.object, "message": i.message})).collect::<Vec<_>>();
+    let issues = |v: &[shmpipe_engine::CheckIssue]| {
+        v.iter().take(REPORT_LIST_MAX).map(|i| serde_json::json!({"object": i.object, "message": i.message})).collect::<Vec<_>>()
+    };
+    let truncated = [r.errors.len(), r.infos.len(), r.affected_files.len()].iter().any(|n| *n > REPORT_LIST_MAX);
     serde_json::json!({
         "ok": r.is_ok(),
+        "truncated": truncated,
+        "error_count": r.errors.len(),
+        "affected_file_count": r.affected_files.len(),
         "errors": issues(&r.errors),
         "infos": issues(&r.infos),
-        "affected_files": r.affected_files.iter().map(|a| serde_json::json!({"snapshot": a.snapshot.to_hex(), "path": a.path, "reason": a.reason})).collect::<Vec<_>>(),
+        "affected_files": r.affected_files.iter().take(REPORT_LIST_MAX).map(|a| serde_json::json!({"snapshot": a.snapshot.to_hex(), "path": a.path, "reason": a.reason})).collect::<Vec<_>>(),
         "index_objects": r.index_objects,
         "packs": r.packs,
         "blobs": r.blobs,
@@ -284,10 +299,10 @@ enum Handle {
 impl Handle {
     fn kind(&self) -> &'static str {
         match self {
-            Self::Repo(_) => "repository",
-            Self::Backup(_) => "backup",
-            Self::File { .. } => "file",
-            Self::Entries(_) => "entry listing",
+            Self::Repo(_) => KIND_REPO,
+            Self::Backup(_) => KIND_BACKUP,
+            Self::File { .. } => KIND_FILE,
+            Self::Entries(_) => KIND_CURSOR,
         }
     }
 }
@@ -342,6 +357,13 @@ impl BackupOps {
             return Ok(s.clone());
         }
         Err(self.wrong(id, "backup"))
+    }
+
+    /// The kind of an open handle (`repository`, `backup`, `file`, `entry listing`), for the
+    /// dispatcher's up-front handle check (SPEC §7.3: a wrong handle is refused before the
+    /// op takes its slot).
+    pub fn handle_kind(&self, id: u64) -> Option<&'static str> {
+        self.table().get(&id).map(Handle::kind)
     }
 
     /// Open handles (any kind).
@@ -433,24 +455,28 @@ impl BackupOps {
         Ok(size)
     }
 
-    /// FILE_FINISH: the file's content reference (hex); the handle is closed whatever the outcome.
-    pub async fn file_finish(&self, file: u64) -> OpResult<String> {
+    /// FILE_FINISH: the file's content reference (hex) and size; the handle is closed whatever
+    /// the outcome.
+    pub async fn file_finish(&self, file: u64) -> OpResult<(String, u64)> {
         let cell = self.writer(file)?;
         let taken = cell.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(w) = taken else {
             return Err(OpError::new(CODE_BUSY, format!("file {file} has a write in progress")));
         };
         self.table().remove(&file);
-        Ok(encode_content(&w.finish().await?))
+        let content = w.finish().await?;
+        Ok((encode_content(&content), content.size()))
     }
 
-    /// FILE_PUT: a whole small file in one go.
-    pub async fn file_put(&self, backup: u64, data: Bytes) -> OpResult<String> {
+    /// FILE_PUT: a whole small file in one go; its content reference (hex) and size. `data` is
+    /// dropped before this returns (the engine copies it into its chunker).
+    pub async fn file_put(&self, backup: u64, data: Bytes) -> OpResult<(String, u64)> {
         let mut w = self.backup(backup)?.file_writer()?;
         if !data.is_empty() {
             w.write(data).await?;
         }
-        Ok(encode_content(&w.finish().await?))
+        let content = w.finish().await?;
+        Ok((encode_content(&content), content.size()))
     }
 
     /// ADD_ENTRIES: a JSON-lines batch; returns how many were added. The batch is checked as a
@@ -519,8 +545,9 @@ impl BackupOps {
         Ok(serde_json::json!({ "snapshots": list.iter().map(snapshot_json).collect::<Vec<_>>() }).to_string().into_bytes())
     }
 
-    /// ENTRIES_OPEN: a cursor over a snapshot's entries (`latest` = the newest snapshot).
-    pub async fn entries_open(&self, repo: u64, snapshot: &[u8]) -> OpResult<u64> {
+    /// ENTRIES_OPEN: a cursor over a snapshot's entries (`latest` = the newest snapshot), and
+    /// the snapshot's id (hex).
+    pub async fn entries_open(&self, repo: u64, snapshot: &[u8]) -> OpResult<(u64, String)> {
         let repo = self.repo(repo)?;
         let text = std::str::from_utf8(snapshot).map_err(|_| OpError::malformed("snapshot id is not UTF-8"))?.trim();
         let id = if text == "latest" {
@@ -529,7 +556,8 @@ impl BackupOps {
             parse_id(text)?
         };
         let reader = repo.entries_of(&id).await?;
-        self.insert(Handle::Entries(Arc::new(tokio::sync::Mutex::new(Cursor { reader, pending: None, done: false }))))
+        let cursor = self.insert(Handle::Entries(Arc::new(tokio::sync::Mutex::new(Cursor { reader, pending: None, done: false }))))?;
+        Ok((cursor, id.to_hex()))
     }
 
     /// ENTRIES_NEXT: the next page of JSON lines, at most `max_bytes`, and whether the listing
@@ -633,7 +661,7 @@ mod tests {
     }
 
     async fn list_all(o: &BackupOps, repo: u64, snap: &str, page: usize) -> Vec<WireEntry> {
-        let cur = o.entries_open(repo, snap.as_bytes()).await.unwrap();
+        let (cur, _) = o.entries_open(repo, snap.as_bytes()).await.unwrap();
         let mut all = Vec::new();
         loop {
             let (bytes, done) = o.entries_next(cur, page).await.unwrap();
@@ -652,14 +680,14 @@ mod tests {
         let o = ops(64);
         let repo = o.repo_init(INIT).await.unwrap();
         let b = o.backup_begin(repo, br#"{"host":"h","tags":["t"],"paths":["src"]}"#).await.unwrap();
-        let small = o.file_put(b, data(1000, 1)).await.unwrap();
-        let empty = o.file_put(b, Bytes::new()).await.unwrap();
+        let small = o.file_put(b, data(1000, 1)).await.unwrap().0;
+        let empty = o.file_put(b, Bytes::new()).await.unwrap().0;
         let f = o.file_open(b).unwrap();
         let big = data(3 << 20, 2);
         for part in [big.slice(..1 << 20), big.slice(1 << 20..)] {
             o.file_write(f, part).await.unwrap();
         }
-        let big_ref = o.file_finish(f).await.unwrap();
+        let big_ref = o.file_finish(f).await.unwrap().0;
         assert_eq!(o.file_write(f, Bytes::new()).await.unwrap_err().code, CODE_INVALID_HANDLE, "finish closes the file");
         let batch = [
             entry("src", "dir", None, "new"),
@@ -686,7 +714,7 @@ mod tests {
         // is as small as the longest entry line: a content ref's length depends on the chunk
         // count, which varies with the repository's random gear seed.
         let longest = {
-            let cur = o.entries_open(repo, b"latest").await.unwrap();
+            let (cur, _) = o.entries_open(repo, b"latest").await.unwrap();
             let (bytes, done) = o.entries_next(cur, 1 << 20).await.unwrap();
             assert!(done);
             std::str::from_utf8(&bytes).unwrap().lines().map(|l| l.len() + 1).max().unwrap()
@@ -741,7 +769,7 @@ mod tests {
         assert_eq!(o.backup_begin(repo, br#"{"parent":"xyz"}"#).await.unwrap_err().code, CODE_MALFORMED);
         assert_eq!(o.backup_begin(repo, br#"{"bogus":true}"#).await.unwrap_err().code, CODE_MALFORMED);
         let b = o.backup_begin(repo, b"{}").await.unwrap();
-        let content = o.file_put(b, data(10, 3)).await.unwrap();
+        let content = o.file_put(b, data(10, 3)).await.unwrap().0;
         let bad_batches = [
             format!("{}\nnot json", entry("a", "dir", None, "new")),
             entry("a", "fifo", None, "new"),

@@ -620,6 +620,29 @@ impl Dispatcher {
                     return Ok(Handled::Async);
                 }
             }
+            (
+                Opcode::RepoInit
+                | Opcode::RepoOpen
+                | Opcode::BackupBegin
+                | Opcode::FileOpen
+                | Opcode::FileWrite
+                | Opcode::FileFinish
+                | Opcode::FilePut
+                | Opcode::AddEntries
+                | Opcode::BackupCommit
+                | Opcode::BackupAbort
+                | Opcode::Close
+                | Opcode::Snapshots
+                | Opcode::EntriesOpen
+                | Opcode::EntriesNext
+                | Opcode::ContentRead
+                | Opcode::Check,
+                _,
+            ) => {
+                if !self.handle_backup(&sub, started)? {
+                    return Ok(Handled::Async);
+                }
+            }
             // `validate` guarantees a slot for the ops that need one.
             (Opcode::Echo | Opcode::SlotRelease | Opcode::Stats, None) => self.post(op, Completion::error(id, ErrorCode::Internal))?,
         }
@@ -687,8 +710,11 @@ fn completion(request_id: u64, result: Result<(u64, u64), ErrorCode>) -> Complet
     }
 }
 
+mod backup;
 mod store;
 #[cfg(test)]
 mod store_tests;
+#[cfg(test)]
+mod backup_tests;
 #[cfg(test)]
 mod tests;

@@ -47,6 +47,8 @@ pub struct StoreLinks {
     pub store: Store,
     /// OPEN_READ read-ahead when `arg2` is 0.
     pub read_ahead: u32,
+    /// CPU threads the backup engine may use per repository (SHMPIPE_WORKER_THREADS).
+    pub engine_workers: usize,
 }
 
 /// A successful op: its completion's `result` and `aux`, and for LIST the document to write
@@ -56,6 +58,9 @@ pub struct Outcome {
     pub result: u64,
     pub aux: [u64; 3],
     pub output: Option<Vec<u8>>,
+    /// With `output`: `result` stays as set instead of becoming the output's length
+    /// (ENTRIES_OPEN: the cursor handle, with the snapshot id in the slot).
+    pub keep_result: bool,
 }
 
 impl Outcome {
@@ -77,6 +82,15 @@ pub struct Failure {
 impl Failure {
     pub fn code(code: ErrorCode) -> Self {
         Self { code, message: String::new(), kind: None }
+    }
+
+    /// A backup-engine failure, by its stable code name (SPEC §8); an unknown name is a bug.
+    pub fn engine(code: &str, message: String) -> Self {
+        let code = ErrorCode::from_name(code).unwrap_or_else(|| {
+            tracing::error!(code, "engine failure with a code the wire does not know");
+            ErrorCode::Internal
+        });
+        Self { code, message, kind: None }
     }
 }
 
@@ -227,7 +241,7 @@ fn info_outcome(info: &shmpipe_store::ObjectInfo) -> Outcome {
         .last_modified
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    Outcome { result: info.size, aux: [info.checksum.map_or(0, |c| u64::from(c.0)), mtime, 0], output: None }
+    Outcome { result: info.size, aux: [info.checksum.map_or(0, |c| u64::from(c.0)), mtime, 0], output: None, keep_result: false }
 }
 
 pub async fn put(store: Store, key: String, data: Bytes) -> OpResult {
@@ -338,64 +352,125 @@ async fn writer_task(mut writer: Writer, mut rx: mpsc::UnboundedReceiver<WriterC
 
 /// What a stream task needs.
 pub struct StreamTask {
-    pub store: Store,
-    pub key: String,
-    pub range: ReadRange,
+    pub source: StreamSource,
     pub handle: u64,
-    /// The key slot, widened to the whole slot: the first buffer to fill.
+    /// The request's slot, widened to the whole slot: the first buffer to fill.
     pub first: SlotLease,
     /// Further slots to fill, fed by the dispatcher.
     pub slots: mpsc::UnboundedReceiver<SlotLease>,
     pub events: EventSender,
 }
 
+/// What a stream delivers: an object of the store (OPEN_READ), or a file of a backup
+/// repository, already located (CONTENT_READ, SPEC §7.3).
+pub enum StreamSource {
+    Object { store: Store, key: String, range: ReadRange },
+    Content(shmpipe_engine::ContentReader),
+}
+
 impl StreamTask {
     pub async fn run(self) {
-        let Self { store, key, range, handle, first, mut slots, events } = self;
-        let opened = async {
-            let range = match range {
-                ReadRange::Whole => None,
-                ReadRange::Bounded(r) => Some(r),
-                ReadRange::From(s) => Some(s..store.stat(&key).await?.size),
-            };
-            store.open_read(&key, range).await
+        let Self { source, handle, first, slots, events } = self;
+        match source {
+            StreamSource::Object { store, key, range } => run_object(store, key, range, handle, first, slots, events).await,
+            StreamSource::Content(reader) => run_content(reader, handle, first, slots, events).await,
+        }
+    }
+}
+
+async fn run_object(
+    store: Store,
+    key: String,
+    range: ReadRange,
+    handle: u64,
+    first: SlotLease,
+    mut slots: mpsc::UnboundedReceiver<SlotLease>,
+    events: EventSender,
+) {
+    let opened = async {
+        let range = match range {
+            ReadRange::Whole => None,
+            ReadRange::Bounded(r) => Some(r),
+            ReadRange::From(s) => Some(s..store.stat(&key).await?.size),
         };
-        let mut reader: Reader = match opened.await {
-            Ok(r) => r,
-            Err(e) => {
-                let failure = failure(Opcode::OpenRead, &key, &e);
-                events.send(StoreEvent::OpenFailed { handle, failure, lease: first.into_lease() });
-                return;
-            }
-        };
-        let verified = reader.is_verified_read();
-        let mut offset = reader.range().start;
-        let mut total = 0u64;
-        let mut next = Some(first);
-        loop {
-            let lease = match next.take() {
+        store.open_read(&key, range).await
+    };
+    let mut reader: Reader = match opened.await {
+        Ok(r) => r,
+        Err(e) => {
+            let failure = failure(Opcode::OpenRead, &key, &e);
+            events.send(StoreEvent::OpenFailed { handle, failure, lease: first.into_lease() });
+            return;
+        }
+    };
+    let verified = reader.is_verified_read();
+    let mut offset = reader.range().start;
+    let mut total = 0u64;
+    let mut next = Some(first);
+    loop {
+        let lease = match next.take() {
+            Some(l) => l,
+            None => match slots.recv().await {
                 Some(l) => l,
-                None => match slots.recv().await {
-                    Some(l) => l,
-                    None => return, // the stream was dropped (cancelled, or the session ended)
-                },
-            };
-            match reader.read_into(lease).await {
-                Ok((lease, Filled { len, end })) => {
-                    if len > 0 {
-                        events.send(StoreEvent::Chunk { handle, lease, len: len as u32, offset });
-                        offset += len as u64;
-                        total += len as u64;
-                    } // else: dropped here, the slot goes FREE
-                    if end {
-                        events.send(StoreEvent::End { handle, result: Ok((total, verified)) });
-                        return;
-                    }
-                }
-                Err(e) => {
-                    events.send(StoreEvent::End { handle, result: Err(failure(Opcode::OpenRead, &key, &e)) });
+                None => return, // the stream was dropped (cancelled, or the session ended)
+            },
+        };
+        match reader.read_into(lease).await {
+            Ok((lease, Filled { len, end })) => {
+                if len > 0 {
+                    events.send(StoreEvent::Chunk { handle, lease, len: len as u32, offset });
+                    offset += len as u64;
+                    total += len as u64;
+                } // else: dropped here, the slot goes FREE
+                if end {
+                    events.send(StoreEvent::End { handle, result: Ok((total, verified)) });
                     return;
                 }
+            }
+            Err(e) => {
+                events.send(StoreEvent::End { handle, result: Err(failure(Opcode::OpenRead, &key, &e)) });
+                return;
+            }
+        }
+    }
+}
+
+/// A repository file's plaintext into slots: each slot filled to the brim (chunks are
+/// variable-sized; a slot may hold parts of several), a short slot only at the end. Every
+/// chunk is authenticated before any of its bytes are copied, so the stream is `verified`.
+async fn run_content(
+    mut reader: shmpipe_engine::ContentReader,
+    handle: u64,
+    first: SlotLease,
+    mut slots: mpsc::UnboundedReceiver<SlotLease>,
+    events: EventSender,
+) {
+    let mut offset = 0u64;
+    let mut next = Some(first);
+    loop {
+        let mut lease = match next.take() {
+            Some(l) => l,
+            None => match slots.recv().await {
+                Some(l) => l,
+                None => return,
+            },
+        };
+        let capacity = lease.len();
+        match reader.read_into(lease.as_mut()).await {
+            Ok(len) => {
+                if len > 0 {
+                    events.send(StoreEvent::Chunk { handle, lease, len: len as u32, offset });
+                    offset += len as u64;
+                }
+                if len < capacity {
+                    events.send(StoreEvent::End { handle, result: Ok((offset, true)) });
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(handle, error = %e, "repository content read failed");
+                events.send(StoreEvent::End { handle, result: Err(Failure::engine(e.code(), e.to_string())) });
+                return;
             }
         }
     }

@@ -72,6 +72,23 @@ export const OPCODES = Object.freeze({
   STAT: 22,
   LIST: 23,
   DELETE: 24,
+  // Backup-engine ops (SPEC §7.3).
+  REPO_INIT: 64,
+  REPO_OPEN: 65,
+  BACKUP_BEGIN: 66,
+  FILE_OPEN: 67,
+  FILE_WRITE: 68,
+  FILE_FINISH: 69,
+  FILE_PUT: 70,
+  ADD_ENTRIES: 71,
+  BACKUP_COMMIT: 72,
+  BACKUP_ABORT: 73,
+  CLOSE: 74,
+  SNAPSHOTS: 75,
+  ENTRIES_OPEN: 76,
+  ENTRIES_NEXT: 77,
+  CONTENT_READ: 78,
+  CHECK: 79,
 });
 export const OP_NOP = 0;
 export const OP_ECHO = 1;
@@ -88,6 +105,23 @@ export const OP_OPEN_READ = 21;
 export const OP_STAT = 22;
 export const OP_LIST = 23;
 export const OP_DELETE = 24;
+/** Backup-engine ops (SPEC §7.3). */
+export const OP_REPO_INIT = 64;
+export const OP_REPO_OPEN = 65;
+export const OP_BACKUP_BEGIN = 66;
+export const OP_FILE_OPEN = 67;
+export const OP_FILE_WRITE = 68;
+export const OP_FILE_FINISH = 69;
+export const OP_FILE_PUT = 70;
+export const OP_ADD_ENTRIES = 71;
+export const OP_BACKUP_COMMIT = 72;
+export const OP_BACKUP_ABORT = 73;
+export const OP_CLOSE = 74;
+export const OP_SNAPSHOTS = 75;
+export const OP_ENTRIES_OPEN = 76;
+export const OP_ENTRIES_NEXT = 77;
+export const OP_CONTENT_READ = 78;
+export const OP_CHECK = 79;
 
 /** Longest object key in UTF-8 bytes (SPEC §7.2). */
 export const MAX_KEY_LEN = 1024;
@@ -309,6 +343,19 @@ const NEEDS_SLOT: ReadonlySet<number> = new Set([
   OP_STAT,
   OP_LIST,
   OP_DELETE,
+  OP_REPO_INIT,
+  OP_REPO_OPEN,
+  OP_BACKUP_BEGIN,
+  OP_FILE_WRITE,
+  OP_FILE_FINISH,
+  OP_FILE_PUT,
+  OP_ADD_ENTRIES,
+  OP_BACKUP_COMMIT,
+  OP_SNAPSHOTS,
+  OP_ENTRIES_OPEN,
+  OP_ENTRIES_NEXT,
+  OP_CONTENT_READ,
+  OP_CHECK,
 ]);
 const KNOWN_OPS: ReadonlySet<number> = new Set(Object.values(OPCODES));
 

@@ -18,7 +18,7 @@ use crate::lease::{self, SlotLease, SlotReturn};
 use crate::ops::SlotRange;
 use crate::session::{Lease, SlotOutcome};
 use crate::stats;
-use crate::store_ops::{self, EventSender, Failure, OpResult, StoreEvent, StoreLinks, StreamTask, WriterCmd};
+use crate::store_ops::{self, EventSender, Failure, OpResult, StoreEvent, StoreLinks, StreamSource, StreamTask, WriterCmd};
 
 /// A session's store state, owned by its dispatcher.
 pub(crate) struct StoreState {
@@ -31,6 +31,8 @@ pub(crate) struct StoreState {
     next_handle: u64,
     /// Streams that may take another slot, oldest first.
     waiting: VecDeque<u64>,
+    /// The backup-engine ops' state (SPEC §7.3), made on first use (dispatcher/backup.rs).
+    pub(super) backup: Option<std::sync::Arc<crate::backup_ops::BackupOps>>,
 }
 
 pub(super) enum Entry {
@@ -40,6 +42,8 @@ pub(super) enum Entry {
 
 pub(super) struct Stream {
     request_id: u64,
+    /// OPEN_READ or CONTENT_READ: what its completions are counted under.
+    op: Opcode,
     /// Start of the turn that took the OPEN_READ (latency until the final completion).
     started: Instant,
     /// Slots for the stream task to fill, in order.
@@ -69,7 +73,7 @@ impl StoreState {
         let events = EventSender::new(tx, std::sync::Arc::new(move || control.notify()));
         let ret = events.clone();
         let slot_return: SlotReturn = std::sync::Arc::new(move |l| ret.send(StoreEvent::Returned(l)));
-        Self { links, events, rx, slot_return, handles: HashMap::new(), next_handle: 1, waiting: VecDeque::new() }
+        Self { links, events, rx, slot_return, handles: HashMap::new(), next_handle: 1, waiting: VecDeque::new(), backup: None }
     }
 
     /// Whether store tasks have reported something.
@@ -134,7 +138,7 @@ impl Dispatcher {
         store_ops::parse_key(bytes)
     }
 
-    fn open_handles_full(&self) -> bool {
+    pub(super) fn open_handles_full(&self) -> bool {
         self.store.handles.len() >= self.cfg.max_in_flight as usize
     }
 
@@ -197,36 +201,7 @@ impl Dispatcher {
                 if self.open_handles_full() {
                     return Err(ErrorCode::Busy);
                 }
-                let handle = self.new_handle();
-                self.session.slots.untag(lease.id());
-                // The key slot becomes the first buffer to fill once the object is open.
-                let whole = self.session.slots.whole(lease);
-                let first = SlotLease::new(self.segment.clone(), whole, self.store.slot_return.clone())
-                    .expect("a whole slot of this segment is in range");
-                let (slots_tx, slots_rx) = mpsc::unbounded_channel();
-                let cancel = self.links.abort.child_token();
-                self.in_flight_async += 1;
-                self.links.global.in_flight_async.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let stream = Stream {
-                    request_id: sub.request_id,
-                    started,
-                    slots: slots_tx,
-                    held: 1,
-                    read_ahead,
-                    opened: false,
-                    queued: false,
-                    cancel: cancel.clone(),
-                    _in_flight: InFlightGuard(self.links.global.clone()),
-                };
-                self.store.handles.insert(handle, Entry::Reader(stream));
-                let task = StreamTask { store, key, range, handle, first, slots: slots_rx, events: self.store.events.clone() };
-                self.links.runtime.spawn(async move {
-                    tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => {}
-                        _ = task.run() => {}
-                    }
-                });
+                self.start_stream(sub, started, lease, read_ahead, StreamSource::Object { store, key, range });
             }
             Opcode::Stat => {
                 let key = self.key_in(lease.id(), off, len)?;
@@ -246,9 +221,46 @@ impl Dispatcher {
         Ok(None)
     }
 
+    /// Starts a read stream (OPEN_READ, CONTENT_READ) on the request's slot, which becomes its
+    /// first buffer; returns its handle. The caller checked the open-handle limit.
+    pub(super) fn start_stream(&mut self, sub: &Submission, started: Instant, lease: Lease, read_ahead: u32, source: StreamSource) -> u64 {
+        let handle = self.new_handle();
+        self.session.slots.untag(lease.id());
+        // The request's slot becomes the first buffer to fill once the source is open.
+        let whole = self.session.slots.whole(lease);
+        let first = SlotLease::new(self.segment.clone(), whole, self.store.slot_return.clone())
+            .expect("a whole slot of this segment is in range");
+        let (slots_tx, slots_rx) = mpsc::unbounded_channel();
+        let cancel = self.links.abort.child_token();
+        self.in_flight_async += 1;
+        self.links.global.in_flight_async.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stream = Stream {
+            request_id: sub.request_id,
+            op: sub.opcode,
+            started,
+            slots: slots_tx,
+            held: 1,
+            read_ahead,
+            opened: false,
+            queued: false,
+            cancel: cancel.clone(),
+            _in_flight: InFlightGuard(self.links.global.clone()),
+        };
+        self.store.handles.insert(handle, Entry::Reader(stream));
+        let task = StreamTask { source, handle, first, slots: slots_rx, events: self.store.events.clone() };
+        self.links.runtime.spawn(async move {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {}
+                _ = task.run() => {}
+            }
+        });
+        handle
+    }
+
     /// Hands an accepted PUT/WRITE slot's data to the store: no copy; the slot goes FREE when
     /// the last `Bytes` of it is dropped.
-    fn consume(&mut self, lease: Lease) -> Result<Bytes, ErrorCode> {
+    pub(super) fn consume(&mut self, lease: Lease) -> Result<Bytes, ErrorCode> {
         let owner = SlotLease::new(self.segment.clone(), lease, self.store.slot_return.clone())?;
         // The agent gave this slot up: if it was a stream's chunk, the stream may read on.
         self.session.slots.untag(lease.id());
@@ -277,7 +289,7 @@ impl Dispatcher {
     }
 
     /// Runs a one-shot store op on the runtime; its result comes back as `StoreEvent::Done`.
-    fn spawn_store<F>(&mut self, sub: &Submission, started: Instant, lease: Option<Lease>, work: F)
+    pub(super) fn spawn_store<F>(&mut self, sub: &Submission, started: Instant, lease: Option<Lease>, work: F)
     where
         F: std::future::Future<Output = OpResult> + Send + 'static,
     {
@@ -324,8 +336,8 @@ impl Dispatcher {
                 StoreEvent::OpenFailed { handle, failure, lease } => match self.store.handles.remove(&handle) {
                     Some(Entry::Reader(s)) => {
                         self.in_flight_async -= 1;
-                        self.observe_store(Opcode::OpenRead, s.started);
-                        self.complete_store(Opcode::OpenRead, s.request_id, Err(failure), Some(lease), false)?;
+                        self.observe_store(s.op, s.started);
+                        self.complete_store(s.op, s.request_id, Err(failure), Some(lease), false)?;
                     }
                     _ => {
                         self.session.slots.finish(lease, true);
@@ -357,7 +369,11 @@ impl Dispatcher {
         let mut c = match result {
             Ok(o) => match (o.output, lease) {
                 (Some(doc), Some(l)) => match lease::write_start(&self.segment, l.id(), &doc) {
-                    Ok(()) => Completion::ok(request_id, doc.len() as u64),
+                    Ok(()) => {
+                        let mut c = Completion::ok(request_id, if o.keep_result { o.result } else { doc.len() as u64 });
+                        c.aux = o.aux;
+                        c
+                    }
                     Err(code) => Completion::error(request_id, code),
                 },
                 _ => {
@@ -398,7 +414,7 @@ impl Dispatcher {
         };
         // `held` is unchanged: the slot went from being filled to delivered.
         s.opened = true;
-        let request_id = s.request_id;
+        let (request_id, op) = (s.request_id, s.op);
         self.store.queue(handle);
         let mut c = Completion::ok(request_id, u64::from(len));
         if let SlotOutcome::ToAgent { id, generation } = self.session.slots.finish(lease, false) {
@@ -408,7 +424,7 @@ impl Dispatcher {
         c.flags |= cq_flags::MORE;
         c.aux = [offset, handle, 0];
         self.session.count_bytes_out(u64::from(len));
-        self.post_store(Opcode::OpenRead, c)
+        self.post_store(op, c)
     }
 
     /// Posts a stream's final completion and forgets it (its task is cancelled).
@@ -416,7 +432,7 @@ impl Dispatcher {
         let Some(Entry::Reader(s)) = self.store.handles.remove(&handle) else { return Ok(()) };
         s.cancel.cancel();
         self.in_flight_async -= 1;
-        self.observe_store(Opcode::OpenRead, s.started);
+        self.observe_store(s.op, s.started);
         let mut c = match result {
             Ok((total, verified)) => {
                 let mut c = Completion::ok(s.request_id, total);
@@ -431,7 +447,7 @@ impl Dispatcher {
             }
         };
         c.aux[1] = handle;
-        self.post_store(Opcode::OpenRead, c)
+        self.post_store(s.op, c)
     }
 
     /// A store op's latency, from the turn that took it to now.

@@ -13,21 +13,21 @@ use super::tests::{rig_with, slot_op, Rig};
 use super::*;
 use crate::session::SlotState;
 
-const SLOT: u32 = 8192;
+pub(super) const SLOT: u32 = 8192;
 
-fn write_slot(r: &Rig, id: u32, at: usize, bytes: &[u8]) {
+pub(super) fn write_slot(r: &Rig, id: u32, at: usize, bytes: &[u8]) {
     assert!(at + bytes.len() <= SLOT as usize);
     // SAFETY: test-only; in bounds of slot `id`, which the fake agent holds.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), r.segment.slot_ptr(id).unwrap().as_ptr().add(at), bytes.len()) };
 }
 
-fn read_slot(r: &Rig, id: u32, at: usize, len: usize) -> Vec<u8> {
+pub(super) fn read_slot(r: &Rig, id: u32, at: usize, len: usize) -> Vec<u8> {
     // SAFETY: test-only; in bounds of slot `id`, which the fake agent holds.
     unsafe { std::slice::from_raw_parts(r.segment.slot_ptr(id).unwrap().as_ptr().add(at), len).to_vec() }
 }
 
 /// Turns the dispatcher until `n` completions arrived (store tasks run on the rig's runtime).
-fn drive(r: &mut Rig, d: &mut Dispatcher, n: usize) -> Vec<Completion> {
+pub(super) fn drive(r: &mut Rig, d: &mut Dispatcher, n: usize) -> Vec<Completion> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut out = Vec::new();
     while out.len() < n {
@@ -41,14 +41,14 @@ fn drive(r: &mut Rig, d: &mut Dispatcher, n: usize) -> Vec<Completion> {
     out
 }
 
-fn one(r: &mut Rig, d: &mut Dispatcher) -> Completion {
+pub(super) fn one(r: &mut Rig, d: &mut Dispatcher) -> Completion {
     let mut c = drive(r, d, 1);
     assert_eq!(c.len(), 1, "{c:?}");
     c.pop().unwrap()
 }
 
 /// Turns until the store has let go of everything and the dispatcher saw it.
-fn settle(d: &mut Dispatcher) {
+pub(super) fn settle(d: &mut Dispatcher) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         d.turn(Mode::Running).unwrap();
@@ -89,11 +89,11 @@ fn put(id: u64, g: Grant, data_len: u32, key_off: u64, key_len: u64) -> RawSubmi
     RawSubmission { args: [key_len, key_off, 0, 0], ..slot_op(id, Opcode::Put, g, 0, data_len) }
 }
 
-fn handle_op(id: u64, op: Opcode, handle: u64) -> RawSubmission {
+pub(super) fn handle_op(id: u64, op: Opcode, handle: u64) -> RawSubmission {
     RawSubmission { request_id: id, opcode: op as u8, slot_id: NO_SLOT, args: [handle, 0, 0, 0], ..Default::default() }
 }
 
-fn store_rig(slots: u32, reserve: u32, url: &str) -> (Rig, Dispatcher, Vec<Grant>) {
+pub(super) fn store_rig(slots: u32, reserve: u32, url: &str) -> (Rig, Dispatcher, Vec<Grant>) {
     let (mut r, d) = rig_with(64, 64, slots, 64, reserve, url);
     let g = r.grants();
     (r, d, g)

@@ -1,0 +1,213 @@
+//! The dispatcher's side of the backup-engine ops (SPEC §7.3): the order of checks (slot, then
+//! the handle named in `arg0`, then the op's own arguments), moving slots, and turning the
+//! wire-agnostic results of `backup_ops` into completions. The op bodies run on the runtime
+//! through the store path (`spawn_store`, `complete_store`), so a backup op's output document
+//! or failure message lands at offset 0 of its slot exactly like a store op's; CONTENT_READ is
+//! a read stream of the store's kind with the repository as its source.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use shm_protocol::{Completion, ErrorCode, Opcode, RingError, Submission};
+use tokio::sync::oneshot;
+
+use super::Dispatcher;
+use crate::backup_ops::{BackupOps, OpError, KIND_BACKUP, KIND_CURSOR, KIND_FILE, KIND_REPO};
+use crate::lease::{self, SlotLease, SlotReturn};
+use crate::ops::SlotRange;
+use crate::session::{Lease, SlotOutcome};
+use crate::store_ops::{self, Failure, OpResult, Outcome, StreamSource};
+
+impl From<OpError> for Failure {
+    fn from(e: OpError) -> Self {
+        Failure::engine(e.code, e.message)
+    }
+}
+
+/// The handle kind an op names in `arg0` (checked before the op runs), if it names one.
+fn wanted_kind(op: Opcode) -> Option<&'static str> {
+    match op {
+        Opcode::BackupBegin | Opcode::Snapshots | Opcode::EntriesOpen | Opcode::ContentRead | Opcode::Check => Some(KIND_REPO),
+        Opcode::FileOpen | Opcode::FilePut | Opcode::AddEntries | Opcode::BackupCommit | Opcode::BackupAbort => Some(KIND_BACKUP),
+        Opcode::FileWrite | Opcode::FileFinish => Some(KIND_FILE),
+        Opcode::EntriesNext => Some(KIND_CURSOR),
+        _ => None,
+    }
+}
+
+fn value(r: Result<u64, OpError>) -> OpResult {
+    r.map(|v| Outcome { result: v, ..Outcome::default() }).map_err(Failure::from)
+}
+
+fn document(r: Result<Vec<u8>, OpError>) -> OpResult {
+    r.map(|doc| Outcome { output: Some(doc), ..Outcome::default() }).map_err(Failure::from)
+}
+
+/// A content reference and the file's size: the reference into the slot, the size in `aux0`.
+fn content(r: Result<(String, u64), OpError>) -> OpResult {
+    r.map(|(c, size)| Outcome { output: Some(c.into_bytes()), aux: [size, 0, 0], ..Outcome::default() }).map_err(Failure::from)
+}
+
+impl Dispatcher {
+    /// The session's backup state, made on first use.
+    fn backup_ops(&mut self) -> Arc<BackupOps> {
+        let links = &self.store.links;
+        let max = self.cfg.max_in_flight as usize;
+        self.store.backup.get_or_insert_with(|| Arc::new(BackupOps::new(links.store.clone(), links.engine_workers, max))).clone()
+    }
+
+    fn post_backup(&mut self, op: Opcode, c: Completion) -> Result<(), RingError> {
+        self.post(crate::stats::op_label(Some(op)), c)
+    }
+
+    /// A backup op taken off the SQ in running mode. Returns whether it completed now
+    /// (refusals, FILE_OPEN, CLOSE) rather than on the runtime.
+    pub(super) fn handle_backup(&mut self, sub: &Submission, started: Instant) -> Result<bool, RingError> {
+        let (id, op, handle) = (sub.request_id, sub.opcode, sub.args[0]);
+        let ops = self.backup_ops();
+        let Some(slot) = sub.slot else {
+            let wrong = wanted_kind(op).is_some_and(|k| ops.handle_kind(handle) != Some(k));
+            let c = match op {
+                _ if wrong => Completion::error(id, ErrorCode::InvalidHandle),
+                Opcode::FileOpen => match ops.file_open(handle) {
+                    Ok(file) => Completion::ok(id, file),
+                    Err(e) => Completion::error(id, Failure::from(e).code),
+                },
+                Opcode::Close => match ops.close(handle) {
+                    Ok(()) => Completion::ok(id, 0),
+                    Err(e) => Completion::error(id, Failure::from(e).code),
+                },
+                Opcode::BackupAbort => {
+                    self.spawn_store(sub, started, None, async move { value(ops.backup_abort(handle).await.map(|()| 0)) });
+                    return Ok(false);
+                }
+                // `validate` guarantees a slot for the other ops.
+                _ => Completion::error(id, ErrorCode::Internal),
+            };
+            return self.post_backup(op, c).map(|()| true);
+        };
+        let lease = match self.session.slots.acquire(&slot) {
+            Ok(l) => l,
+            Err(code) => return self.post_backup(op, Completion::error(id, code)).map(|()| true),
+        };
+        match self.accept_backup(sub, lease, started, ops) {
+            Ok(()) => Ok(false),
+            Err(code) => {
+                // A step-3 refusal: nothing changed, the slot goes straight back.
+                let mut c = Completion::error(id, code);
+                if let SlotOutcome::ToAgent { id, generation } = self.session.slots.finish(lease, false) {
+                    c = c.with_slot(id, generation);
+                }
+                self.post_backup(op, c).map(|()| true)
+            }
+        }
+    }
+
+    /// The argument checks of an op with a slot, then its start on the runtime. `Err` only when
+    /// nothing was done with `lease`.
+    fn accept_backup(&mut self, sub: &Submission, lease: Lease, started: Instant, ops: Arc<BackupOps>) -> Result<(), ErrorCode> {
+        let (op, handle) = (sub.opcode, sub.args[0]);
+        if wanted_kind(op).is_some_and(|k| ops.handle_kind(handle) != Some(k)) {
+            return Err(ErrorCode::InvalidHandle);
+        }
+        let input = |d: &Self| lease::copy_out(&d.segment, SlotRange::from(&lease));
+        match op {
+            Opcode::RepoInit => {
+                let req = input(self)?;
+                self.spawn_store(sub, started, Some(lease), async move { value(ops.repo_init(&req).await) });
+            }
+            Opcode::RepoOpen => {
+                let req = input(self)?;
+                self.spawn_store(sub, started, Some(lease), async move { value(ops.repo_open(&req).await) });
+            }
+            Opcode::BackupBegin => {
+                let req = input(self)?;
+                self.spawn_store(sub, started, Some(lease), async move { value(ops.backup_begin(handle, &req).await) });
+            }
+            Opcode::FileWrite => {
+                self.session.count_bytes_in(u64::from(lease.length()));
+                let data = self.consume(lease)?;
+                self.spawn_store(sub, started, None, async move { value(ops.file_write(handle, data).await) });
+            }
+            Opcode::FileFinish => {
+                self.spawn_store(sub, started, Some(lease), async move { content(ops.file_finish(handle).await) });
+            }
+            Opcode::FilePut => {
+                self.session.count_bytes_in(u64::from(lease.length()));
+                let (data, released) = self.borrow_data(lease)?;
+                self.spawn_store(sub, started, Some(lease), async move {
+                    let r = ops.file_put(handle, data).await;
+                    // The reference goes into the same slot: only once nothing reads the data.
+                    let _ = released.await;
+                    content(r)
+                });
+            }
+            Opcode::AddEntries => {
+                let batch = input(self)?;
+                self.spawn_store(sub, started, Some(lease), async move { value(ops.add_entries(handle, &batch).await) });
+            }
+            Opcode::BackupCommit => {
+                self.spawn_store(sub, started, Some(lease), async move { document(ops.backup_commit(handle).await) });
+            }
+            Opcode::Snapshots => {
+                self.spawn_store(sub, started, Some(lease), async move { document(ops.snapshots(handle).await) });
+            }
+            Opcode::Check => {
+                let read_data = match sub.args[1] {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(ErrorCode::Malformed),
+                };
+                self.spawn_store(sub, started, Some(lease), async move { document(ops.check(handle, read_data).await) });
+            }
+            Opcode::EntriesOpen => {
+                let snapshot = input(self)?;
+                self.spawn_store(sub, started, Some(lease), async move {
+                    ops.entries_open(handle, &snapshot)
+                        .await
+                        .map(|(cursor, id)| Outcome { result: cursor, aux: [id.len() as u64, 0, 0], output: Some(id.into_bytes()), keep_result: true })
+                        .map_err(Failure::from)
+                });
+            }
+            Opcode::EntriesNext => {
+                let max = self.session.slots.slot_size() as usize;
+                self.spawn_store(sub, started, Some(lease), async move {
+                    ops.entries_next(handle, max)
+                        .await
+                        .map(|(page, done)| Outcome { output: Some(page), aux: [u64::from(done), 0, 0], ..Outcome::default() })
+                        .map_err(Failure::from)
+                });
+            }
+            Opcode::ContentRead => {
+                let reference = input(self)?;
+                if self.open_handles_full() {
+                    return Err(ErrorCode::Busy);
+                }
+                let reader = ops.content_reader(handle, &reference).map_err(|e| Failure::from(e).code)?;
+                let read_ahead = store_ops::read_ahead(sub.args[2], self.store.links.read_ahead);
+                self.start_stream(sub, started, lease, read_ahead, StreamSource::Content(reader));
+            }
+            _ => return Err(ErrorCode::Internal),
+        }
+        Ok(())
+    }
+
+    /// FILE_PUT's data, lent to the engine without a copy while the slot stays IN_FLIGHT with
+    /// the request (its reply goes into the same slot). The receiver fires when the last
+    /// `Bytes` of it is dropped — the engine copies into its chunker before `file_put`
+    /// returns, so in practice at once. If the shutdown grace runs out first, the slot goes
+    /// back with SHUTTING_DOWN while the engine may still be reading it: that file's bytes
+    /// are then unreliable, but its backup can no longer commit either.
+    fn borrow_data(&mut self, lease: Lease) -> Result<(Bytes, oneshot::Receiver<()>), ErrorCode> {
+        let (tx, rx) = oneshot::channel();
+        let tx = Mutex::new(Some(tx));
+        let on_drop: SlotReturn = Arc::new(move |_| {
+            if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = tx.send(());
+            }
+        });
+        let owner = SlotLease::new(self.segment.clone(), lease, on_drop)?;
+        Ok((Bytes::from_owner(owner), rx))
+    }
+}
