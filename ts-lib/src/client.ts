@@ -40,6 +40,7 @@ import {
   MAX_DELAY_US,
   MAX_FRAME,
   NO_SLOT,
+  OPCODES,
   OP_DELAY,
   OP_ECHO,
   OP_NOP,
@@ -56,6 +57,7 @@ import {
   K_ABORT,
   K_COMMIT,
   K_DELETE,
+  K_ENGINE,
   K_FIRST_STORE,
   K_LIST,
   K_OPEN_READ,
@@ -630,8 +632,9 @@ export class Client implements SlotOwner {
   }
 
   /**
-   * @internal Submits an object-store request (built and validated by store.ts). Resolves with
-   * the final completion's numbers; stream chunks go to `q.stream` as they arrive.
+   * @internal Submits an object-store or backup-engine request (built and validated by store.ts
+   * and backup/ops.ts). Resolves with the final completion's numbers; stream chunks go to
+   * `q.stream` as they arrive.
    */
   submitStore(q: StoreRequest): Promise<StoreCompletion> {
     if (this.failure !== null) return Promise.reject(this.failed());
@@ -880,7 +883,7 @@ export class Client implements SlotOwner {
       if (r.kind >= K_FIRST_STORE && slot !== null && (flags & CQ_SLOT) !== 0 && n > 0 && n <= slot.capacity && u32[w + 7] === 0) {
         detail = slot.buffer.toString('utf8', 0, n);
       }
-      r.reject(errorFromStatus(status, OP_NAMES[r.kind] ?? 'request', detail));
+      r.reject(errorFromStatus(status, (r.kind === K_ENGINE ? ENGINE_OP_NAMES.get(r.opcode) : OP_NAMES[r.kind]) ?? 'request', detail));
       return;
     }
     const result = u32[w + 6]! + u32[w + 7]! * TWO_32;
@@ -903,6 +906,7 @@ export class Client implements SlotOwner {
       case K_STAT:
       case K_LIST:
       case K_DELETE:
+      case K_ENGINE:
         (r.resolve as (v: StoreCompletion) => void)({ result, aux0: u32[w + 8]! + u32[w + 9]! * TWO_32, aux1: u32[w + 10]! + u32[w + 11]! * TWO_32 });
         return;
       default:
@@ -1055,6 +1059,9 @@ export class Client implements SlotOwner {
     this.resolveClosed(closedValue);
   }
 }
+
+/** Backup-engine ops by opcode, for error messages: REPO_OPEN → "repo_open". */
+const ENGINE_OP_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(OPCODES).map(([name, code]) => [code, name.toLowerCase()]));
 
 const OP_NAMES: Record<number, string> = {
   [K_NOP]: 'nop',

@@ -24,6 +24,8 @@ export const K_STAT = 12;
 export const K_LIST = 13;
 /** @internal */
 export const K_DELETE = 14;
+/** @internal The backup-engine ops (SPEC §7.3): one kind, told apart by opcode. */
+export const K_ENGINE = 15;
 export const K_FIRST_STORE = K_PUT;
 
 /** @internal Receives the chunks of an OPEN_READ stream (completions with MORE). */
@@ -31,7 +33,7 @@ export interface StreamSink {
   chunk(slot: Slot, length: number, offset: number, handle: number): void;
 }
 
-/** @internal An object-store request (SPEC §7.2). */
+/** @internal An object-store (SPEC §7.2) or backup-engine (§7.3) request. */
 export interface StoreRequest {
   kind: number;
   opcode: number;
@@ -41,7 +43,7 @@ export interface StoreRequest {
   args: [number | bigint, number | bigint, number];
   /** In-flight units (a stream: 1 + read-ahead). */
   weight: number;
-  /** PUT/WRITE/OPEN_READ: the slot is gone unless the completion hands it back. */
+  /** PUT/WRITE/OPEN_READ/FILE_WRITE/CONTENT_READ: the slot is gone unless the completion hands it back. */
   consumes: boolean;
   stream: StreamSink | null;
 }

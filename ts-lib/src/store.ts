@@ -64,7 +64,8 @@ export interface ReadResult {
   verified: boolean;
 }
 
-const invalid = (message: string): ShmpipeError => new ShmpipeError('SHMPIPE_E_INVALID_ARGUMENT', message);
+/** @internal */
+export const invalid = (message: string): ShmpipeError => new ShmpipeError('SHMPIPE_E_INVALID_ARGUMENT', message);
 const CONTROL = /[\x00-\x1f\x7f]/;
 const STAGING = /#[0-9]+$/;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
@@ -102,20 +103,22 @@ function prefixBytes(prefix: unknown, op: string): string {
   return prefix;
 }
 
-function checkSlot(c: Client, slot: unknown, op: string): Slot {
+/** @internal The slot, if it is one this client holds. */
+export function checkSlot(c: Client, slot: unknown, op: string): Slot {
   if (!(slot instanceof Slot)) throw invalid(`${op}: slot must be a Slot from alloc()`);
   if (slot.owner !== c) throw invalid(`${op}: slot ${slot.id} was released, consumed, or belongs to another client`);
   return slot;
 }
 
-function checkRange(slot: Slot, length: unknown, offset: unknown, op: string): void {
+/** @internal `[offset, offset+length)` must lie inside the slot. */
+export function checkRange(slot: Slot, length: unknown, offset: unknown, op: string): void {
   if (!Number.isInteger(length) || !Number.isInteger(offset) || (length as number) < 0 || (offset as number) < 0 || (offset as number) + (length as number) > slot.capacity) {
     throw invalid(`${op}: offset ${String(offset)} and length ${String(length)} must be integers with 0 ≤ offset, 0 ≤ length, offset + length ≤ ${slot.capacity}`);
   }
 }
 
-/** Runs `f`, turning a synchronous ShmpipeError into a rejection. */
-function guard<T>(f: () => Promise<T>): Promise<T> {
+/** @internal Runs `f`, turning a synchronous ShmpipeError into a rejection. */
+export function guard<T>(f: () => Promise<T>): Promise<T> {
   try {
     return f();
   } catch (e) {
@@ -127,14 +130,14 @@ function infoOf(key: string, c: StoreCompletion): ObjectInfo {
   return { key, size: c.result, checksum: c.aux0 >>> 0, mtimeMs: c.aux1 };
 }
 
-/** A slot with the key at offset 0, for ops whose slot carries only the key. */
-async function keySlot(c: Client, key: Buffer): Promise<Slot> {
+/** @internal A slot with `payload` at offset 0, for ops whose slot carries only a request (a key, JSON). */
+export async function payloadSlot(c: Client, payload: Buffer): Promise<Slot> {
   const slot = await c.alloc();
-  if (key.length > slot.capacity) {
+  if (payload.length > slot.capacity) {
     slot.release();
-    throw invalid(`key of ${key.length} bytes does not fit a slot of ${slot.capacity}`);
+    throw invalid(`a request of ${payload.length} bytes does not fit a slot of ${slot.capacity}`);
   }
-  key.copy(slot.buffer, 0);
+  payload.copy(slot.buffer, 0);
   return slot;
 }
 
@@ -177,7 +180,7 @@ export function put(c: Client, key: string, slot: Slot, length: number, offset =
 
 /** Runs a key-only op (STAT, DELETE) in a fresh slot, released afterwards. */
 async function keyOp(c: Client, kind: number, opcode: number, key: Buffer): Promise<StoreCompletion> {
-  const slot = await keySlot(c, key);
+  const slot = await payloadSlot(c, key);
   try {
     return await c.submitStore({ kind, opcode, slot, offset: 0, length: key.length, args: [0, 0, 0], weight: 1, consumes: false, stream: null });
   } finally {
@@ -300,7 +303,7 @@ export class Writer {
 export function openWrite(c: Client, key: string): Promise<Writer> {
   return guard(async () => {
     const k = keyBytes(key, 'openWrite');
-    const slot = await keySlot(c, k);
+    const slot = await payloadSlot(c, k);
     try {
       const r = await c.submitStore({ kind: K_OPEN_WRITE, opcode: OP_OPEN_WRITE, slot, offset: 0, length: k.length, args: [0, 0, 0], weight: 1, consumes: false, stream: null });
       return new Writer(c, key, r.result);
@@ -327,21 +330,26 @@ const readOptions = z
   .strict();
 export type ReadOptions = z.input<typeof readOptions>;
 
-/** Low-level stream: chunks go to `onChunk` (which owns the slot); resolves at the end. */
-interface RawStream {
+/** @internal Low-level stream: chunks go to `onChunk` (which owns the slot); resolves at the end. */
+export interface RawStream {
   /** Resolves with the result or rejects with the stream's error. */
   readonly done: Promise<ReadResult>;
   /** Asks the sidecar to stop (ABORT); later chunks are released unseen. */
   cancel(): void;
 }
 
-function startRead(c: Client, key: string, options: ReadOptions | undefined, op: string, onChunk: (chunk: ReadChunk) => void): RawStream {
-  const k = keyBytes(key, op);
-  const o = readOptions.safeParse(options ?? {});
-  if (!o.success) throw invalid(`${op}: ${o.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  const { range, readAhead } = o.data;
-  const start = range?.start ?? 0;
-  const end: number | bigint = range?.end ?? RANGE_TO_END;
+/** @internal What opens a stream (OPEN_READ, or the backup engine's CONTENT_READ): an op whose
+ * slot carries `payload` at offset 0 and whose completions are a chunk stream (SPEC §7.2). */
+export interface StreamOpen {
+  kind: number;
+  opcode: number;
+  payload: Buffer;
+  args: [number | bigint, number | bigint, number];
+  readAhead: number;
+}
+
+/** @internal Starts a stream; both stream ops share this (ABORT of the handle cancels either). */
+export function startStream(c: Client, open: StreamOpen, onChunk: (chunk: ReadChunk) => void): RawStream {
   let handle = 0;
   let cancelled = false;
   let finished = false;
@@ -359,13 +367,23 @@ function startRead(c: Client, key: string, options: ReadOptions | undefined, op:
     },
   };
   const done = (async (): Promise<ReadResult> => {
-    const slot = await keySlot(c, k);
+    const slot = await payloadSlot(c, open.payload);
     try {
-      const r = await c.submitStore({ kind: K_OPEN_READ, opcode: OP_OPEN_READ, slot, offset: 0, length: k.length, args: [start, end, readAhead], weight: 1 + readAhead, consumes: true, stream: sink });
+      const r = await c.submitStore({
+        kind: open.kind,
+        opcode: open.opcode,
+        slot,
+        offset: 0,
+        length: open.payload.length,
+        args: open.args,
+        weight: 1 + open.readAhead,
+        consumes: true,
+        stream: sink,
+      });
       return { size: r.result, verified: r.aux0 === 1 };
     } finally {
       finished = true;
-      // Still ours when the object could not be opened (the key slot came back).
+      // Still ours when the stream could not be opened (the payload slot came back).
       slot.release();
     }
   })();
@@ -379,11 +397,22 @@ function startRead(c: Client, key: string, options: ReadOptions | undefined, op:
   };
 }
 
+function startRead(c: Client, key: string, options: ReadOptions | undefined, op: string, onChunk: (chunk: ReadChunk) => void): RawStream {
+  const k = keyBytes(key, op);
+  const o = readOptions.safeParse(options ?? {});
+  if (!o.success) throw invalid(`${op}: ${o.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  const { range, readAhead } = o.data;
+  const start = range?.start ?? 0;
+  const end: number | bigint = range?.end ?? RANGE_TO_END;
+  return startStream(c, { kind: K_OPEN_READ, opcode: OP_OPEN_READ, payload: k, args: [start, end, readAhead], readAhead }, onChunk);
+}
+
 /**
- * An object's bytes as an async iterable of chunks (SPEC §7.2 OPEN_READ). Each chunk's slot is
- * released when the iteration moves on (next chunk, `break`, an error); `result` says how the
- * stream ended. A whole-object read is verified: its last chunk arrives only after the checksum
- * matched, and a mismatch fails the iteration with SHMPIPE_E_INTEGRITY.
+ * An object's bytes as an async iterable of chunks (SPEC §7.2 OPEN_READ; also a file's content
+ * from the backup engine, CONTENT_READ, §7.3). Each chunk's slot is released when the iteration
+ * moves on (next chunk, `break`, an error); `result` says how the stream ended. A whole-object
+ * read is verified: its last chunk arrives only after the checksum matched, and a mismatch fails
+ * the iteration with SHMPIPE_E_INTEGRITY.
  */
 export class ReadStream implements AsyncIterable<ReadChunk> {
   /** Resolves with the stream's result once it ended (rejects with its error). */
@@ -396,9 +425,9 @@ export class ReadStream implements AsyncIterable<ReadChunk> {
   private error: unknown = null;
   private iterating = false;
 
-  /** @internal */
-  constructor(c: Client, key: string, options?: ReadOptions) {
-    this.raw = startRead(c, key, options, 'openRead', (chunk) => {
+  /** @internal `start` opens the stream with the sink this object queues chunks from. */
+  constructor(start: (onChunk: (chunk: ReadChunk) => void) => RawStream) {
+    this.raw = start((chunk) => {
       this.queue.push(chunk);
       this.wake();
     });
@@ -428,7 +457,7 @@ export class ReadStream implements AsyncIterable<ReadChunk> {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<ReadChunk> {
-    if (this.iterating) throw invalid('openRead: a ReadStream can be iterated once');
+    if (this.iterating) throw invalid('a ReadStream can be iterated once');
     this.iterating = true;
     return {
       next: async (): Promise<IteratorResult<ReadChunk>> => {
@@ -468,7 +497,7 @@ export class ReadStream implements AsyncIterable<ReadChunk> {
 }
 
 export function openRead(c: Client, key: string, options?: ReadOptions): ReadStream {
-  return new ReadStream(c, key, options);
+  return new ReadStream((onChunk) => startRead(c, key, options, 'openRead', onChunk));
 }
 
 // ---- files -----------------------------------------------------------------------------------

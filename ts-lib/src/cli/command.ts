@@ -28,3 +28,6 @@ export interface Command {
 
 /** A usage mistake: printed with the command's usage, exit code 2. */
 export class UsageError extends Error {}
+
+/** A failure the user can act on: printed as one line (no stack), exit code 1. */
+export class CommandError extends Error {}

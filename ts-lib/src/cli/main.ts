@@ -1,20 +1,26 @@
 /**
  * `shmpipe` — the agent's command line. Parses global options, dispatches to a command in
  * ./commands, and maps failures onto exit codes: 0 ok, 1 error, 2 usage, 3 partial (a command
- * that finished but could not process everything says so itself).
+ * that finished but could not process everything says so itself), 128+n interrupted by signal n.
  */
 
 import { parseArgs } from 'node:util';
 import { ShmpipeError } from '../errors';
-import { UsageError, type Command, type GlobalOptions } from './command';
+import { CommandError, UsageError, type Command, type GlobalOptions } from './command';
+import { backup } from './commands/backup';
+import { check } from './commands/check';
 import { get } from './commands/get';
+import { init } from './commands/init';
 import { ls } from './commands/ls';
 import { put } from './commands/put';
+import { restore } from './commands/restore';
 import { rm } from './commands/rm';
 import { stat } from './commands/stat';
+import { sidecarStats } from './commands/sidecar-stats';
+import { snapshots } from './commands/snapshots';
 import { stats } from './commands/stats';
 
-const COMMANDS: readonly Command[] = [stats, put, get, ls, stat, rm];
+const COMMANDS: readonly Command[] = [init, backup, snapshots, restore, check, stats, put, get, ls, stat, rm, sidecarStats];
 
 const GLOBAL_OPTIONS = {
   sidecar: { type: 'string' },
@@ -38,6 +44,8 @@ function help(): string {
     '',
     'global options:',
     '  --sidecar SOCKET  use a running sidecar (default: SHMPIPE_SIDECAR_SOCKET, else start a private one)',
+    '  --repo URL        backup commands: the repository (default: SHMPIPE_REPO, else the local default directory)',
+    '  --password-file F backup commands: the repository password (default: SHMPIPE_PASSWORD, else a prompt)',
     '  --json            machine-readable output',
     '  -v, --verbose     show the sidecar log',
     '  -h, --help        this help; `shmpipe <command> --help` for a command',
@@ -83,6 +91,10 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof UsageError) {
       err(`shmpipe ${command.name}: ${e.message}\nusage: ${command.usage}`);
       return 2;
+    }
+    if (e instanceof CommandError) {
+      err(`shmpipe ${command.name}: ${e.message}`);
+      return 1;
     }
     if (e instanceof ShmpipeError) {
       err(`shmpipe ${command.name}: ${e.message} (${e.code})`);

@@ -1,0 +1,360 @@
+/**
+ * The backup pipeline (the agent half of `shmpipe backup`): walks the sources, reads every file
+ * straight into slots and hands it to the sidecar's engine (FILE_PUT for a file that fits one
+ * slot, else FILE_OPEN + FILE_WRITE per slot + FILE_FINISH), with many files in flight, and adds
+ * the tree entries in walk order (ADD_ENTRIES, lines batched into a slot). Files finish out of
+ * order, so entries wait in an ordered queue and the ready prefix is flushed.
+ *
+ * Incremental: with a parent snapshot (the latest one of the same host and paths, or a given
+ * id), its entries are loaded into a map, and a file with the same kind, size, mtime and inode
+ * (incremental.ts) is recorded with the parent's content reference, without being read.
+ *
+ * A file that cannot be read (EACCES, vanished, I/O error) is reported to `onUnreadable` and
+ * left out; the backup still commits. A failure of the sidecar or of an entry batch is fatal:
+ * the backup is aborted (BACKUP_ABORT), nothing is committed, and the error propagates. So is
+ * `signal` (SIGINT/SIGTERM in the CLI), with SHMPIPE_E_CANCELLED.
+ */
+
+import * as fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Client } from '../client';
+import { ShmpipeError } from '../errors';
+import { Fifo } from '../fifo';
+import type { Slot } from '../slot';
+import { classify, type ParentFile } from './incremental';
+import { addEntries, backupAbort, backupBegin, backupCommit, close, encodeEntry, entries, fileFinish, fileOpen, filePut, fileWrite, snapshots, type Change, type CommitSummary, type FileContent, type Handle } from './ops';
+import type { ProgressCounts } from './progress';
+import { walk, type SourceEntry, type WalkError } from './walk';
+
+export interface BackupOptions {
+  /** The roots, as given on the command line. */
+  paths: string[];
+  /** A parent snapshot id; undefined: the latest of this host and these paths; null: none. */
+  parent?: string | null | undefined;
+  host?: string;
+  tags?: string[];
+  /** A path that could not be read or listed (left out of the snapshot). */
+  onUnreadable?: (e: WalkError) => void;
+  /** Called often; throttle on the receiving side (progress.ts). */
+  onProgress?: (c: ProgressCounts) => void;
+  signal?: AbortSignal;
+}
+
+export interface BackupResult {
+  commit: CommitSummary;
+  /** The parent the backup compared against, or null. */
+  parent: string | null;
+  /** Entries left out because they could not be read. */
+  unreadable: number;
+  /** Bytes this agent read from files. */
+  bytesRead: number;
+  /** Wall time of the whole backup (parent lookup, walk, upload, commit). */
+  durationMs: number;
+}
+
+/** Parent entries by path: what the incremental test needs, and the content to reuse. */
+type ParentMap = Map<string, ParentFile & { content: string | undefined }>;
+
+/** An entry waiting to be added: its line once known (null: left out). */
+interface Pending {
+  line: string | null;
+  ready: boolean;
+}
+
+/**
+ * Files up to this size are read with synchronous calls: a few µs on the event loop for a
+ * page-cached file instead of several thread-pool round trips (as store.ts putFile does).
+ */
+const SYNC_READ_MAX = 256 << 10;
+/** Entries queued behind an unfinished file before the walk waits for the queue to drain. */
+const MAX_QUEUED_ENTRIES = 100_000;
+
+const fsOpen = (p: Buffer): Promise<number> => new Promise((resolve, reject) => fs.open(p, 'r', (err, fd) => (err ? reject(err) : resolve(fd))));
+const fsRead = (fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> =>
+  new Promise((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
+
+/** Reads up to `len` bytes at `pos` into `buf` from 0; fewer only at end of file (it shrank). */
+async function readUpTo(fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
+  let got = 0;
+  while (got < len) {
+    const n = await fsRead(fd, buf, got, len - got, pos + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return got;
+}
+
+function readSyncUpTo(fd: number, buf: Buffer, len: number): number {
+  let got = 0;
+  while (got < len) {
+    const n = fs.readSync(fd, buf, got, len - got, got);
+    if (n === 0) break;
+    got += n;
+  }
+  return got;
+}
+
+/** A local read failure: reported per file, not fatal. */
+class Unreadable extends Error {
+  constructor(
+    readonly op: string,
+    readonly cause: unknown,
+  ) {
+    super((cause as Error)?.message ?? String(cause));
+  }
+}
+
+/** The snapshot paths of a backup: the roots made absolute (what a parent must match). */
+export function snapshotPaths(roots: readonly string[]): string[] {
+  return roots.map((r) => path.resolve(r));
+}
+
+/** The latest snapshot of `host` with exactly `paths`, or null. */
+export async function findParent(c: Client, repo: Handle, host: string, paths: readonly string[]): Promise<string | null> {
+  const want = [...paths].sort().join('\0');
+  const list = await snapshots(c, repo);
+  for (let i = list.length - 1; i >= 0; i--) {
+    const s = list[i]!;
+    if (s.host === host && [...s.paths].sort().join('\0') === want) return s.id;
+  }
+  return null;
+}
+
+async function loadParent(c: Client, repo: Handle, id: string): Promise<ParentMap> {
+  const map: ParentMap = new Map();
+  for await (const e of await entries(c, repo, id)) {
+    map.set(e.path, { kind: e.kind, size: e.size, mtimeNs: e.mtimeNs, inode: e.inode, content: e.content });
+  }
+  return map;
+}
+
+export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Promise<BackupResult> {
+  const started = process.hrtime.bigint();
+  const host = o.host ?? os.hostname();
+  const paths = snapshotPaths(o.paths);
+  const parent = o.parent === undefined ? await findParent(c, repo, host, paths) : o.parent;
+  const parentMap: ParentMap = parent === null ? new Map() : await loadParent(c, repo, parent);
+
+  const backup = await backupBegin(c, repo, { host, paths, ...(o.tags?.length ? { tags: o.tags } : {}), ...(parent !== null ? { parent } : {}) });
+  const slotSize = c.layout.slotSize;
+  // Each file in flight holds at most two slots (one being read, one being written); one more
+  // for an entry batch, and the rest as slack for grants still on their way back.
+  const maxFiles = Math.max(1, Math.min(64, Math.floor((c.layout.grantWindow - 2) / 2)));
+
+  const counts: ProgressCounts = { files: 0, filesTotal: 0, bytes: 0, bytesTotal: 0, totalKnown: false, errors: 0 };
+  const progress = (): void => o.onProgress?.(counts);
+  let fatal: unknown = null;
+  const fail = (e: unknown): void => {
+    fatal ??= e;
+  };
+  const cancelled = (): boolean => fatal !== null || o.signal?.aborted === true;
+
+  // ---- entries, in walk order -----------------------------------------------------------
+  const queue = new Fifo<Pending>();
+  let batch: string[] = [];
+  let batchBytes = 0;
+  let adding: Promise<void> = Promise.resolve();
+  let drained: (() => void) | null = null;
+
+  const sendBatch = (): void => {
+    if (batch.length === 0) return;
+    const lines = batch;
+    batch = [];
+    batchBytes = 0;
+    // One ADD_ENTRIES at a time: the order they are added in is the snapshot's order.
+    adding = adding.then(async () => {
+      if (fatal !== null) return;
+      const slot = await c.alloc();
+      try {
+        let at = 0;
+        for (const l of lines) {
+          at += slot.buffer.write(l, at, 'utf8');
+          slot.buffer[at++] = 0x0a;
+        }
+        await addEntries(c, backup, slot, at);
+      } finally {
+        slot.release();
+      }
+    });
+    adding.catch(fail);
+  };
+  const flush = (): void => {
+    for (let head = queue.peek(); head !== undefined && head.ready; head = queue.peek()) {
+      queue.shift();
+      if (head.line === null) continue;
+      const n = Buffer.byteLength(head.line, 'utf8') + 1;
+      if (n > slotSize) {
+        fail(new ShmpipeError('SHMPIPE_E_INVALID_ARGUMENT', `an entry of ${n} bytes does not fit a slot of ${slotSize}`));
+        continue;
+      }
+      if (batchBytes + n > slotSize) sendBatch();
+      batch.push(head.line);
+      batchBytes += n;
+    }
+    if (drained !== null && queue.length < MAX_QUEUED_ENTRIES / 2) {
+      drained();
+      drained = null;
+    }
+  };
+
+  const unreadable = (e: WalkError): void => {
+    counts.errors++;
+    o.onUnreadable?.(e);
+  };
+
+  // ---- file contents --------------------------------------------------------------------
+  /** A file that fits one slot: read it in, FILE_PUT, the slot comes back with the reference. */
+  const putSmall = async (e: SourceEntry, size: number): Promise<FileContent> => {
+    const slot = await c.alloc();
+    try {
+      let n: number;
+      try {
+        if (size <= SYNC_READ_MAX) {
+          const fd = fs.openSync(e.abs, 'r');
+          try {
+            n = readSyncUpTo(fd, slot.buffer, size);
+          } finally {
+            fs.closeSync(fd);
+          }
+        } else {
+          const fd = await fsOpen(e.abs);
+          try {
+            n = await readUpTo(fd, slot.buffer, size, 0);
+          } finally {
+            fs.close(fd, () => {});
+          }
+        }
+      } catch (err) {
+        throw new Unreadable('read', err);
+      }
+      counts.bytes += n;
+      return await filePut(c, backup, slot, n);
+    } finally {
+      slot.release();
+    }
+  };
+
+  /** A larger file: slot-sized reads, the next one running while the previous one is written. */
+  const putLarge = async (e: SourceEntry, size: number): Promise<FileContent | null> => {
+    let fd: number;
+    try {
+      fd = await fsOpen(e.abs);
+    } catch (err) {
+      throw new Unreadable('open', err);
+    }
+    const readAt = async (pos: number): Promise<{ slot: Slot; n: number }> => {
+      const slot = await c.alloc();
+      try {
+        return { slot, n: await readUpTo(fd, slot.buffer, Math.min(slotSize, size - pos), pos) };
+      } catch (err) {
+        slot.release();
+        throw new Unreadable('read', err);
+      }
+    };
+    let next: Promise<{ slot: Slot; n: number }> | null = null;
+    let file: Handle = 0;
+    try {
+      file = await fileOpen(c, backup);
+      let pos = 0;
+      next = readAt(0);
+      while (next !== null) {
+        const { slot, n } = await next;
+        next = null;
+        if (cancelled()) {
+          slot.release();
+          return null;
+        }
+        pos += n;
+        // A short read means the file shrank: it ends here.
+        if (n === slotSize && pos < size) next = readAt(pos);
+        counts.bytes += n;
+        await fileWrite(c, file, slot, n);
+        progress();
+      }
+      const content = await fileFinish(c, file);
+      file = 0;
+      return content;
+    } finally {
+      // After a failure a read may still run: wait for it (the fd closes next), return its slot.
+      if (next !== null) await next.then((r) => r.slot.release(), () => {});
+      if (file !== 0) await close(c, file).catch(() => {});
+      fs.close(fd, () => {});
+    }
+  };
+
+  let active = 0;
+  let slotFree: (() => void) | null = null;
+  const jobs = new Set<Promise<void>>();
+  const startFile = (e: SourceEntry, item: Pending, change: Change): void => {
+    const size = Number(e.size);
+    active++;
+    const job = (async () => {
+      try {
+        const content = size <= slotSize ? await putSmall(e, size) : await putLarge(e, size);
+        if (content !== null) item.line = encodeEntry({ ...e, size: BigInt(content.size), content: content.content }, change);
+      } catch (err) {
+        if (!(err instanceof Unreadable)) throw err;
+        const code = (err.cause as NodeJS.ErrnoException)?.code;
+        unreadable({ path: e.path, op: err.op, code: typeof code === 'string' ? code : undefined, message: err.message });
+      }
+    })()
+      .catch(fail)
+      .finally(() => {
+        item.ready = true;
+        counts.files++;
+        active--;
+        jobs.delete(job);
+        const w = slotFree;
+        slotFree = null;
+        w?.();
+        flush();
+        progress();
+      });
+    jobs.add(job);
+  };
+
+  try {
+    for await (const e of walk(o.paths, unreadable)) {
+      if (cancelled()) break;
+      counts.filesTotal++;
+      const prev = parentMap.get(e.path);
+      const change = e.kind === 'file' ? classify(e, prev) : 'new';
+      const item: Pending = { line: null, ready: false };
+      queue.push(item);
+      if (e.kind === 'file' && change === 'unchanged' && prev?.content !== undefined) {
+        item.line = encodeEntry({ ...e, content: prev.content }, 'unchanged');
+        item.ready = true;
+        counts.files++;
+      } else if (e.kind === 'file') {
+        counts.bytesTotal += Number(e.size);
+        while (active >= maxFiles && !cancelled()) await new Promise<void>((r) => (slotFree = r));
+        if (cancelled()) break;
+        startFile(e, item, change);
+      } else {
+        item.line = encodeEntry(e);
+        item.ready = true;
+        counts.files++;
+      }
+      flush();
+      if (queue.length >= MAX_QUEUED_ENTRIES) await new Promise<void>((r) => (drained = r));
+    }
+    counts.totalKnown = true;
+    while (jobs.size > 0) await Promise.all([...jobs]);
+    flush();
+    sendBatch();
+    await adding.catch(() => {});
+    if (o.signal?.aborted) throw new ShmpipeError('SHMPIPE_E_CANCELLED', 'the backup was interrupted');
+    if (fatal !== null) throw fatal;
+    progress();
+    const commit = await backupCommit(c, backup);
+    return { commit, parent, unreadable: counts.errors, bytesRead: counts.bytes, durationMs: Number(process.hrtime.bigint() - started) / 1e6 };
+  } catch (e) {
+    fail(e);
+    while (jobs.size > 0) await Promise.all([...jobs]);
+    await adding.catch(() => {});
+    // Nothing committed: the sidecar drops what was stored for it (REPOSITORY.md).
+    await backupAbort(c, backup).catch(() => {});
+    throw o.signal?.aborted ? new ShmpipeError('SHMPIPE_E_CANCELLED', 'the backup was interrupted') : e;
+  }
+}

@@ -1,0 +1,466 @@
+/**
+ * The backup-engine ops (SPEC §7.3) as typed functions over a Client: repositories, backups,
+ * file content in and out, tree entries, snapshots and check. The pipelines (backup.ts,
+ * restore.ts) and the CLI use these; they reach the sidecar only through the Client's request
+ * machinery shared with the object-store ops (store.ts: slots, streams, error messages).
+ *
+ * Handles are the sidecar's u64 handles as numbers (they count up from 1 per session, far below
+ * 2^53). Every argument is checked before any ring work; failures are ShmpipeErrors with
+ * SHMPIPE_E_INVALID_ARGUMENT. Failures from the sidecar carry its wire code (SPEC §8) and the
+ * message it wrote into the request's slot.
+ *
+ * Slots: ops that carry a request or return a document (repository, backup begin, snapshots,
+ * entries, check, finish, commit) take a slot of their own and give it back. filePut and
+ * addEntries use the caller's slot and hand it back; fileWrite consumes it (the engine keeps
+ * the bytes until it chunked them). contentRead is a stream like the store's openRead.
+ */
+
+import { z } from 'zod';
+import type { Client } from '../client';
+import { ShmpipeError } from '../errors';
+import { OPCODES } from '../protocol';
+import type { Slot } from '../slot';
+import { checkRange, checkSlot, guard, invalid, payloadSlot, ReadStream, startStream } from '../store';
+import { K_ENGINE, type StoreCompletion } from '../store-request';
+import type { EntryKind } from './walk';
+
+/** A sidecar handle: a repository, backup, file writer or entry cursor. */
+export type Handle = number;
+
+/** REPO_INIT parameters (SPEC §7.3; wire names). */
+export interface RepoParams {
+  compression_level?: number;
+  pack_size_mib?: number;
+  kdf_m_kib?: number;
+  kdf_t?: number;
+}
+
+const repoParams = z
+  .object({
+    compression_level: z.number().int().min(-7).max(19).optional(),
+    pack_size_mib: z.number().int().min(1).max(128).optional(),
+    kdf_m_kib: z.number().int().min(64).max(4_194_304).optional(),
+    kdf_t: z.number().int().min(1).max(64).optional(),
+  })
+  .strict();
+
+/** BACKUP_BEGIN request. */
+export interface BackupRequest {
+  /** The parent snapshot's id (64 hex digits): unchanged files may name its content. */
+  parent?: string;
+  host?: string;
+  tags?: string[];
+  paths?: string[];
+}
+
+const SNAPSHOT_ID = /^[0-9a-f]{64}$/;
+const backupRequest = z
+  .object({
+    parent: z.string().regex(SNAPSHOT_ID, { message: 'parent must be a snapshot id (64 lowercase hex digits)' }).optional(),
+    host: z.string().optional(),
+    tags: z.array(z.string()).optional(),
+    paths: z.array(z.string()).optional(),
+  })
+  .strict();
+
+/** What BACKUP_COMMIT and SNAPSHOTS say about a backup's work. */
+export interface SnapshotCounts {
+  files_new: number;
+  files_changed: number;
+  files_unchanged: number;
+  dirs: number;
+  others: number;
+  bytes_read: number;
+  /** Plaintext bytes of new blobs (after dedup). */
+  bytes_added: number;
+  /** Bytes written to the repository (after dedup, compression; packs, index, snapshot). */
+  bytes_added_packed: number;
+  blobs_added: number;
+  packs_added: number;
+}
+
+export interface CommitSummary {
+  id: string;
+  entries: number;
+  duration_ms: number;
+  counts: SnapshotCounts;
+}
+
+export interface SnapshotInfo {
+  id: string;
+  /** Nanoseconds since the epoch, as a decimal string. */
+  time_ns: string;
+  host: string;
+  tags: string[];
+  paths: string[];
+  parent: string | null;
+  entries: number;
+  counts: SnapshotCounts;
+  duration_ms: number;
+}
+
+export interface CheckReport {
+  ok: boolean;
+  errors: { object: string; message: string }[];
+  infos: { object: string; message: string }[];
+  affected_files: { snapshot: string; path: string; reason: string }[];
+  packs: number;
+  blobs: number;
+  blobs_verified: number;
+  bytes_read: number;
+  snapshots: number;
+  entries: number;
+  truncated?: boolean;
+}
+
+/** A tree entry (SPEC §7.3), as added and as listed. */
+export interface TreeEntry {
+  /** Repository path: `/`-separated, relative to the snapshot root, names escaped (names.ts). */
+  path: string;
+  kind: EntryKind;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeNs: bigint;
+  size: bigint;
+  inode: bigint;
+  dev: bigint;
+  /** Symlinks: the target. */
+  target?: string | undefined;
+  /** Files: the content reference (hex). */
+  content?: string | undefined;
+}
+
+export type Change = 'new' | 'changed' | 'unchanged';
+
+const KINDS: ReadonlySet<string> = new Set(['file', 'dir', 'symlink', 'other']);
+const CONTENT = /^(?:[0-9a-f]{2})+$/;
+const U32_MAX = 0xffff_ffff;
+const U64_MAX = 0xffff_ffff_ffff_ffffn;
+
+const badHandle = (h: unknown): boolean => !Number.isSafeInteger(h) || (h as number) < 1;
+
+function checkHandle(h: unknown, what: string, op: string): Handle {
+  if (badHandle(h)) throw invalid(`${op}: ${what} must be a handle (an integer ≥ 1) from the sidecar, got ${String(h)}`);
+  return h as Handle;
+}
+
+function zodProblem(e: z.ZodError): string {
+  return e.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
+}
+
+function checkContent(content: unknown, op: string): string {
+  if (typeof content !== 'string' || !CONTENT.test(content)) throw invalid(`${op}: a content reference is lowercase hex text from filePut/fileFinish`);
+  return content;
+}
+
+function u64(v: unknown, field: string): string {
+  if (typeof v !== 'bigint' || v < 0n || v > U64_MAX) throw invalid(`entry field ${field} must be a bigint in 0..2^64, got ${String(v)}`);
+  return v.toString();
+}
+
+function u32(v: unknown, field: string): number {
+  if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > U32_MAX) throw invalid(`entry field ${field} must be an integer in 0..2^32, got ${String(v)}`);
+  return v as number;
+}
+
+/**
+ * One ADD_ENTRIES line (no newline): 64-bit fields as decimal strings, `c` for files only
+ * (required), `x` only when not "new" (the sidecar's default).
+ */
+export function encodeEntry(e: TreeEntry, change: Change = 'new'): string {
+  if (typeof e.path !== 'string' || e.path === '' || e.path.startsWith('/')) throw invalid(`entry path must be a non-empty relative path, got ${JSON.stringify(e.path)}`);
+  if (!KINDS.has(e.kind)) throw invalid(`entry ${JSON.stringify(e.path)}: kind must be file, dir, symlink or other, got ${String(e.kind)}`);
+  if (change !== 'new' && change !== 'changed' && change !== 'unchanged') throw invalid(`entry ${JSON.stringify(e.path)}: change must be new, changed or unchanged`);
+  const line: Record<string, unknown> = {
+    p: e.path,
+    k: e.kind,
+    m: u32(e.mode, 'mode'),
+    u: u32(e.uid, 'uid'),
+    g: u32(e.gid, 'gid'),
+    t: u64(e.mtimeNs, 'mtimeNs'),
+    s: u64(e.size, 'size'),
+    n: u64(e.inode, 'inode'),
+    d: u64(e.dev, 'dev'),
+  };
+  if (e.target !== undefined) {
+    if (e.kind !== 'symlink') throw invalid(`entry ${JSON.stringify(e.path)}: only symlinks have a target`);
+    line.l = e.target;
+  }
+  if (e.kind === 'file') line.c = checkContent(e.content, `entry ${JSON.stringify(e.path)}`);
+  else if (e.content !== undefined) throw invalid(`entry ${JSON.stringify(e.path)}: only files have a content reference`);
+  if (change !== 'new') line.x = change;
+  return JSON.stringify(line);
+}
+
+const protocolError = (op: string, why: string): ShmpipeError => new ShmpipeError('SHMPIPE_E_PROTOCOL', `${op}: the sidecar returned ${why}`);
+
+const DECIMAL = /^[0-9]{1,20}$/;
+
+function big(v: unknown, field: string): bigint {
+  if (typeof v !== 'string' || !DECIMAL.test(v)) throw protocolError('entriesNext', `an entry whose ${field} is not a decimal string`);
+  return BigInt(v);
+}
+
+/** Parses one ENTRIES_NEXT line. */
+export function decodeEntry(line: string): TreeEntry {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    throw protocolError('entriesNext', `an entry line that is not JSON: ${line.slice(0, 120)}`);
+  }
+  if (typeof o.p !== 'string' || typeof o.k !== 'string' || !KINDS.has(o.k) || !Number.isInteger(o.m) || !Number.isInteger(o.u) || !Number.isInteger(o.g)) {
+    throw protocolError('entriesNext', `a malformed entry: ${line.slice(0, 120)}`);
+  }
+  return {
+    path: o.p,
+    kind: o.k as EntryKind,
+    mode: o.m as number,
+    uid: o.u as number,
+    gid: o.g as number,
+    mtimeNs: big(o.t, 't'),
+    size: big(o.s, 's'),
+    inode: big(o.n, 'n'),
+    dev: big(o.d, 'd'),
+    target: typeof o.l === 'string' ? o.l : undefined,
+    content: typeof o.c === 'string' ? o.c : undefined,
+  };
+}
+
+// ---- submission ---------------------------------------------------------------------------
+
+function submit(c: Client, opcode: number, slot: Slot | null, offset: number, length: number, args: [number, number, number], consumes = false): Promise<StoreCompletion> {
+  return c.submitStore({ kind: K_ENGINE, opcode, slot, offset, length, args, weight: 1, consumes, stream: null });
+}
+
+/**
+ * Runs an op whose slot carries `payload` (or nothing: the whole slot is the output buffer) and
+ * returns the completion with the output text at offset 0. `wipe`: clear the request bytes
+ * before the slot goes back (a password must not linger in shared memory).
+ */
+async function slotOp(c: Client, opcode: number, payload: Buffer | null, args: [number, number, number], wipe = false): Promise<{ r: StoreCompletion; out: string }> {
+  const slot = payload === null ? await c.alloc() : await payloadSlot(c, payload);
+  try {
+    const length = payload === null ? slot.capacity : payload.length;
+    const r = await submit(c, opcode, slot, 0, length, args);
+    if (r.result > slot.capacity) throw protocolError(opName(opcode), `an output of ${r.result} bytes, beyond its slot`);
+    return { r, out: slot.buffer.toString('utf8', 0, r.result) };
+  } finally {
+    if (wipe && !slot.released) slot.buffer.fill(0, 0, Math.max(payload?.length ?? 0, 1024));
+    slot.release();
+  }
+}
+
+function opName(opcode: number): string {
+  return Object.entries(OPCODES).find(([, v]) => v === opcode)?.[0].toLowerCase() ?? `op ${opcode}`;
+}
+
+function parseDoc<T>(text: string, opcode: number): T {
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw protocolError(opName(opcode), `a document that is not JSON: ${text.slice(0, 120)}`);
+  }
+}
+
+// ---- repositories -------------------------------------------------------------------------
+
+function repoRequest(password: unknown, params: unknown, op: string): Buffer {
+  if (typeof password !== 'string' || password === '') throw invalid(`${op}: the password must be a non-empty string`);
+  const doc: { password: string; params?: RepoParams } = { password };
+  if (params !== undefined) {
+    const p = repoParams.safeParse(params);
+    if (!p.success) throw invalid(`${op}: params: ${zodProblem(p.error)}`);
+    doc.params = p.data as RepoParams;
+  }
+  return Buffer.from(JSON.stringify(doc), 'utf8');
+}
+
+/** Creates the repository in the sidecar's store (SHMPIPE_E_REPO_EXISTS if there is one); resolves with its handle. */
+export function repoInit(c: Client, password: string, params?: RepoParams): Promise<Handle> {
+  return guard(async () => (await slotOp(c, OPCODES.REPO_INIT, repoRequest(password, params ?? {}, 'repoInit'), [0, 0, 0], true)).r.result);
+}
+
+/** Opens the repository in the sidecar's store (SHMPIPE_E_WRONG_PASSWORD, SHMPIPE_E_NOT_A_REPOSITORY, …). */
+export function repoOpen(c: Client, password: string): Promise<Handle> {
+  return guard(async () => (await slotOp(c, OPCODES.REPO_OPEN, repoRequest(password, undefined, 'repoOpen'), [0, 0, 0], true)).r.result);
+}
+
+/** CLOSE: a repository, an unfinished file, or an entry cursor. */
+export function close(c: Client, handle: Handle): Promise<void> {
+  return guard(async () => {
+    await submit(c, OPCODES.CLOSE, null, 0, 0, [checkHandle(handle, 'handle', 'close'), 0, 0]);
+  });
+}
+
+export function snapshots(c: Client, repo: Handle): Promise<SnapshotInfo[]> {
+  return guard(async () => {
+    const { out } = await slotOp(c, OPCODES.SNAPSHOTS, null, [checkHandle(repo, 'repo', 'snapshots'), 0, 0]);
+    const doc = parseDoc<{ snapshots?: SnapshotInfo[] }>(out, OPCODES.SNAPSHOTS);
+    if (!Array.isArray(doc.snapshots)) throw protocolError('snapshots', 'a document without a snapshots list');
+    return doc.snapshots;
+  });
+}
+
+/** CHECK: the repository's structure, and with `readData` every data blob decrypted and verified. */
+export function check(c: Client, repo: Handle, options: { readData?: boolean } = {}): Promise<CheckReport> {
+  return guard(async () => {
+    const readData = options.readData ?? false;
+    if (typeof readData !== 'boolean') throw invalid('check: readData must be a boolean');
+    const { out } = await slotOp(c, OPCODES.CHECK, null, [checkHandle(repo, 'repo', 'check'), readData ? 1 : 0, 0]);
+    return parseDoc<CheckReport>(out, OPCODES.CHECK);
+  });
+}
+
+// ---- backups ------------------------------------------------------------------------------
+
+export function backupBegin(c: Client, repo: Handle, request: BackupRequest = {}): Promise<Handle> {
+  return guard(async () => {
+    const h = checkHandle(repo, 'repo', 'backupBegin');
+    const r = backupRequest.safeParse(request);
+    if (!r.success) throw invalid(`backupBegin: ${zodProblem(r.error)}`);
+    return (await slotOp(c, OPCODES.BACKUP_BEGIN, Buffer.from(JSON.stringify(r.data), 'utf8'), [h, 0, 0])).r.result;
+  });
+}
+
+/** What a file's content became: its reference, and the bytes the sidecar took. */
+export interface FileContent {
+  content: string;
+  size: number;
+}
+
+/**
+ * FILE_PUT: a whole file in `slot[offset, offset+length)`. The slot comes back (with the
+ * reference written at its start), still the caller's to reuse or release.
+ */
+export function filePut(c: Client, backup: Handle, slot: Slot, length: number, offset = 0): Promise<FileContent> {
+  return guard(async () => {
+    const h = checkHandle(backup, 'backup', 'filePut');
+    const s = checkSlot(c, slot, 'filePut');
+    checkRange(s, length, offset, 'filePut');
+    const r = await submit(c, OPCODES.FILE_PUT, s, offset, length, [h, 0, 0]);
+    return { content: s.buffer.toString('latin1', 0, r.result), size: r.aux0 };
+  });
+}
+
+/** FILE_OPEN: a file streamed in with fileWrite, then fileFinish. */
+export function fileOpen(c: Client, backup: Handle): Promise<Handle> {
+  return guard(async () => (await submit(c, OPCODES.FILE_OPEN, null, 0, 0, [checkHandle(backup, 'backup', 'fileOpen'), 0, 0])).result);
+}
+
+/**
+ * FILE_WRITE: appends `slot[offset, offset+length)` to the file. The slot is consumed: do not
+ * touch it afterwards. One write per file at a time (the sidecar refuses a second with
+ * SHMPIPE_E_BUSY). Resolves with the file's size so far.
+ */
+export function fileWrite(c: Client, file: Handle, slot: Slot, length: number, offset = 0): Promise<number> {
+  return guard(async () => {
+    const h = checkHandle(file, 'file', 'fileWrite');
+    const s = checkSlot(c, slot, 'fileWrite');
+    checkRange(s, length, offset, 'fileWrite');
+    return (await submit(c, OPCODES.FILE_WRITE, s, offset, length, [h, 0, 0], true)).result;
+  });
+}
+
+/** FILE_FINISH: the file's content reference; the handle is finished whatever the outcome. */
+export function fileFinish(c: Client, file: Handle): Promise<FileContent> {
+  return guard(async () => {
+    const { r, out } = await slotOp(c, OPCODES.FILE_FINISH, null, [checkHandle(file, 'file', 'fileFinish'), 0, 0]);
+    return { content: out, size: r.aux0 };
+  });
+}
+
+/**
+ * ADD_ENTRIES: the entry lines (encodeEntry, `\n`-separated) in `slot[offset, offset+length)`,
+ * added in order; the slot comes back. Resolves with the number added.
+ */
+export function addEntries(c: Client, backup: Handle, slot: Slot, length: number, offset = 0): Promise<number> {
+  return guard(async () => {
+    const h = checkHandle(backup, 'backup', 'addEntries');
+    const s = checkSlot(c, slot, 'addEntries');
+    checkRange(s, length, offset, 'addEntries');
+    return (await submit(c, OPCODES.ADD_ENTRIES, s, offset, length, [h, 0, 0])).result;
+  });
+}
+
+/** BACKUP_COMMIT: writes the snapshot; the handle is finished whatever the outcome. */
+export function backupCommit(c: Client, backup: Handle): Promise<CommitSummary> {
+  return guard(async () => {
+    const { out } = await slotOp(c, OPCODES.BACKUP_COMMIT, null, [checkHandle(backup, 'backup', 'backupCommit'), 0, 0]);
+    return parseDoc<CommitSummary>(out, OPCODES.BACKUP_COMMIT);
+  });
+}
+
+/** BACKUP_ABORT: no snapshot; what was uploaded stays as unreferenced data. */
+export function backupAbort(c: Client, backup: Handle): Promise<void> {
+  return guard(async () => {
+    await submit(c, OPCODES.BACKUP_ABORT, null, 0, 0, [checkHandle(backup, 'backup', 'backupAbort'), 0, 0]);
+  });
+}
+
+// ---- reading snapshots --------------------------------------------------------------------
+
+/** A snapshot's entries, in the order they were added (parents before children). */
+export interface EntryListing extends AsyncIterable<TreeEntry> {
+  /** The snapshot's id (resolves `latest`). */
+  readonly id: string;
+}
+
+/** ENTRIES_OPEN: a cursor over `snapshot` (an id, or `latest`); resolves with it and the id. */
+export function entriesOpen(c: Client, repo: Handle, snapshot: string): Promise<{ cursor: Handle; id: string }> {
+  return guard(async () => {
+    const h = checkHandle(repo, 'repo', 'entriesOpen');
+    if (typeof snapshot !== 'string' || (snapshot !== 'latest' && !SNAPSHOT_ID.test(snapshot))) {
+      throw invalid(`entriesOpen: snapshot must be an id (64 lowercase hex digits) or 'latest', got ${JSON.stringify(snapshot)}`);
+    }
+    const { r, out } = await slotOp(c, OPCODES.ENTRIES_OPEN, Buffer.from(snapshot, 'utf8'), [h, 0, 0]);
+    if (!SNAPSHOT_ID.test(out)) throw protocolError('entriesOpen', `a snapshot id that is not 64 hex digits: ${out.slice(0, 80)}`);
+    return { cursor: r.result, id: out };
+  });
+}
+
+/** ENTRIES_NEXT: the next page of entry lines, and whether the listing is complete. */
+export function entriesNext(c: Client, cursor: Handle): Promise<{ lines: string; done: boolean }> {
+  return guard(async () => {
+    const { r, out } = await slotOp(c, OPCODES.ENTRIES_NEXT, null, [checkHandle(cursor, 'cursor', 'entriesNext'), 0, 0]);
+    return { lines: out, done: r.aux0 === 1 };
+  });
+}
+
+/** A snapshot's entries page by page; the cursor is closed when the iteration stops early. */
+export async function entries(c: Client, repo: Handle, snapshot: string): Promise<EntryListing> {
+  const { cursor, id } = await entriesOpen(c, repo, snapshot);
+  let started = false;
+  return {
+    id,
+    async *[Symbol.asyncIterator]() {
+      if (started) throw invalid('entries: a listing can be iterated once');
+      started = true;
+      let done = false;
+      try {
+        while (!done) {
+          const page = await entriesNext(c, cursor);
+          done = page.done;
+          for (const line of page.lines.split('\n')) if (line !== '') yield decodeEntry(line);
+        }
+      } finally {
+        if (!done) await close(c, cursor).catch(() => {});
+      }
+    },
+  };
+}
+
+/**
+ * CONTENT_READ: a file's bytes as chunks in slots, like openRead (each slot released when the
+ * iteration moves on; `break` cancels). The stream ends verified: every chunk was authenticated
+ * before its bytes were delivered.
+ */
+export function contentRead(c: Client, repo: Handle, content: string, options: { readAhead?: number } = {}): ReadStream {
+  const h = checkHandle(repo, 'repo', 'contentRead');
+  const ref = checkContent(content, 'contentRead');
+  const readAhead = options.readAhead ?? 4;
+  if (!Number.isInteger(readAhead) || readAhead < 1 || readAhead > 64) throw invalid(`contentRead: readAhead must be an integer in 1..=64, got ${String(readAhead)}`);
+  const payload = Buffer.from(ref, 'latin1');
+  return new ReadStream((onChunk) => startStream(c, { kind: K_ENGINE, opcode: OPCODES.CONTENT_READ, payload, args: [h, 0, readAhead], readAhead }, onChunk));
+}

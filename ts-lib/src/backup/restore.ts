@@ -1,0 +1,131 @@
+/**
+ * The restore pipeline (the agent half of `shmpipe restore`): lists a snapshot's entries
+ * (ENTRIES_OPEN/NEXT), creates them under the target with RestoreTarget (restore-fs.ts), and
+ * streams each file's content from the sidecar (CONTENT_READ) straight from the slots into the
+ * file at each chunk's offset, several files at once. Directory metadata is applied last.
+ * Entries of kind `other` (devices, FIFOs, sockets) are counted as skipped.
+ *
+ * A failure of one file does not stop the others (it is reported and counted); a failure of the
+ * listing or the session is fatal.
+ */
+
+import type { Client } from '../client';
+import { ShmpipeError } from '../errors';
+import { entries, contentRead, type Handle, type TreeEntry } from './ops';
+import type { ProgressCounts } from './progress';
+import { includeFilter, RestoreTarget } from './restore-fs';
+
+export interface RestoreOptions {
+  snapshot: string;
+  target: string;
+  include?: string[];
+  /** Files restored at once (each a stream of up to `readAhead` slots). */
+  filesInFlight?: number;
+  readAhead?: number;
+  onProgress?: (c: ProgressCounts) => void;
+  /** A path that could not be restored. */
+  onFailed?: (path: string, e: unknown) => void;
+  signal?: AbortSignal;
+}
+
+export interface RestoreResult {
+  snapshot: string;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  skipped: number;
+  failed: number;
+  bytes: number;
+  durationMs: number;
+}
+
+export async function runRestore(c: Client, repo: Handle, o: RestoreOptions): Promise<RestoreResult> {
+  const started = process.hrtime.bigint();
+  const listing = await entries(c, repo, o.snapshot);
+  const target = new RestoreTarget(o.target);
+  await target.prepare();
+  const wanted = includeFilter(o.include ?? []);
+  const readAhead = o.readAhead ?? 4;
+  // Streams take their slots from the sidecar's read reserve: more files than it can feed
+  // would only wait.
+  const maxFiles = o.filesInFlight ?? Math.max(2, Math.min(16, Math.floor(c.layout.readReserve / readAhead)));
+  const counts: ProgressCounts = { files: 0, filesTotal: 0, bytes: 0, bytesTotal: 0, totalKnown: false, errors: 0 };
+  const r: RestoreResult = { snapshot: listing.id, files: 0, dirs: 0, symlinks: 0, skipped: 0, failed: 0, bytes: 0, durationMs: 0 };
+  const progress = (): void => o.onProgress?.(counts);
+  const failed = (p: string, e: unknown): void => {
+    r.failed++;
+    counts.errors++;
+    o.onFailed?.(p, e);
+  };
+
+  const restoreFile = async (e: TreeEntry): Promise<void> => {
+    const sink = await target.file(e);
+    try {
+      if (e.size > 0n) {
+        let got = 0;
+        for await (const chunk of contentRead(c, repo, e.content as string, { readAhead })) {
+          await sink.write(chunk.slot.buffer, chunk.length, chunk.offset);
+          got += chunk.length;
+          counts.bytes += chunk.length;
+          progress();
+        }
+        if (BigInt(got) !== e.size) throw new Error(`the content has ${got} bytes, the entry says ${e.size}`);
+      }
+      await sink.finish();
+      r.bytes += Number(e.size);
+      r.files++;
+    } catch (err) {
+      await sink.abort().catch(() => {});
+      throw err;
+    }
+  };
+
+  let active = 0;
+  let slotFree: (() => void) | null = null;
+  const jobs = new Set<Promise<void>>();
+  let fatal: unknown = null;
+  for await (const e of listing) {
+    if (o.signal?.aborted || fatal !== null) break;
+    if (!wanted(e.path)) continue;
+    counts.filesTotal++;
+    if (e.kind === 'dir') {
+      await target.dir(e).then(() => r.dirs++, (err: unknown) => failed(e.path, err));
+      counts.files++;
+    } else if (e.kind === 'symlink') {
+      await target.symlink(e).then(() => r.symlinks++, (err: unknown) => failed(e.path, err));
+      counts.files++;
+    } else if (e.kind === 'other') {
+      target.other(e);
+      r.skipped++;
+      counts.files++;
+    } else {
+      counts.bytesTotal += Number(e.size);
+      while (active >= maxFiles) await new Promise<void>((res) => (slotFree = res));
+      active++;
+      const job = restoreFile(e)
+        .catch((err: unknown) => {
+          // A session failure ends everything; a file's own failure is reported.
+          if ((err as { code?: string })?.code === 'SHMPIPE_E_DISCONNECTED' || (err as { code?: string })?.code === 'SHMPIPE_E_CLOSED') fatal ??= err;
+          else failed(e.path, err);
+        })
+        .finally(() => {
+          active--;
+          counts.files++;
+          jobs.delete(job);
+          const w = slotFree;
+          slotFree = null;
+          w?.();
+          progress();
+        });
+      jobs.add(job);
+    }
+  }
+  counts.totalKnown = true;
+  while (jobs.size > 0) await Promise.all([...jobs]);
+  if (fatal !== null) throw fatal;
+  if (o.signal?.aborted) throw new ShmpipeError('SHMPIPE_E_CANCELLED', 'the restore was interrupted');
+  await target.finishDirs();
+  progress();
+  r.durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+  return r;
+}

@@ -1,0 +1,69 @@
+/**
+ * `shmpipe restore <snapshot|latest> <target> [--include PATH]...`: recreates a snapshot (or
+ * the included paths of it) under a target directory, bit-exact, with modes, mtimes and
+ * symlinks (backup/restore.ts). Files that fail are listed and make the exit code 3.
+ */
+
+import { runRestore } from '../../backup/restore';
+import { formatBytes } from '../../backup/progress';
+import type { Command } from '../command';
+import { onInterrupt } from '../interrupt';
+import { mbps, progressFor, REPO_OPTIONS, REPO_USAGE, resolveSnapshot, withRepo } from '../repo';
+import { positionals } from '../store';
+
+/** Slots a private sidecar keeps for read streams during a restore: all but a few (SPEC §9). */
+const RESTORE_READ_RESERVE = '40';
+
+export const restore: Command = {
+  name: 'restore',
+  summary: 'restore a snapshot into a directory',
+  usage: `shmpipe restore <snapshot|latest> <target> [--include PATH]... ${REPO_USAGE}`,
+  options: { ...REPO_OPTIONS, include: { type: 'string', multiple: true } },
+  async run(ctx) {
+    const [snapshotArg, target] = positionals(ctx, ['<snapshot|latest>', '<target>']) as [string, string];
+    const interrupt = onInterrupt();
+    const progress = progressFor(ctx, 'restore');
+    try {
+      const r = await withRepo(
+        ctx,
+        async (rs) => {
+          let last = { files: 0, filesTotal: 0, bytes: 0, bytesTotal: 0, totalKnown: false, errors: 0 };
+          const res = await runRestore(rs.session.client, rs.repo, {
+            snapshot: await resolveSnapshot(rs, snapshotArg),
+            target,
+            include: (ctx.values.include as string[] | undefined) ?? [],
+            signal: interrupt.signal,
+            onProgress: (c) => {
+              last = c;
+              progress.update(c);
+            },
+            onFailed: (p, e) => {
+              const message = (e as Error)?.message ?? String(e);
+              if (ctx.global.json) ctx.out(JSON.stringify({ type: 'error', path: p, code: (e as { code?: string })?.code ?? null, message }));
+              else ctx.err(`shmpipe restore: cannot restore ${p}: ${message}`);
+            },
+          });
+          progress.end(last);
+          return res;
+        },
+        { sidecarEnv: { SHMPIPE_READ_RESERVE: RESTORE_READ_RESERVE } },
+      );
+      const rate = mbps(r.bytes, r.durationMs);
+      if (ctx.global.json) {
+        ctx.out(JSON.stringify({ type: 'summary', snapshot: r.snapshot, files: r.files, dirs: r.dirs, symlinks: r.symlinks, skipped: r.skipped, failed: r.failed, bytes: r.bytes, duration_ms: Math.round(r.durationMs), mbps: rate }));
+      } else {
+        ctx.out(`restored snapshot ${r.snapshot} into ${target}`);
+        ctx.out(`${r.files} files, ${r.dirs} dirs, ${r.symlinks} symlinks${r.skipped ? `, ${r.skipped} special files skipped` : ''}; ${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(2)} s = ${rate} MB/s`);
+        if (r.failed > 0) ctx.out(`failed: ${r.failed} (listed above)`);
+      }
+      return r.failed > 0 ? 3 : 0;
+    } catch (e) {
+      const code = interrupt.exitCode();
+      if (code === null) throw e;
+      ctx.err('shmpipe restore: interrupted; files not finished were removed');
+      return code;
+    } finally {
+      interrupt.dispose();
+    }
+  },
+};

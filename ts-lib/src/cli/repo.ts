@@ -1,0 +1,140 @@
+/**
+ * What the backup commands (init, backup, snapshots, restore, check, stats) share: the
+ * repository and its password, the session that reaches it, and plain messages for the
+ * failures a user can act on.
+ *
+ * The repository lives in the sidecar's store. A private sidecar is started on `--repo URL`
+ * (else SHMPIPE_REPO, else the embedded default directory; credentials.ts) as its
+ * SHMPIPE_STORE; a running sidecar (`--sidecar SOCKET`, SHMPIPE_SIDECAR_SOCKET) serves the
+ * repository in its own store, so `--repo` with it is a usage error.
+ */
+
+import { ShmpipeError } from '../errors';
+import { PasswordError, resolvePassword, resolveRepo } from '../backup/credentials';
+import { close, repoInit, repoOpen, snapshots, type Handle, type RepoParams } from '../backup/ops';
+import { Progress } from '../backup/progress';
+import { CommandError, UsageError, type CommandContext } from './command';
+import { openSession, type CliSession } from './session';
+
+export const REPO_OPTIONS = {
+  repo: { type: 'string' },
+  'password-file': { type: 'string' },
+} as const;
+
+export const REPO_USAGE = '[--repo URL | --sidecar SOCKET] [--password-file FILE] [--json]';
+
+/** Slots of a backup session: large, so a file of up to 4 MiB is one FILE_PUT. */
+const SLOT_SIZE = 4 << 20;
+const SLOT_COUNT = 48;
+
+export interface RepoSession {
+  session: CliSession;
+  repo: Handle;
+  /** Where the repository is, for messages. */
+  where: string;
+  close(): Promise<void>;
+}
+
+/** A ShmpipeError as one line a user can act on (the code stays in the text for scripts). */
+export function explain(e: unknown, where: string): Error {
+  if (!(e instanceof ShmpipeError)) return e as Error;
+  const detail = (): string => e.message.replace(/^[a-z_]+ failed: SHMPIPE_E_[A-Z_]+ \(status -?\d+\)(: )?/, '');
+  switch (e.code) {
+    case 'SHMPIPE_E_WRONG_PASSWORD':
+      return new CommandError(`wrong password for repository ${where}`);
+    case 'SHMPIPE_E_NOT_A_REPOSITORY':
+      return new CommandError(`there is no repository at ${where}: create one with 'shmpipe init'`);
+    case 'SHMPIPE_E_REPO_EXISTS':
+      return new CommandError(`a repository already exists at ${where}`);
+    case 'SHMPIPE_E_LOCKED':
+      return new CommandError(`repository ${where} is locked by another process: ${detail()}`);
+    case 'SHMPIPE_E_REPO_VERSION':
+      return new CommandError(`repository ${where} has a format this sidecar cannot read: ${detail()}`);
+    case 'SHMPIPE_E_DISCONNECTED':
+      return new CommandError(`the sidecar went away (${e.message}); nothing was committed by this run, the repository stays consistent (run 'shmpipe check')`);
+    default:
+      return new CommandError(`${e.message} (${e.code})`);
+  }
+}
+
+/**
+ * Opens the session and the repository (or creates it: `init`). Private sidecars get
+ * `sidecarEnv` besides the store (e.g. a larger read reserve for restore).
+ */
+export async function openRepo(ctx: CommandContext, o: { init?: RepoParams; sidecarEnv?: Record<string, string> } = {}): Promise<RepoSession> {
+  const flag = ctx.values.repo as string | undefined;
+  const named = ctx.global.sidecar || process.env.SHMPIPE_SIDECAR_SOCKET || undefined;
+  if (flag !== undefined && named !== undefined) {
+    throw new UsageError('--repo configures a private sidecar; a running sidecar (--sidecar or SHMPIPE_SIDECAR_SOCKET) serves the repository in its own store');
+  }
+  if (flag === '') throw new UsageError('--repo needs a URL or a directory (file:///dir, s3://bucket/prefix, ./dir)');
+  const url = named === undefined ? resolveRepo(flag) : null;
+  const where = url ?? `the store of the sidecar at ${named}`;
+  let password: string;
+  try {
+    password = await resolvePassword({ passwordFile: ctx.values['password-file'] as string | undefined, confirm: o.init !== undefined });
+  } catch (e) {
+    if (e instanceof PasswordError) throw new CommandError(e.message);
+    throw e;
+  }
+  let session: CliSession;
+  try {
+    session = await openSession({
+      sidecar: named,
+      verbose: ctx.global.verbose,
+      sidecarEnv: { ...(url !== null ? { SHMPIPE_STORE: url } : {}), ...o.sidecarEnv },
+      slotSize: SLOT_SIZE,
+      slotCount: SLOT_COUNT,
+    });
+  } catch (e) {
+    throw explain(e, where);
+  }
+  let repo: Handle;
+  try {
+    repo = o.init !== undefined ? await repoInit(session.client, password, o.init) : await repoOpen(session.client, password);
+  } catch (e) {
+    await session.close().catch(() => {});
+    throw explain(e, where);
+  }
+  return {
+    session,
+    repo,
+    where,
+    async close() {
+      await close(session.client, repo).catch(() => {});
+      await session.close();
+    },
+  };
+}
+
+/** Runs `f` with the repository open, closing everything afterwards; errors explained. */
+export async function withRepo<T>(ctx: CommandContext, f: (r: RepoSession) => Promise<T>, o: { init?: RepoParams; sidecarEnv?: Record<string, string> } = {}): Promise<T> {
+  const r = await openRepo(ctx, o);
+  try {
+    return await f(r);
+  } catch (e) {
+    throw explain(e, r.where);
+  } finally {
+    await r.close().catch(() => {});
+  }
+}
+
+/** Progress of a long command: JSON lines on stdout with `--json`, else a bar on a TTY stderr. */
+export function progressFor(ctx: CommandContext, verb: string): Progress {
+  const sink = ctx.global.json ? { isTTY: false, write: (s: string) => void process.stdout.write(s) } : { isTTY: process.stderr.isTTY === true, write: (s: string) => void process.stderr.write(s) };
+  return new Progress(verb, sink, ctx.global.json);
+}
+
+/** MB/s (10^6 bytes) of `bytes` in `ms`, two decimals. */
+export function mbps(bytes: number, ms: number): number {
+  return ms > 0 ? Math.round((bytes / 1e6 / (ms / 1000)) * 100) / 100 : 0;
+}
+
+/** `latest`, a full id, or a unique prefix of one (at least 4 hex digits) → what ENTRIES_OPEN takes. */
+export async function resolveSnapshot(r: RepoSession, arg: string): Promise<string> {
+  if (arg === 'latest' || /^[0-9a-f]{64}$/.test(arg)) return arg;
+  if (!/^[0-9a-f]{4,63}$/.test(arg)) throw new UsageError(`'${arg}' is not a snapshot: give an id (or a prefix of at least 4 hex digits) or 'latest'`);
+  const ids = (await snapshots(r.session.client, r.repo)).map((s) => s.id).filter((id) => id.startsWith(arg));
+  if (ids.length === 1) return ids[0]!;
+  throw new CommandError(ids.length === 0 ? `no snapshot ${arg} in ${r.where}` : `snapshot prefix ${arg} is ambiguous (${ids.length} snapshots)`);
+}
