@@ -226,18 +226,26 @@ async function runTool(name, tool, ds, round) {
     backup.summary = tool.summary(backup.stdout);
     sync();
     const size = du(repo);
-
-    const restore = await runTimed(`${tool.title} restore`, tool, tool.restore(repo, cache, target));
-    sync();
-    const at = restoredRoot(target, ds.dir, ds.manifest);
-    const check = at ? verifyTree(at, ds.manifest) : { ok: false, checked: 0, problems: [`nothing of the source found under ${target}`], counts: {} };
-    const r = { name, round, warmS, backup, restore, repo: size, check, restoredAt: at };
+    const r = { name, round, warmS, backup, restore: null, repo: size, check: null, restoredAt: null, error: null };
     const line = (phase, m) =>
       `  ${tool.title.padEnd(7)} ${phase.padEnd(7)} ${m.wall.toFixed(2).padStart(7)} s  ${(ds.manifest.bytes / m.wall / MB).toFixed(0).padStart(5)} MB/s  CPU ${m.cpu.toFixed(1).padStart(5)} s  peak RSS ${(m.peakRss / MB).toFixed(0).padStart(4)} MB  (load ${m.load})`;
     log(`round ${round}: ${tool.title} (warm-up read ${warmS.toFixed(1)} s)`);
     log(line('backup', backup));
-    log(line('restore', restore));
-    log(`  ${tool.title.padEnd(7)} repo ${(size.disk / MB).toFixed(1)} MB on disk; restore check: ${check.ok ? `ok, ${check.checked} entries` : `FAILED ${JSON.stringify(check.counts)}`}`);
+
+    // A failed restore still leaves the backup's figures.
+    try {
+      r.restore = await runTimed(`${tool.title} restore`, tool, tool.restore(repo, cache, target));
+    } catch (e) {
+      if (!(e instanceof RunFailed)) throw e;
+      r.error = e.message;
+      log(`!!! ${e.message}`);
+      return r;
+    }
+    sync();
+    r.restoredAt = restoredRoot(target, ds.dir, ds.manifest);
+    r.check = r.restoredAt ? verifyTree(r.restoredAt, ds.manifest) : { ok: false, checked: 0, problems: [`nothing of the source found under ${target}`], counts: {} };
+    log(line('restore', r.restore));
+    log(`  ${tool.title.padEnd(7)} repo ${(size.disk / MB).toFixed(1)} MB on disk; restore check: ${r.check.ok ? `ok, ${r.check.checked} entries` : `FAILED ${JSON.stringify(r.check.counts)}`}`);
     return r;
   } finally {
     if (!opt.keep) {
@@ -284,7 +292,9 @@ async function main() {
     const order = !TOOLS.includes('restic') ? TOOLS : round % 2 === 1 ? ['restic', ...others] : [...others, 'restic'];
     for (const name of order.filter((t) => !failed[t])) {
       try {
-        runs[name].push(await runTool(name, tools[name], ds, round));
+        const r = await runTool(name, tools[name], ds, round);
+        runs[name].push(r);
+        if (r.error) failed[name] = r.error;
       } catch (e) {
         if (!(e instanceof RunFailed)) throw e;
         failed[name] = e.message;
@@ -295,34 +305,40 @@ async function main() {
   const failure = Object.keys(failed).length ? Object.values(failed).join('\n') : null;
 
   // The median run per tool and phase (by wall time).
-  const median = (list, phase) => (list.length ? [...list].sort((a, b) => a[phase].wall - b[phase].wall)[Math.floor(list.length / 2)] : null);
+  const median = (all, phase) => {
+    const list = all.filter((x) => x[phase]);
+    return list.length ? [...list].sort((a, b) => a[phase].wall - b[phase].wall)[Math.floor(list.length / 2)] : null;
+  };
   const res = {};
   for (const name of TOOLS) {
     const b = median(runs[name], 'backup');
     const r = median(runs[name], 'restore');
     if (!b) continue;
     const bytes = ds.manifest.bytes;
+    const rr = r ? r.restore : null;
+    const procs = [...b.backup.procs, ...(rr ? rr.procs : [])];
     res[name] = {
       backupS: b.backup.wall,
       backupMbps: bytes / b.backup.wall / MB,
-      backupTbh: (bytes / b.backup.wall) * 3600 / 1e12,
+      backupTbh: ((bytes / b.backup.wall) * 3600) / 1e12,
       backupCpu: b.backup.cpu / (bytes / GB),
-      restoreS: r.restore.wall,
-      restoreMbps: bytes / r.restore.wall / MB,
-      restoreCpu: r.restore.cpu / (bytes / GB),
+      restoreS: rr ? rr.wall : null,
+      restoreMbps: rr ? bytes / rr.wall / MB : null,
+      restoreCpu: rr ? rr.cpu / (bytes / GB) : null,
       backupRss: b.backup.peakRss / MB,
-      restoreRss: r.restore.peakRss / MB,
-      peakRss: Math.max(b.backup.peakRss, r.restore.peakRss) / MB,
-      hwm: Math.max(...b.backup.procs.map((p) => p.hwm), ...r.restore.procs.map((p) => p.hwm)) / MB,
-      shmem: Math.max(b.backup.peakShmem, r.restore.peakShmem) / MB,
+      restoreRss: rr ? rr.peakRss / MB : null,
+      peakRss: Math.max(b.backup.peakRss, rr ? rr.peakRss : 0) / MB,
+      hwm: Math.max(...procs.map((p) => p.hwm)) / MB,
+      shmem: Math.max(b.backup.peakShmem, rr ? rr.peakShmem : 0) / MB,
       repoMb: b.repo.disk / MB,
       repoApparentMb: b.repo.apparent / MB,
       added: b.backup.summary?.bytes_added ?? null,
       reportedS: b.backup.summary?.reported_s ?? null,
       b: b.backup,
-      r: r.restore,
-      ok: runs[name].every((x) => x.check.ok),
-      problems: runs[name].flatMap((x) => x.check.problems),
+      r: rr,
+      // A restore that failed or was not checked is not ok.
+      ok: runs[name].every((x) => x.check?.ok === true),
+      problems: runs[name].flatMap((x) => (x.check ? x.check.problems : [x.error ?? 'no restore'])),
     };
   }
 
@@ -355,16 +371,17 @@ async function main() {
   if (S) {
     log(
       `shmpipe split: backup CPU agent ${cpuOf(S.b, 'agent').toFixed(1)} s + sidecar ${cpuOf(S.b, 'sidecar').toFixed(1)} s (tree ${S.b.cpu.toFixed(1)} s); ` +
-        `restore agent ${cpuOf(S.r, 'agent').toFixed(1)} s + sidecar ${cpuOf(S.r, 'sidecar').toFixed(1)} s (tree ${S.r.cpu.toFixed(1)} s); ` +
+        (S.r ? `restore agent ${cpuOf(S.r, 'agent').toFixed(1)} s + sidecar ${cpuOf(S.r, 'sidecar').toFixed(1)} s (tree ${S.r.cpu.toFixed(1)} s); ` : '') +
         `peak RSS agent ${(peakOf(S.b, 'agent') / MB).toFixed(0)} / sidecar ${(peakOf(S.b, 'sidecar') / MB).toFixed(0)} MB (backup), ` +
-        `${(peakOf(S.r, 'agent') / MB).toFixed(0)} / ${(peakOf(S.r, 'sidecar') / MB).toFixed(0)} MB (restore); shared memory resident up to ${S.shmem.toFixed(0)} MB (not counted)`,
+        (S.r ? `${(peakOf(S.r, 'agent') / MB).toFixed(0)} / ${(peakOf(S.r, 'sidecar') / MB).toFixed(0)} MB (restore); ` : '') +
+        `shared memory resident up to ${S.shmem.toFixed(0)} MB (not counted)`,
     );
   }
   for (const [n, t] of Object.entries(res)) {
     log(
       `${tools[n].title}: reports ${t.reportedS !== null ? `${Number(t.reportedS).toFixed(2)} s` : '—'} for the backup and ${t.added !== null ? `${(t.added / MB).toFixed(0)} MB` : '—'} added; ` +
         `repository ${t.repoApparentMb.toFixed(0)} MB apparent; VmHWM (includes shared memory) ${t.hwm.toFixed(0)} MB; ` +
-        `${t.b.samples} + ${t.r.samples} RSS samples; restore ${t.ok ? 'verified' : 'WRONG'}`,
+        `${t.b.samples} + ${t.r ? t.r.samples : 0} RSS samples; restore ${t.ok ? 'verified' : 'WRONG'}`,
     );
   }
   const loadEnd = os.loadavg().map((x) => fix(x));
@@ -398,8 +415,8 @@ async function main() {
     restic_restore_cpu_s_per_gb: fix(R?.restoreCpu, 3),
     shm_backup_cpu_agent_s: S ? fix(cpuOf(S.b, 'agent')) : null,
     shm_backup_cpu_sidecar_s: S ? fix(cpuOf(S.b, 'sidecar')) : null,
-    shm_restore_cpu_agent_s: S ? fix(cpuOf(S.r, 'agent')) : null,
-    shm_restore_cpu_sidecar_s: S ? fix(cpuOf(S.r, 'sidecar')) : null,
+    shm_restore_cpu_agent_s: S?.r ? fix(cpuOf(S.r, 'agent')) : null,
+    shm_restore_cpu_sidecar_s: S?.r ? fix(cpuOf(S.r, 'sidecar')) : null,
     shm_backup_peak_rss_mb: fix(S?.backupRss, 1),
     shm_restore_peak_rss_mb: fix(S?.restoreRss, 1),
     restic_backup_peak_rss_mb: fix(R?.backupRss, 1),
@@ -407,15 +424,15 @@ async function main() {
     restic_vmhwm_mb: fix(R?.hwm, 1),
     shm_restore_ok: S ? S.ok : null,
     restic_restore_ok: R ? R.ok : null,
-    targets_met: S && R ? { backup_2x: S.backupMbps >= 2 * R.backupMbps, restore_1_5x: S.restoreMbps >= 1.5 * R.restoreMbps, repo_le_restic_5pct: S.repoMb <= 1.05 * R.repoMb, rss_le_restic: S.peakRss <= R.peakRss } : null,
+    targets_met: S && R ? { backup_2x: S.backupMbps >= 2 * R.backupMbps, restore_1_5x: S.restoreMbps !== null && R.restoreMbps !== null && S.restoreMbps >= 1.5 * R.restoreMbps, repo_le_restic_5pct: S.repoMb <= 1.05 * R.repoMb, rss_le_restic: S.peakRss <= R.peakRss } : null,
     restic_version: restic ? restic.version.split(' ')[1] : null,
     repeat: REPEAT,
     warm: 'read-once-before-each-backup',
     load_avg_start: loadStart[0],
     load_avg_end: loadEnd[0],
-    failed: Object.keys(failed).length ? Object.fromEntries(Object.entries(failed).map(([k, v]) => [k, v.split('\n')[0]])) : null,
+    failed: Object.keys(failed).length ? Object.fromEntries(Object.entries(failed).map(([k, v]) => [k, v.replace(/\s*\n\s*/g, ' ').slice(0, 300)])) : null,
   };
-  const wrong = Object.entries(res).filter(([, t]) => !t.ok);
+  const wrong = Object.entries(res).filter(([n, t]) => !t.ok && !failed[n]);
   for (const [n, t] of wrong) {
     console.error(`\n!!! ${tools[n].title} RESTORE IS WRONG: ${t.problems.length} problem(s), first ones:\n  ${t.problems.slice(0, 20).join('\n  ')}`);
   }
