@@ -90,7 +90,8 @@ function measure(cmd, args, opts = {}, { intervalMs = 20, label = (comm) => comm
           if (st.state === 'Z') return; // exited, not yet reaped: its memory is gone
           const m = readStatus(pid);
           let p = procs.get(pid);
-          if (!p) procs.set(pid, (p = { pid, name: label(st.comm, depth), depth, ticks: 0, peak: 0, hwm: 0 }));
+          if (!p) procs.set(pid, (p = { pid, name: '', depth, ticks: 0, peak: 0, hwm: 0 }));
+          p.name = label(st.comm, depth); // the latest: a fresh child is still its parent's comm until it execs
           p.ticks = Math.max(p.ticks, st.ticks);
           p.peak = Math.max(p.peak, m.anon + m.file);
           p.hwm = Math.max(p.hwm, m.hwm);
