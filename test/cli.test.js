@@ -14,20 +14,20 @@ describe('shmpipe CLI', function () {
   it('lists its commands in --help and exits 0', function () {
     const r = run(['--help']);
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /^ {2}stats {2}/m);
+    assert.match(r.stdout, /^ {2}sidecar-stats {2}/m);
   });
 
   it('exits 2 with the help on an unknown command or a bad option', function () {
     const r = run(['frobnicate']);
     assert.equal(r.status, 2);
     assert.match(r.stderr, /unknown command 'frobnicate'/);
-    const o = run(['stats', '--no-such-option']);
+    const o = run(['sidecar-stats', '--no-such-option']);
     assert.equal(o.status, 2);
-    assert.match(o.stderr, /usage: shmpipe stats/);
+    assert.match(o.stderr, /usage: shmpipe sidecar-stats/);
   });
 
   it('starts a private sidecar when none is named, and stops it', function () {
-    const r = run(['stats', '--json']);
+    const r = run(['sidecar-stats', '--json']);
     assert.equal(r.status, 0, r.stderr);
     const st = JSON.parse(r.stdout);
     assert.equal(st.global.clients, 1, 'only the CLI itself is connected to its private sidecar');
@@ -37,8 +37,8 @@ describe('shmpipe CLI', function () {
   it('uses the sidecar named by --sidecar', async function () {
     const sc = await startSidecar();
     try {
-      for (let i = 0; i < 2; i++) assert.equal(run(['stats', '--sidecar', sc.socketPath]).status, 0);
-      const r = run(['stats', '--json', '--sidecar', sc.socketPath]);
+      for (let i = 0; i < 2; i++) assert.equal(run(['sidecar-stats', '--sidecar', sc.socketPath]).status, 0);
+      const r = run(['sidecar-stats', '--json', '--sidecar', sc.socketPath]);
       assert.equal(JSON.parse(r.stdout).global.sessions_opened, 3, 'all three runs went to the named sidecar');
     } finally {
       await sc.stop();
@@ -46,7 +46,7 @@ describe('shmpipe CLI', function () {
   });
 
   it('exits 1 with a typed message when the named sidecar is not there', function () {
-    const r = run(['stats', '--sidecar', '/nonexistent/shmpipe.sock']);
+    const r = run(['sidecar-stats', '--sidecar', '/nonexistent/shmpipe.sock']);
     assert.equal(r.status, 1);
     assert.match(r.stderr, /SHMPIPE_E_/);
   });

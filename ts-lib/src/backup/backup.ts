@@ -22,8 +22,8 @@ import type { Client } from '../client';
 import { ShmpipeError } from '../errors';
 import { Fifo } from '../fifo';
 import type { Slot } from '../slot';
-import { classify, type ParentFile } from './incremental';
-import { addEntries, backupAbort, backupBegin, backupCommit, close, encodeEntry, entries, fileFinish, fileOpen, filePut, fileWrite, snapshots, type Change, type CommitSummary, type FileContent, type Handle } from './ops';
+import { classify, type Change, type ParentFile } from './incremental';
+import { addEntries, backupAbort, backupBegin, backupCommit, close, encodeEntry, entries, fileFinish, fileOpen, filePut, fileWrite, snapshots, type CommitSummary, type FileContent, type Handle } from './ops';
 import type { ProgressCounts } from './progress';
 import { walk, type SourceEntry, type WalkError } from './walk';
 
@@ -99,7 +99,7 @@ function readSyncUpTo(fd: number, buf: Buffer, len: number): number {
 class Unreadable extends Error {
   constructor(
     readonly op: string,
-    readonly cause: unknown,
+    override readonly cause: unknown,
   ) {
     super((cause as Error)?.message ?? String(cause));
   }

@@ -1,7 +1,7 @@
 /**
- * The backup agent's building blocks (walker, names, incremental test, restore target), bundled
- * as ts-lib/dist/backup.js for the CLI's backup commands and for tests. Not part of the
- * package's public API (that is ../index.ts).
+ * The backup agent (walker, names, incremental test, restore target, the engine ops, the backup
+ * and restore pipelines), bundled as ts-lib/dist/backup.js for tests; the CLI bundles the same
+ * modules. Not part of the package's public API (that is ../index.ts).
  */
 
 export { escapeName, unescapeName } from './names';
@@ -10,3 +10,7 @@ export { classify, type ParentFile, type Change } from './incremental';
 export { RestoreTarget, includeFilter, type RestoreEntry, type FileSink } from './restore-fs';
 export { Progress, progressLine, progressRecord, formatBytes, formatDuration, summaryLines, type ProgressCounts, type ProgressSink, type BackupSummary } from './progress';
 export { resolveRepo, resolvePassword, defaultRepoDir, PasswordError, type PasswordSources } from './credentials';
+export * as ops from './ops';
+export { encodeEntry, decodeEntry, type TreeEntry, type SnapshotInfo, type CommitSummary, type CheckReport } from './ops';
+export { runBackup, findParent, snapshotPaths, type BackupOptions, type BackupResult } from './backup';
+export { runRestore, type RestoreOptions, type RestoreResult } from './restore';

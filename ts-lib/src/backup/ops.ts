@@ -18,10 +18,11 @@
 import { z } from 'zod';
 import type { Client } from '../client';
 import { ShmpipeError } from '../errors';
-import { OPCODES } from '../protocol';
+import { OPCODES, OP_ADD_ENTRIES, OP_BACKUP_ABORT, OP_BACKUP_BEGIN, OP_BACKUP_COMMIT, OP_CHECK, OP_CLOSE, OP_CONTENT_READ, OP_ENTRIES_NEXT, OP_ENTRIES_OPEN, OP_FILE_FINISH, OP_FILE_OPEN, OP_FILE_PUT, OP_FILE_WRITE, OP_REPO_INIT, OP_REPO_OPEN, OP_SNAPSHOTS } from '../protocol';
 import type { Slot } from '../slot';
 import { checkRange, checkSlot, guard, invalid, payloadSlot, ReadStream, startStream } from '../store';
 import { K_ENGINE, type StoreCompletion } from '../store-request';
+import type { Change } from './incremental';
 import type { EntryKind } from './walk';
 
 /** A sidecar handle: a repository, backup, file writer or entry cursor. */
@@ -131,8 +132,6 @@ export interface TreeEntry {
   content?: string | undefined;
 }
 
-export type Change = 'new' | 'changed' | 'unchanged';
-
 const KINDS: ReadonlySet<string> = new Set(['file', 'dir', 'symlink', 'other']);
 const CONTENT = /^(?:[0-9a-f]{2})+$/;
 const U32_MAX = 0xffff_ffff;
@@ -239,13 +238,21 @@ function submit(c: Client, opcode: number, slot: Slot | null, offset: number, le
  * returns the completion with the output text at offset 0. `wipe`: clear the request bytes
  * before the slot goes back (a password must not linger in shared memory).
  */
-async function slotOp(c: Client, opcode: number, payload: Buffer | null, args: [number, number, number], wipe = false): Promise<{ r: StoreCompletion; out: string }> {
+async function slotOp(
+  c: Client,
+  opcode: number,
+  payload: Buffer | null,
+  args: [number, number, number],
+  wipe = false,
+  outLength = (r: StoreCompletion): number => r.result,
+): Promise<{ r: StoreCompletion; out: string }> {
   const slot = payload === null ? await c.alloc() : await payloadSlot(c, payload);
   try {
     const length = payload === null ? slot.capacity : payload.length;
     const r = await submit(c, opcode, slot, 0, length, args);
-    if (r.result > slot.capacity) throw protocolError(opName(opcode), `an output of ${r.result} bytes, beyond its slot`);
-    return { r, out: slot.buffer.toString('utf8', 0, r.result) };
+    const n = outLength(r);
+    if (n > slot.capacity) throw protocolError(opName(opcode), `an output of ${n} bytes, beyond its slot`);
+    return { r, out: slot.buffer.toString('utf8', 0, n) };
   } finally {
     if (wipe && !slot.released) slot.buffer.fill(0, 0, Math.max(payload?.length ?? 0, 1024));
     slot.release();
@@ -279,25 +286,25 @@ function repoRequest(password: unknown, params: unknown, op: string): Buffer {
 
 /** Creates the repository in the sidecar's store (SHMPIPE_E_REPO_EXISTS if there is one); resolves with its handle. */
 export function repoInit(c: Client, password: string, params?: RepoParams): Promise<Handle> {
-  return guard(async () => (await slotOp(c, OPCODES.REPO_INIT, repoRequest(password, params ?? {}, 'repoInit'), [0, 0, 0], true)).r.result);
+  return guard(async () => (await slotOp(c, OP_REPO_INIT, repoRequest(password, params ?? {}, 'repoInit'), [0, 0, 0], true)).r.result);
 }
 
 /** Opens the repository in the sidecar's store (SHMPIPE_E_WRONG_PASSWORD, SHMPIPE_E_NOT_A_REPOSITORY, …). */
 export function repoOpen(c: Client, password: string): Promise<Handle> {
-  return guard(async () => (await slotOp(c, OPCODES.REPO_OPEN, repoRequest(password, undefined, 'repoOpen'), [0, 0, 0], true)).r.result);
+  return guard(async () => (await slotOp(c, OP_REPO_OPEN, repoRequest(password, undefined, 'repoOpen'), [0, 0, 0], true)).r.result);
 }
 
 /** CLOSE: a repository, an unfinished file, or an entry cursor. */
 export function close(c: Client, handle: Handle): Promise<void> {
   return guard(async () => {
-    await submit(c, OPCODES.CLOSE, null, 0, 0, [checkHandle(handle, 'handle', 'close'), 0, 0]);
+    await submit(c, OP_CLOSE, null, 0, 0, [checkHandle(handle, 'handle', 'close'), 0, 0]);
   });
 }
 
 export function snapshots(c: Client, repo: Handle): Promise<SnapshotInfo[]> {
   return guard(async () => {
-    const { out } = await slotOp(c, OPCODES.SNAPSHOTS, null, [checkHandle(repo, 'repo', 'snapshots'), 0, 0]);
-    const doc = parseDoc<{ snapshots?: SnapshotInfo[] }>(out, OPCODES.SNAPSHOTS);
+    const { out } = await slotOp(c, OP_SNAPSHOTS, null, [checkHandle(repo, 'repo', 'snapshots'), 0, 0]);
+    const doc = parseDoc<{ snapshots?: SnapshotInfo[] }>(out, OP_SNAPSHOTS);
     if (!Array.isArray(doc.snapshots)) throw protocolError('snapshots', 'a document without a snapshots list');
     return doc.snapshots;
   });
@@ -308,8 +315,8 @@ export function check(c: Client, repo: Handle, options: { readData?: boolean } =
   return guard(async () => {
     const readData = options.readData ?? false;
     if (typeof readData !== 'boolean') throw invalid('check: readData must be a boolean');
-    const { out } = await slotOp(c, OPCODES.CHECK, null, [checkHandle(repo, 'repo', 'check'), readData ? 1 : 0, 0]);
-    return parseDoc<CheckReport>(out, OPCODES.CHECK);
+    const { out } = await slotOp(c, OP_CHECK, null, [checkHandle(repo, 'repo', 'check'), readData ? 1 : 0, 0]);
+    return parseDoc<CheckReport>(out, OP_CHECK);
   });
 }
 
@@ -320,7 +327,7 @@ export function backupBegin(c: Client, repo: Handle, request: BackupRequest = {}
     const h = checkHandle(repo, 'repo', 'backupBegin');
     const r = backupRequest.safeParse(request);
     if (!r.success) throw invalid(`backupBegin: ${zodProblem(r.error)}`);
-    return (await slotOp(c, OPCODES.BACKUP_BEGIN, Buffer.from(JSON.stringify(r.data), 'utf8'), [h, 0, 0])).r.result;
+    return (await slotOp(c, OP_BACKUP_BEGIN, Buffer.from(JSON.stringify(r.data), 'utf8'), [h, 0, 0])).r.result;
   });
 }
 
@@ -339,14 +346,14 @@ export function filePut(c: Client, backup: Handle, slot: Slot, length: number, o
     const h = checkHandle(backup, 'backup', 'filePut');
     const s = checkSlot(c, slot, 'filePut');
     checkRange(s, length, offset, 'filePut');
-    const r = await submit(c, OPCODES.FILE_PUT, s, offset, length, [h, 0, 0]);
+    const r = await submit(c, OP_FILE_PUT, s, offset, length, [h, 0, 0]);
     return { content: s.buffer.toString('latin1', 0, r.result), size: r.aux0 };
   });
 }
 
 /** FILE_OPEN: a file streamed in with fileWrite, then fileFinish. */
 export function fileOpen(c: Client, backup: Handle): Promise<Handle> {
-  return guard(async () => (await submit(c, OPCODES.FILE_OPEN, null, 0, 0, [checkHandle(backup, 'backup', 'fileOpen'), 0, 0])).result);
+  return guard(async () => (await submit(c, OP_FILE_OPEN, null, 0, 0, [checkHandle(backup, 'backup', 'fileOpen'), 0, 0])).result);
 }
 
 /**
@@ -359,14 +366,14 @@ export function fileWrite(c: Client, file: Handle, slot: Slot, length: number, o
     const h = checkHandle(file, 'file', 'fileWrite');
     const s = checkSlot(c, slot, 'fileWrite');
     checkRange(s, length, offset, 'fileWrite');
-    return (await submit(c, OPCODES.FILE_WRITE, s, offset, length, [h, 0, 0], true)).result;
+    return (await submit(c, OP_FILE_WRITE, s, offset, length, [h, 0, 0], true)).result;
   });
 }
 
 /** FILE_FINISH: the file's content reference; the handle is finished whatever the outcome. */
 export function fileFinish(c: Client, file: Handle): Promise<FileContent> {
   return guard(async () => {
-    const { r, out } = await slotOp(c, OPCODES.FILE_FINISH, null, [checkHandle(file, 'file', 'fileFinish'), 0, 0]);
+    const { r, out } = await slotOp(c, OP_FILE_FINISH, null, [checkHandle(file, 'file', 'fileFinish'), 0, 0]);
     return { content: out, size: r.aux0 };
   });
 }
@@ -380,22 +387,22 @@ export function addEntries(c: Client, backup: Handle, slot: Slot, length: number
     const h = checkHandle(backup, 'backup', 'addEntries');
     const s = checkSlot(c, slot, 'addEntries');
     checkRange(s, length, offset, 'addEntries');
-    return (await submit(c, OPCODES.ADD_ENTRIES, s, offset, length, [h, 0, 0])).result;
+    return (await submit(c, OP_ADD_ENTRIES, s, offset, length, [h, 0, 0])).result;
   });
 }
 
 /** BACKUP_COMMIT: writes the snapshot; the handle is finished whatever the outcome. */
 export function backupCommit(c: Client, backup: Handle): Promise<CommitSummary> {
   return guard(async () => {
-    const { out } = await slotOp(c, OPCODES.BACKUP_COMMIT, null, [checkHandle(backup, 'backup', 'backupCommit'), 0, 0]);
-    return parseDoc<CommitSummary>(out, OPCODES.BACKUP_COMMIT);
+    const { out } = await slotOp(c, OP_BACKUP_COMMIT, null, [checkHandle(backup, 'backup', 'backupCommit'), 0, 0]);
+    return parseDoc<CommitSummary>(out, OP_BACKUP_COMMIT);
   });
 }
 
 /** BACKUP_ABORT: no snapshot; what was uploaded stays as unreferenced data. */
 export function backupAbort(c: Client, backup: Handle): Promise<void> {
   return guard(async () => {
-    await submit(c, OPCODES.BACKUP_ABORT, null, 0, 0, [checkHandle(backup, 'backup', 'backupAbort'), 0, 0]);
+    await submit(c, OP_BACKUP_ABORT, null, 0, 0, [checkHandle(backup, 'backup', 'backupAbort'), 0, 0]);
   });
 }
 
@@ -414,16 +421,20 @@ export function entriesOpen(c: Client, repo: Handle, snapshot: string): Promise<
     if (typeof snapshot !== 'string' || (snapshot !== 'latest' && !SNAPSHOT_ID.test(snapshot))) {
       throw invalid(`entriesOpen: snapshot must be an id (64 lowercase hex digits) or 'latest', got ${JSON.stringify(snapshot)}`);
     }
-    const { r, out } = await slotOp(c, OPCODES.ENTRIES_OPEN, Buffer.from(snapshot, 'utf8'), [h, 0, 0]);
+    const { r, out } = await slotOp(c, OP_ENTRIES_OPEN, Buffer.from(snapshot, 'utf8'), [h, 0, 0], false, () => 64);
     if (!SNAPSHOT_ID.test(out)) throw protocolError('entriesOpen', `a snapshot id that is not 64 hex digits: ${out.slice(0, 80)}`);
-    return { cursor: r.result, id: out };
+    // SPEC §7.3: `result` = the cursor, `aux0` = 64 (the id's length). The sidecar as of
+    // af9ffb5 answers the other way round (result 64, aux0 the cursor), as its other
+    // output-writing ops do. Either reading gives the same cursor: aux0 is 64 only in the
+    // SPEC's form or when the cursor itself is 64, where both fields agree.
+    return { cursor: r.aux0 === 64 ? r.result : r.aux0, id: out };
   });
 }
 
 /** ENTRIES_NEXT: the next page of entry lines, and whether the listing is complete. */
 export function entriesNext(c: Client, cursor: Handle): Promise<{ lines: string; done: boolean }> {
   return guard(async () => {
-    const { r, out } = await slotOp(c, OPCODES.ENTRIES_NEXT, null, [checkHandle(cursor, 'cursor', 'entriesNext'), 0, 0]);
+    const { r, out } = await slotOp(c, OP_ENTRIES_NEXT, null, [checkHandle(cursor, 'cursor', 'entriesNext'), 0, 0]);
     return { lines: out, done: r.aux0 === 1 };
   });
 }
@@ -462,5 +473,5 @@ export function contentRead(c: Client, repo: Handle, content: string, options: {
   const readAhead = options.readAhead ?? 4;
   if (!Number.isInteger(readAhead) || readAhead < 1 || readAhead > 64) throw invalid(`contentRead: readAhead must be an integer in 1..=64, got ${String(readAhead)}`);
   const payload = Buffer.from(ref, 'latin1');
-  return new ReadStream((onChunk) => startStream(c, { kind: K_ENGINE, opcode: OPCODES.CONTENT_READ, payload, args: [h, 0, readAhead], readAhead }, onChunk));
+  return new ReadStream((onChunk) => startStream(c, { kind: K_ENGINE, opcode: OP_CONTENT_READ, payload, args: [h, 0, readAhead], readAhead }, onChunk));
 }
