@@ -207,14 +207,14 @@ function peakOf(r, name) {
 // ---- one round of one tool ---------------------------------------------------------------------
 
 async function runTool(name, tool, ds, round) {
-  const base = path.join(WORK, `run-${name}`);
-  fs.rmSync(base, { recursive: true, force: true });
+  // Nothing is deleted between timed steps (see cleanup below): every round has its own dirs.
+  const base = path.join(WORK, `run-${name}-${round}`);
   const repo = path.join(base, 'repo');
   const cache = path.join(base, 'cache');
   const target = path.join(base, 'restore');
   fs.mkdirSync(cache, { recursive: true });
   fs.mkdirSync(target, { recursive: true });
-  try {
+  {
     await runPlain(`${tool.title} init`, tool.init(repo, cache));
     // Warm-up: the whole set read once (page cache), then flush whatever is dirty.
     const w0 = process.hrtime.bigint();
@@ -247,11 +247,45 @@ async function runTool(name, tool, ds, round) {
     log(line('restore', r.restore));
     log(`  ${tool.title.padEnd(7)} repo ${(size.disk / MB).toFixed(1)} MB on disk; restore check: ${r.check.ok ? `ok, ${r.check.checked} entries` : `FAILED ${JSON.stringify(r.check.counts)}`}`);
     return r;
-  } finally {
-    if (!opt.keep) {
-      // The restore is large; the repository is kept until the end only with --keep.
-      fs.rmSync(base, { recursive: true, force: true });
-    }
+  }
+}
+
+// ---- cleaning up: after the timed steps only --------------------------------------------------
+//
+// This disk is ext4 without a journal, whose inode allocator skips inodes freed in the last
+// 60 s (ext4 recently_deleted(): 60 s, 360 s while the inode table block is dirty) and pays a
+// buffer lookup for each one it skips. Deleting a restored tree of ~10k files right before the
+// other tool's restore made that restore spend most of its time in the kernel (find_inode_bit /
+// recently_deleted, measured with perf). So nothing is deleted between timed steps: every round
+// keeps its repositories and restores until the end of the run, and a run that finds leftovers
+// (or follows a run that ended less than a minute ago) deletes them, syncs, and waits out the
+// window before timing anything.
+
+const STAMP = () => path.join(WORK, 'last-cleanup');
+const QUIET_S = 65;
+
+function cleanup() {
+  const old = fs.readdirSync(WORK).filter((n) => n.startsWith('run-'));
+  for (const n of old) fs.rmSync(path.join(WORK, n), { recursive: true, force: true });
+  if (old.length) {
+    sync();
+    fs.writeFileSync(STAMP(), String(Date.now()));
+  }
+  return old.length;
+}
+
+async function waitOutDeletions() {
+  const removed = cleanup();
+  let last = 0;
+  try {
+    last = Number(fs.readFileSync(STAMP(), 'utf8'));
+  } catch {
+    // never cleaned up here
+  }
+  const wait = QUIET_S - (Date.now() - last) / 1000;
+  if (wait > 0) {
+    log(`${removed ? `removed ${removed} leftover run dirs; ` : ''}waiting ${wait.toFixed(0)} s: ext4 (no journal) skips recently freed inodes when creating files, which would slow the restores`);
+    await new Promise((r) => setTimeout(r, wait * 1000));
   }
 }
 
@@ -283,6 +317,7 @@ async function main() {
   log(`shmpipe: ${opt['shm-cli']}${Object.keys(process.env).filter((k) => k.startsWith('SHMPIPE_') && !k.startsWith('SHMPIPE_PERF_')).map((k) => ` ${k}=${process.env[k]}`).join('')}`);
   log('');
 
+  await waitOutDeletions();
   const runs = Object.fromEntries(TOOLS.map((t) => [t, []]));
   /** tool → the message of its failed step (the tool is then left out of later rounds). */
   const failed = {};
@@ -385,6 +420,8 @@ async function main() {
     );
   }
   const loadEnd = os.loadavg().map((x) => fix(x));
+  if (opt.keep) log(`kept: ${WORK}/run-*`);
+  else cleanup();
   log(`load average at start ${loadStart.join(' ')}, at end ${loadEnd.join(' ')}; ${REPEAT > 1 ? `median of ${REPEAT} rounds, order alternating` : `one round, ${TOOLS.includes('restic') ? 'restic first' : TOOLS.join(', ')}`}`);
 
   const summary = {
