@@ -67,6 +67,8 @@ interface Pending {
  * page-cached file instead of several thread-pool round trips (as store.ts putFile does).
  */
 const SYNC_READ_MAX = 256 << 10;
+/** Files streamed (FILE_OPEN/WRITE/FINISH) at once; see `maxStreamed`. */
+const MAX_STREAMED_FILES = 4;
 /** Entries queued behind an unfinished file before the walk waits for the queue to drain. */
 const MAX_QUEUED_ENTRIES = 100_000;
 
@@ -141,6 +143,9 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
   // Each file in flight holds at most two slots (one being read, one being written); one more
   // for an entry batch, and the rest as slack for grants still on their way back.
   const maxFiles = Math.max(1, Math.min(64, Math.floor((c.layout.grantWindow - 2) / 2)));
+  // Each streamed file holds a chunker in the sidecar (up to a maximum chunk plus a slot of
+  // carry, ~8 MiB); a few keep its workers busy, more only add memory.
+  const maxStreamed = Math.min(maxFiles, MAX_STREAMED_FILES);
 
   const counts: ProgressCounts = { files: 0, filesTotal: 0, bytes: 0, bytesTotal: 0, totalKnown: false, errors: 0 };
   const progress = (): void => o.onProgress?.(counts);
@@ -284,14 +289,17 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
   };
 
   let active = 0;
+  let streamed = 0;
   let slotFree: (() => void) | null = null;
   const jobs = new Set<Promise<void>>();
   const startFile = (e: SourceEntry, item: Pending, change: Change): void => {
     const size = Number(e.size);
+    const large = size > slotSize;
     active++;
+    if (large) streamed++;
     const job = (async () => {
       try {
-        const content = size <= slotSize ? await putSmall(e, size) : await putLarge(e, size);
+        const content = large ? await putLarge(e, size) : await putSmall(e, size);
         if (content !== null) item.line = encodeEntry({ ...e, size: BigInt(content.size), content: content.content }, change);
       } catch (err) {
         if (!(err instanceof Unreadable)) throw err;
@@ -304,6 +312,7 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
         item.ready = true;
         counts.files++;
         active--;
+        if (large) streamed--;
         jobs.delete(job);
         const w = slotFree;
         slotFree = null;
@@ -328,7 +337,8 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
         counts.files++;
       } else if (e.kind === 'file') {
         counts.bytesTotal += Number(e.size);
-        while (active >= maxFiles && !cancelled()) await new Promise<void>((r) => (slotFree = r));
+        const large = Number(e.size) > slotSize;
+        while ((active >= maxFiles || (large && streamed >= maxStreamed)) && !cancelled()) await new Promise<void>((r) => (slotFree = r));
         if (cancelled()) break;
         startFile(e, item, change);
       } else {

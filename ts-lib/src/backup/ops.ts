@@ -23,7 +23,7 @@ import type { Slot } from '../slot';
 import { checkRange, checkSlot, guard, invalid, payloadSlot, ReadStream, startStream } from '../store';
 import { K_ENGINE, type StoreCompletion } from '../store-request';
 import type { Change } from './incremental';
-import type { EntryKind } from './walk';
+import type { EntryKind, SourceEntry } from './walk';
 
 /** A sidecar handle: a repository, backup, file writer or entry cursor. */
 export type Handle = number;
@@ -112,25 +112,18 @@ export interface CheckReport {
   snapshots: number;
   entries: number;
   truncated?: boolean;
+  /** Whole counts (the lists are cut at 1000 items). */
+  error_count?: number;
+  affected_file_count?: number;
 }
 
-/** A tree entry (SPEC §7.3), as added and as listed. */
-export interface TreeEntry {
-  /** Repository path: `/`-separated, relative to the snapshot root, names escaped (names.ts). */
-  path: string;
-  kind: EntryKind;
-  mode: number;
-  uid: number;
-  gid: number;
-  mtimeNs: bigint;
-  size: bigint;
-  inode: bigint;
-  dev: bigint;
+/** A tree entry (SPEC §7.3), as added and as listed: the walker's metadata, and for files the content. */
+export type TreeEntry = Omit<SourceEntry, 'abs' | 'target'> & {
   /** Symlinks: the target. */
   target?: string | undefined;
   /** Files: the content reference (hex). */
   content?: string | undefined;
-}
+};
 
 const KINDS: ReadonlySet<string> = new Set(['file', 'dir', 'symlink', 'other']);
 const CONTENT = /^(?:[0-9a-f]{2})+$/;
@@ -421,13 +414,10 @@ export function entriesOpen(c: Client, repo: Handle, snapshot: string): Promise<
     if (typeof snapshot !== 'string' || (snapshot !== 'latest' && !SNAPSHOT_ID.test(snapshot))) {
       throw invalid(`entriesOpen: snapshot must be an id (64 lowercase hex digits) or 'latest', got ${JSON.stringify(snapshot)}`);
     }
-    const { r, out } = await slotOp(c, OP_ENTRIES_OPEN, Buffer.from(snapshot, 'utf8'), [h, 0, 0], false, () => 64);
+    // `result` is the cursor; the id's length is in aux0.
+    const { r, out } = await slotOp(c, OP_ENTRIES_OPEN, Buffer.from(snapshot, 'utf8'), [h, 0, 0], false, (q) => q.aux0);
     if (!SNAPSHOT_ID.test(out)) throw protocolError('entriesOpen', `a snapshot id that is not 64 hex digits: ${out.slice(0, 80)}`);
-    // SPEC §7.3: `result` = the cursor, `aux0` = 64 (the id's length). The sidecar as of
-    // af9ffb5 answers the other way round (result 64, aux0 the cursor), as its other
-    // output-writing ops do. Either reading gives the same cursor: aux0 is 64 only in the
-    // SPEC's form or when the cursor itself is 64, where both fields agree.
-    return { cursor: r.aux0 === 64 ? r.result : r.aux0, id: out };
+    return { cursor: r.result, id: out };
   });
 }
 

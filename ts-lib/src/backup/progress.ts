@@ -5,6 +5,8 @@
  * formatting is pure so it is testable without a terminal.
  */
 
+import type { SnapshotCounts } from './ops';
+
 export interface ProgressCounts {
   /** Files (and other entries) finished. */
   files: number;
@@ -109,16 +111,8 @@ export class Progress {
 }
 
 /** What `shmpipe backup` reports at the end (the commit's counts plus the agent's own). */
-export interface BackupSummary {
+export interface BackupSummary extends Omit<SnapshotCounts, 'blobs_added' | 'packs_added'> {
   snapshot: string;
-  files_new: number;
-  files_changed: number;
-  files_unchanged: number;
-  dirs: number;
-  others: number;
-  bytes_read: number;
-  bytes_added: number;
-  bytes_added_packed: number;
   duration_s: number;
   unreadable: number;
 }

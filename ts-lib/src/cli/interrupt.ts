@@ -6,8 +6,9 @@
  */
 
 import { ShmpipeError } from '../errors';
+import type { CommandContext } from './command';
 
-export interface Interrupt {
+interface Interrupt {
   readonly signal: AbortSignal;
   /** The exit code for an interrupted command (128 + signal number), or null. */
   exitCode(): number | null;
@@ -16,7 +17,7 @@ export interface Interrupt {
 
 const CODES: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
 
-export function onInterrupt(): Interrupt {
+function onInterrupt(): Interrupt {
   const ac = new AbortController();
   let got: string | null = null;
   const handler = (sig: NodeJS.Signals): void => {
@@ -34,4 +35,22 @@ export function onInterrupt(): Interrupt {
       process.off('SIGTERM', handler);
     },
   };
+}
+
+/**
+ * Runs a long command's body with SIGINT/SIGTERM turned into its `signal`. If it fails after
+ * a signal, `what` is printed (what the interruption left behind) and the exit code is 128 + n.
+ */
+export async function interruptible(ctx: CommandContext, what: string, f: (signal: AbortSignal) => Promise<number>): Promise<number> {
+  const interrupt = onInterrupt();
+  try {
+    return await f(interrupt.signal);
+  } catch (e) {
+    const code = interrupt.exitCode();
+    if (code === null) throw e;
+    ctx.err(what);
+    return code;
+  } finally {
+    interrupt.dispose();
+  }
 }

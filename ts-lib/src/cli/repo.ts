@@ -51,7 +51,7 @@ export function explain(e: unknown, where: string): Error {
     case 'SHMPIPE_E_REPO_VERSION':
       return new CommandError(`repository ${where} has a format this sidecar cannot read: ${detail()}`);
     case 'SHMPIPE_E_DISCONNECTED':
-      return new CommandError(`the sidecar went away (${e.message}); nothing was committed by this run, the repository stays consistent (run 'shmpipe check')`);
+      return new CommandError(`the sidecar went away (${e.message.replace(/^the sidecar is gone \((.*)\)$/, '$1')}); nothing was committed by this run, the repository stays consistent (run 'shmpipe check')`);
     default:
       return new CommandError(`${e.message} (${e.code})`);
   }

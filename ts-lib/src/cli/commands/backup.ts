@@ -8,9 +8,9 @@
 
 import os from 'node:os';
 import { runBackup } from '../../backup/backup';
-import { formatBytes } from '../../backup/progress';
+import { summaryLines } from '../../backup/progress';
 import { UsageError, type Command } from '../command';
-import { onInterrupt } from '../interrupt';
+import { interruptible } from '../interrupt';
 import { mbps, progressFor, REPO_OPTIONS, REPO_USAGE, withRepo } from '../repo';
 
 export const backup: Command = {
@@ -31,9 +31,8 @@ export const backup: Command = {
     if (parentFlag !== undefined && !/^[0-9a-f]{64}$/.test(parentFlag)) throw new UsageError('--parent needs a snapshot id (64 hex digits; see shmpipe snapshots)');
     if (parentFlag !== undefined && ctx.values['no-parent'] === true) throw new UsageError('--parent and --no-parent exclude each other');
     const parent = ctx.values['no-parent'] === true ? null : parentFlag;
-    const interrupt = onInterrupt();
-    const progress = progressFor(ctx, 'backup');
-    try {
+    return interruptible(ctx, 'shmpipe backup: interrupted; the backup was aborted, nothing was committed', async (signal) => {
+      const progress = progressFor(ctx, 'backup');
       const r = await withRepo(ctx, async ({ session, repo }) => {
         let last = { files: 0, filesTotal: 0, bytes: 0, bytesTotal: 0, totalKnown: false, errors: 0 };
         const res = await runBackup(session.client, repo, {
@@ -41,7 +40,7 @@ export const backup: Command = {
           parent,
           host: (ctx.values.host as string | undefined) ?? os.hostname(),
           tags: (ctx.values.tag as string[] | undefined) ?? [],
-          signal: interrupt.signal,
+          signal,
           onProgress: (c) => {
             last = c;
             progress.update(c);
@@ -55,44 +54,35 @@ export const backup: Command = {
         return res;
       });
       const k = r.commit.counts;
-      const summary = {
-        type: 'summary',
-        snapshot: r.commit.id,
-        parent: r.parent,
-        files_new: k.files_new,
-        files_changed: k.files_changed,
-        files_unchanged: k.files_unchanged,
-        dirs: k.dirs,
-        others: k.others,
-        entries: r.commit.entries,
-        unreadable: r.unreadable,
-        bytes_read: r.bytesRead,
-        // Stored in the repository by this backup, after dedup and compression (packs, index,
-        // snapshot); bytes_added_plain: the new data before compression.
-        bytes_added: k.bytes_added_packed,
-        bytes_added_plain: k.bytes_added,
-        blobs_added: k.blobs_added,
-        packs_added: k.packs_added,
-        duration_ms: Math.round(r.durationMs),
-        mbps: mbps(r.bytesRead, r.durationMs),
-      };
-      if (ctx.global.json) ctx.out(JSON.stringify(summary));
-      else {
-        const s = r.durationMs / 1000;
-        ctx.out(`snapshot ${summary.snapshot} saved${r.parent ? ` (parent ${r.parent.slice(0, 12)})` : ''}`);
-        ctx.out(`files:    ${k.files_new} new, ${k.files_changed} changed, ${k.files_unchanged} unchanged; ${k.dirs} dirs, ${k.others} others`);
-        ctx.out(`read:     ${formatBytes(r.bytesRead)} in ${s.toFixed(2)} s = ${summary.mbps} MB/s (${((summary.mbps * 3600) / 1e6).toFixed(2)} TB/h)`);
-        ctx.out(`added:    ${formatBytes(k.bytes_added)} of new data, ${formatBytes(k.bytes_added_packed)} stored after dedup and compression`);
-        if (r.unreadable > 0) ctx.out(`unreadable: ${r.unreadable} (listed above; not in the snapshot)`);
+      if (ctx.global.json) {
+        ctx.out(
+          JSON.stringify({
+            type: 'summary',
+            snapshot: r.commit.id,
+            parent: r.parent,
+            files_new: k.files_new,
+            files_changed: k.files_changed,
+            files_unchanged: k.files_unchanged,
+            dirs: k.dirs,
+            others: k.others,
+            entries: r.commit.entries,
+            unreadable: r.unreadable,
+            bytes_read: r.bytesRead,
+            // Stored in the repository by this backup, after dedup and compression (packs,
+            // index, snapshot); bytes_added_plain: the new data before compression.
+            bytes_added: k.bytes_added_packed,
+            bytes_added_plain: k.bytes_added,
+            blobs_added: k.blobs_added,
+            packs_added: k.packs_added,
+            duration_ms: Math.round(r.durationMs),
+            mbps: mbps(r.bytesRead, r.durationMs),
+          }),
+        );
+      } else {
+        if (r.parent !== null) ctx.out(`parent:     ${r.parent}`);
+        for (const l of summaryLines({ ...k, snapshot: r.commit.id, bytes_read: r.bytesRead, duration_s: r.durationMs / 1000, unreadable: r.unreadable })) ctx.out(l);
       }
       return r.unreadable > 0 ? 3 : 0;
-    } catch (e) {
-      const code = interrupt.exitCode();
-      if (code === null) throw e;
-      ctx.err('shmpipe backup: interrupted; the backup was aborted, nothing was committed');
-      return code;
-    } finally {
-      interrupt.dispose();
-    }
+    });
   },
 };

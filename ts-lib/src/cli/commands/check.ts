@@ -27,7 +27,7 @@ export const check: Command = {
     for (const a of report.affected_files) ctx.out(`affected: snapshot ${a.snapshot.slice(0, 12)} ${a.path}: ${a.reason}`);
     if (report.truncated) ctx.out('(lists cut at 1000 items)');
     const data = readData ? `, ${report.blobs_verified} blobs verified (${formatBytes(report.bytes_read)} read)` : '';
-    ctx.out(`${report.ok ? 'no errors' : `${report.errors.length} error(s)`}: ${report.snapshots} snapshots, ${report.entries} entries, ${report.packs} packs, ${report.blobs} blobs${data}`);
+    ctx.out(`${report.ok ? 'no errors' : `${report.error_count ?? report.errors.length} error(s)`}: ${report.snapshots} snapshots, ${report.entries} entries, ${report.packs} packs, ${report.blobs} blobs${data}`);
     return report.ok ? 0 : 1;
   },
 };

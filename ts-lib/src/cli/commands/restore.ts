@@ -7,7 +7,7 @@
 import { runRestore } from '../../backup/restore';
 import { formatBytes } from '../../backup/progress';
 import type { Command } from '../command';
-import { onInterrupt } from '../interrupt';
+import { interruptible } from '../interrupt';
 import { mbps, progressFor, REPO_OPTIONS, REPO_USAGE, resolveSnapshot, withRepo } from '../repo';
 import { positionals } from '../store';
 
@@ -21,9 +21,8 @@ export const restore: Command = {
   options: { ...REPO_OPTIONS, include: { type: 'string', multiple: true } },
   async run(ctx) {
     const [snapshotArg, target] = positionals(ctx, ['<snapshot|latest>', '<target>']) as [string, string];
-    const interrupt = onInterrupt();
-    const progress = progressFor(ctx, 'restore');
-    try {
+    return interruptible(ctx, 'shmpipe restore: interrupted; files not finished were removed', async (signal) => {
+      const progress = progressFor(ctx, 'restore');
       const r = await withRepo(
         ctx,
         async (rs) => {
@@ -32,7 +31,7 @@ export const restore: Command = {
             snapshot: await resolveSnapshot(rs, snapshotArg),
             target,
             include: (ctx.values.include as string[] | undefined) ?? [],
-            signal: interrupt.signal,
+            signal,
             onProgress: (c) => {
               last = c;
               progress.update(c);
@@ -57,13 +56,6 @@ export const restore: Command = {
         if (r.failed > 0) ctx.out(`failed: ${r.failed} (listed above)`);
       }
       return r.failed > 0 ? 3 : 0;
-    } catch (e) {
-      const code = interrupt.exitCode();
-      if (code === null) throw e;
-      ctx.err('shmpipe restore: interrupted; files not finished were removed');
-      return code;
-    } finally {
-      interrupt.dispose();
-    }
+    });
   },
 };
