@@ -467,6 +467,8 @@ async function main() {
     warm: 'read-once-before-each-backup',
     load_avg_start: loadStart[0],
     load_avg_end: loadEnd[0],
+    load_avg_start_1_5_15: loadStart,
+    load_avg_end_1_5_15: loadEnd,
     failed: Object.keys(failed).length ? Object.fromEntries(Object.entries(failed).map(([k, v]) => [k, v.replace(/\s*\n\s*/g, ' ').slice(0, 300)])) : null,
   };
   const wrong = Object.entries(res).filter(([n, t]) => !t.ok && !failed[n]);
