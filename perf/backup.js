@@ -7,14 +7,16 @@
 // Measures, never asserts the targets (they are printed beside the figures).
 //
 //   npm run perf:backup                        # = npm run build && node perf/backup.js
-//   node perf/backup.js [--gib 2] [--dir DIR] [--repeat 1] [--only shm,restic] [--keep]
+//   node perf/backup.js [--gib 2] [--dir DIR] [--repeat 1] [--only shm,restic] [--keep] [--rebackup]
 //                       [--shm-cli "node ts-lib/dist/cli.js"] [--restic restic] [--seed 1]
 //
 // Environment: SHMPIPE_PERF_BACKUP_GIB (data set size, default 2 GiB), SHMPIPE_PERF_BACKUP_DIR
 // (work directory, default $TMPDIR/shmpipe-perf-backup; the data set is cached there, keyed by
 // size and seed, and reused by later runs), SHMPIPE_PERF_BACKUP_SHM_CLI (the shmpipe command).
 // SHMPIPE_* settings of the sidecar (e.g. SHMPIPE_WORKER_THREADS) pass through to the private
-// sidecar the CLI starts.
+// sidecar the CLI starts. --rebackup also times a second backup of the unchanged set right after
+// the first (each tool's default: files unchanged against the parent snapshot are not re-read) and
+// reports how much it added to the repository.
 //
 // What is timed: each tool's `backup` and `restore` commands from spawn to exit (process start,
 // the private sidecar's start for shmpipe, everything). Not timed: `init`, a `sync` before and
@@ -54,6 +56,7 @@ const { values: opt } = parseArgs({
     'shm-cli': { type: 'string', default: process.env.SHMPIPE_PERF_BACKUP_SHM_CLI || `${process.execPath} ${path.join(root, 'ts-lib', 'dist', 'cli.js')}` },
     restic: { type: 'string', default: 'restic' },
     keep: { type: 'boolean', default: false },
+    rebackup: { type: 'boolean', default: false },
   },
 });
 const TOTAL = Math.round(Number(opt.gib) * GiB);
@@ -226,11 +229,17 @@ async function runTool(name, tool, ds, round) {
     backup.summary = tool.summary(backup.stdout);
     sync();
     const size = du(repo);
-    const r = { name, round, warmS, backup, restore: null, repo: size, check: null, restoredAt: null, error: null };
+    const r = { name, round, warmS, backup, rebackup: null, restore: null, repo: size, repoAfter: null, check: null, restoredAt: null, error: null };
     const line = (phase, m) =>
       `  ${tool.title.padEnd(7)} ${phase.padEnd(7)} ${m.wall.toFixed(2).padStart(7)} s  ${(ds.manifest.bytes / m.wall / MB).toFixed(0).padStart(5)} MB/s  CPU ${m.cpu.toFixed(1).padStart(5)} s  peak RSS ${(m.peakRss / MB).toFixed(0).padStart(4)} MB  (load ${m.load})`;
     log(`round ${round}: ${tool.title} (warm-up read ${warmS.toFixed(1)} s)`);
     log(line('backup', backup));
+    if (opt.rebackup) {
+      r.rebackup = await runTimed(`${tool.title} re-backup`, tool, tool.backup(repo, cache, ds.dir));
+      sync();
+      r.repoAfter = du(repo);
+      log(`${line('re-bkp', r.rebackup)}, added ${((r.repoAfter.disk - size.disk) / MB).toFixed(1)} MB`);
+    }
 
     // A failed restore still leaves the backup's figures.
     try {
@@ -366,6 +375,8 @@ async function main() {
       hwm: Math.max(...procs.map((p) => p.hwm)) / MB,
       shmem: Math.max(b.backup.peakShmem, rr ? rr.peakShmem : 0) / MB,
       repoMb: b.repo.disk / MB,
+      rebackupS: b.rebackup ? b.rebackup.wall : null,
+      rebackupAddedMb: b.repoAfter ? (b.repoAfter.disk - b.repo.disk) / MB : null,
       repoApparentMb: b.repo.apparent / MB,
       added: b.backup.summary?.bytes_added ?? null,
       reportedS: b.backup.summary?.reported_s ?? null,
@@ -395,6 +406,7 @@ async function main() {
     ['peak RSS MB', (t) => t.peakRss, 0, '≤ 1x'],
     ['repository MB on disk', (t) => t.repoMb, 1, '≤ 1.05x'],
   ];
+  if (opt.rebackup) rows.push(['re-backup wall time, s', (t) => t.rebackupS, 2, null], ['re-backup added MB', (t) => t.rebackupAddedMb, 2, '< 1 % of the repo']);
   log('');
   log(`${''.padEnd(24)}${'shmpipe'.padStart(10)}${'restic'.padStart(10)}${'shm/restic'.padStart(12)}   target`);
   for (const [label, get, dp, target] of rows) {
@@ -459,6 +471,10 @@ async function main() {
     restic_backup_peak_rss_mb: fix(R?.backupRss, 1),
     restic_restore_peak_rss_mb: fix(R?.restoreRss, 1),
     restic_vmhwm_mb: fix(R?.hwm, 1),
+    shm_rebackup_s: fix(S?.rebackupS, 3),
+    restic_rebackup_s: fix(R?.rebackupS, 3),
+    shm_rebackup_added_mb: fix(S?.rebackupAddedMb, 2),
+    restic_rebackup_added_mb: fix(R?.rebackupAddedMb, 2),
     shm_restore_ok: S ? S.ok : null,
     restic_restore_ok: R ? R.ok : null,
     targets_met: S && R ? { backup_2x: S.backupMbps >= 2 * R.backupMbps, restore_1_5x: S.restoreMbps !== null && R.restoreMbps !== null && S.restoreMbps >= 1.5 * R.restoreMbps, repo_le_restic_5pct: S.repoMb <= 1.05 * R.repoMb, rss_le_restic: S.peakRss <= R.peakRss } : null,
