@@ -311,16 +311,25 @@ impl Handle {
 pub struct BackupOps {
     store: Store,
     workers: usize,
+    uploads: usize,
     max_handles: usize,
     next: AtomicU64,
     handles: Mutex<HashMap<u64, Handle>>,
 }
 
 impl BackupOps {
-    /// `workers`: the engine's CPU budget (SHMPIPE_WORKER_THREADS); `max_handles`: open
-    /// handles a session may hold (the session's in-flight limit, like the store ops).
-    pub fn new(store: Store, workers: usize, max_handles: usize) -> Self {
-        Self { store, workers: workers.max(1), max_handles, next: AtomicU64::new(1), handles: Mutex::new(HashMap::new()) }
+    /// `workers`: the engine's CPU budget (SHMPIPE_WORKER_THREADS); `uploads`: packs a backup
+    /// uploads at once (SHMPIPE_PACK_UPLOADS); `max_handles`: open handles a session may hold
+    /// (the session's in-flight limit, like the store ops).
+    pub fn new(store: Store, workers: usize, uploads: usize, max_handles: usize) -> Self {
+        Self {
+            store,
+            workers: workers.max(1),
+            uploads: uploads.max(1),
+            max_handles,
+            next: AtomicU64::new(1),
+            handles: Mutex::new(HashMap::new()),
+        }
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Handle>> {
@@ -421,7 +430,14 @@ impl BackupOps {
         let req: BeginRequest = parse_json("backup request", request)?;
         let parent = req.parent.as_deref().map(parse_id).transpose()?;
         let session = repo
-            .begin_backup(BackupOptions { parent, host: req.host, tags: req.tags, paths: req.paths, ..Default::default() })
+            .begin_backup(BackupOptions {
+                parent,
+                host: req.host,
+                tags: req.tags,
+                paths: req.paths,
+                max_uploads: self.uploads,
+                ..Default::default()
+            })
             .await?;
         self.insert(Handle::Backup(Arc::new(session)))
     }
@@ -468,8 +484,8 @@ impl BackupOps {
         Ok((encode_content(&content), content.size()))
     }
 
-    /// FILE_PUT: a whole small file in one go; its content reference (hex) and size. `data` is
-    /// dropped before this returns (the engine copies it into its chunker).
+    /// FILE_PUT: a whole small file in one go; its content reference (hex) and size. Every
+    /// slice of `data` is dropped before this returns (its chunks are sealed).
     pub async fn file_put(&self, backup: u64, data: Bytes) -> OpResult<(String, u64)> {
         let mut w = self.backup(backup)?.file_writer()?;
         if !data.is_empty() {
@@ -624,7 +640,7 @@ mod tests {
 
     fn ops(max_handles: usize) -> BackupOps {
         let store = Store::open(&StoreConfig::new("memory://", StoreOptions::default()).unwrap()).unwrap();
-        BackupOps::new(store, 2, max_handles)
+        BackupOps::new(store, 2, 1, max_handles)
     }
 
     fn entry(path: &str, kind: &str, content: Option<&str>, x: &str) -> String {
@@ -816,13 +832,13 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_session_leaves_the_repository_consistent() {
         let store = Store::open(&StoreConfig::new("memory://", StoreOptions::default()).unwrap()).unwrap();
-        let o = BackupOps::new(store.clone(), 2, 16);
+        let o = BackupOps::new(store.clone(), 2, 1, 16);
         let repo = o.repo_init(INIT).await.unwrap();
         let b = o.backup_begin(repo, b"{}").await.unwrap();
         let f = o.file_open(b).unwrap();
         o.file_write(f, data(5 << 20, 9)).await.unwrap();
         drop(o); // the agent disconnected mid-backup
-        let o = BackupOps::new(store, 2, 16);
+        let o = BackupOps::new(store, 2, 1, 16);
         let repo = o.repo_open(br#"{"password":"pw"}"#).await.unwrap();
         let report: serde_json::Value = serde_json::from_slice(&o.check(repo, true).await.unwrap()).unwrap();
         assert_eq!(report["ok"], true, "{report}");

@@ -173,6 +173,12 @@ pub struct StoreArgs {
     #[arg(long, env = "SHMPIPE_READ_RESERVE", value_parser = clap::value_parser!(u32).range(0..=65_535))]
     pub read_reserve: Option<u32>,
 
+    /// Packs (~16 MiB each, held in memory while they upload) a backup uploads at once
+    /// [default: 4 for s3:// (one PUT at a time cannot keep up with the pipeline over a
+    /// network), 1 for file:// and memory://].
+    #[arg(long, env = "SHMPIPE_PACK_UPLOADS", value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub pack_uploads: Option<u32>,
+
     /// Slots a read stream may hold at once when the agent does not say.
     #[arg(long, env = "SHMPIPE_READ_AHEAD", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -192,6 +198,12 @@ impl StoreArgs {
             .ok_or("no store configured: set SHMPIPE_STORE (or HOME, for the default file://$HOME/.local/share/shmpipe/store)")?;
         let dir = data.join("shmpipe").join("store");
         url::Url::from_file_path(&dir).map(String::from).map_err(|()| format!("store directory {} is not a usable path", dir.display()))
+    }
+
+    /// Concurrent pack uploads of a backup (see `pack_uploads`).
+    pub fn pack_uploads(&self) -> usize {
+        let remote = self.url().is_ok_and(|u| u.starts_with("s3://"));
+        self.pack_uploads.unwrap_or(if remote { 4 } else { 1 }) as usize
     }
 
     /// The store layer's configuration (URL parsed, options checked; nothing opened).
@@ -411,6 +423,10 @@ mod tests {
         let d = load(&["--socket", "/s", "--store", "memory://"]).unwrap();
         assert_eq!((d.store.read_reserve_for(64), d.store.read_reserve_for(1000), d.store.read_reserve_for(1)), (16, 16, 0));
         assert_eq!(d.store.read_ahead, 4);
+        assert_eq!((c.store.pack_uploads(), d.store.pack_uploads()), (4, 1), "remote stores upload packs in parallel");
+        let e = load(&["--socket", "/s", "--store", "s3://bkt", "--pack-uploads", "2"]).unwrap();
+        assert_eq!(e.store.pack_uploads(), 2);
+        assert!(load(&["--socket", "/s", "--pack-uploads", "0"]).is_err());
     }
 
     #[test]

@@ -65,7 +65,12 @@ pub struct ServerCtx {
 impl ServerCtx {
     pub fn new(cfg: Config, global: Arc<GlobalStats>, shutdown: Shutdown, readiness: Arc<Readiness>, runtime: Handle, store: shmpipe_store::Store) -> Self {
         let backend = cfg.segment_dir.clone().map_or(Backend::Shm, Backend::Dir);
-        let store = StoreLinks { store, read_ahead: cfg.store.read_ahead, engine_workers: usize::from(cfg.worker_threads) };
+        let store = StoreLinks {
+            store,
+            read_ahead: cfg.store.read_ahead,
+            engine_workers: usize::from(cfg.worker_threads),
+            pack_uploads: cfg.store.pack_uploads(),
+        };
         Self {
             cfg,
             backend,

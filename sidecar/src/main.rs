@@ -18,7 +18,27 @@ fn init_logging(cfg: &Config) {
     }
 }
 
+/// glibc's malloc raises its mmap threshold each time a large block is freed; from then on
+/// the pipeline's multi-MiB chunk windows and pack buffers come from per-thread heaps and stay
+/// resident after they are freed (measured on a 2 GiB backup: eight ~60 MB arenas, 500+ MB
+/// RSS). A fixed threshold gives every block of 1 MiB or more its own mapping, unmapped on
+/// free (the engine's pools keep the few worth reusing); two arenas suit a process whose
+/// threads mostly pass buffers along.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_malloc() {
+    // SAFETY: mallopt only sets allocator parameters; it runs first in main, before any other
+    // thread exists, and a rejected value leaves glibc's default in place.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_malloc() {}
+
 fn main() -> ExitCode {
+    tune_malloc();
     let cfg = match Config::load() {
         Ok(c) => c,
         Err(msg) => {

@@ -49,6 +49,8 @@ pub struct StoreLinks {
     pub read_ahead: u32,
     /// CPU threads the backup engine may use per repository (SHMPIPE_WORKER_THREADS).
     pub engine_workers: usize,
+    /// Packs a backup uploads at once (SHMPIPE_PACK_UPLOADS).
+    pub pack_uploads: usize,
 }
 
 /// A successful op: its completion's `result` and `aux`, and for LIST the document to write

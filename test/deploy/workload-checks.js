@@ -8,7 +8,10 @@ const path = require('node:path');
 const h = require('./helpers');
 
 const MiB = 2 ** 20;
-const PROCESS_MEMORY_MIN = 64 * MiB; // the sidecar process itself, on top of the volume
+// The sidecar process itself, on top of the volume: a backup session's working set (~80 MiB:
+// two packs, chunk windows, sealing scratch), Argon2id's 64 MiB while a repository opens, and a
+// pack per extra concurrent upload (SHMPIPE_PACK_UPLOADS, 4 for s3://). deploy/README.md §3.
+const PROCESS_MEMORY_MIN = 256 * MiB;
 
 function containers(doc) {
   const spec = h.podSpecOf(doc);

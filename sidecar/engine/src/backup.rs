@@ -1,9 +1,10 @@
 //! `BackupSession`: one backup in progress — file writers streaming content in, tree entries
 //! added, then one commit that makes it a snapshot.
 //!
-//! Pipeline (REPOSITORY.md §Pipeline). A [`FileWriter`] copies each incoming `Bytes` (a slot
-//! lease) into its chunker's buffer and drops it at once, so the slot goes back to the agent;
-//! every chunk whose boundary is final becomes a *chunk task*: hash (keyed BLAKE3) → dedup
+//! Pipeline (REPOSITORY.md §Pipeline). A [`FileWriter`] keeps each incoming `Bytes` (a slot
+//! lease) in its chunker, which cuts chunks as slices of it (a chunk across two writes is
+//! assembled in a pooled buffer: `chunker.rs`); every chunk whose boundary is final becomes a
+//! *chunk task*: hash (keyed BLAKE3) → dedup
 //! (claim the id unless the index or this session already has it) → compress-or-not →
 //! encrypt into the worker's scratch → copy into the current pack buffer, all as one job on
 //! the repository's CPU pool (`workers` threads). A full pack (≥ pack_size) is taken out of
@@ -33,7 +34,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::blob::{self, BlobKind, Compression, SealedBlob};
 use crate::bufpool::BufPool;
-use crate::chunker::StreamChunker;
+use crate::chunker::{ChunkBytes, StreamChunker};
 use crate::crypto;
 use crate::error::{EngineError, Result};
 use crate::id::{BlobId, Id, SnapshotId};
@@ -210,7 +211,8 @@ impl Repository {
         let chunk_slots = opts.max_chunks_in_flight.unwrap_or(workers + 2).max(1);
         // A pack buffer holds pack_size plus the blob that crosses it plus the header.
         let pack_cap = pack_size as usize + max_chunk + (1 << 20);
-        let pack_bufs = BufPool::new(pack_cap, 2 * pack_cap, opts.max_uploads.max(1) + 2);
+        // Idle buffers kept: one pack (the next one to fill), and one chunk window per task.
+        let pack_bufs = BufPool::new(pack_cap, 2 * pack_cap, 1);
         let sh = Arc::new(Shared {
             repo: self.clone(),
             compression: opts.compression.unwrap_or(settings.compression),
@@ -221,7 +223,7 @@ impl Repository {
             claimed: Mutex::new(HashSet::new()),
             packer: Mutex::new(Some(PackBuilder::with_buf(pack_bufs.take()))),
             pack_ready: Notify::new(),
-            chunk_bufs: BufPool::new(max_chunk + (1 << 20), 2 * max_chunk + (1 << 20), chunk_slots + 8),
+            chunk_bufs: BufPool::new(max_chunk, 2 * max_chunk, chunk_slots),
             pack_bufs,
             durable: Mutex::new(Vec::new()),
             tasks: TaskTracker::new(),
@@ -286,8 +288,9 @@ impl Shared {
     }
 
     /// Hash, dedup, seal on a CPU worker — and, while there, copy the envelope into the pack
-    /// being filled. Returns the blob id. `data` goes back to the chunk pool.
-    async fn store_blob(self: &Arc<Self>, kind: BlobKind, data: Vec<u8>, id: Option<BlobId>) -> Result<BlobId> {
+    /// being filled. Returns the blob id. `data` is released on the worker: an owned buffer
+    /// goes back to the chunk pool, a slice lets go of its slot.
+    async fn store_blob(self: &Arc<Self>, kind: BlobKind, data: ChunkBytes, id: Option<BlobId>) -> Result<BlobId> {
         self.check_failed()?;
         let sh = self.clone();
         let (id, placed) = self
@@ -298,7 +301,7 @@ impl Shared {
                 let inner = &sh.repo.inner;
                 let id = id.unwrap_or_else(|| Id(crypto::keyed_id(&inner.settings.id_key.0, &data)));
                 if !sh.claim(&id) {
-                    sh.chunk_bufs.put(data);
+                    sh.release(data);
                     return Ok((id, Placed::Duplicate));
                 }
                 let placed = SCRATCH.with(|scratch| -> Result<Placed> {
@@ -325,7 +328,7 @@ impl Shared {
                         }),
                     })
                 });
-                sh.chunk_bufs.put(data);
+                sh.release(data);
                 Ok((id, placed?))
             })
             .await??;
@@ -335,6 +338,12 @@ impl Shared {
             Placed::Waiting(blob) => self.add_when_ready(blob).await?,
         }
         Ok(id)
+    }
+
+    fn release(&self, data: ChunkBytes) {
+        if let ChunkBytes::Owned(buf) = data {
+            self.chunk_bufs.put(buf);
+        }
     }
 
     /// A full pack: wait for an upload slot (the packer stays empty meanwhile, which is the
@@ -491,7 +500,7 @@ impl BackupSession {
     async fn push_tree_blob(&self, t: &mut TreeState, data: Vec<u8>) -> Result<()> {
         let id = Id(crypto::keyed_id(&self.sh.repo.inner.settings.id_key.0, &data));
         t.blobs.push(id);
-        self.sh.store_blob(BlobKind::Tree, data, Some(id)).await.inspect_err(|e| self.sh.fail(e))?;
+        self.sh.store_blob(BlobKind::Tree, ChunkBytes::Owned(data), Some(id)).await.inspect_err(|e| self.sh.fail(e))?;
         Ok(())
     }
 
@@ -557,6 +566,9 @@ impl BackupSession {
         counts.bytes_added = c.bytes_added.load(Relaxed);
         counts.blobs_added = c.blobs_added.load(Relaxed);
         counts.packs_added = c.packs_added.load(Relaxed);
+        // Packs and indexes; the snapshot object's own bytes cannot be in itself (the summary
+        // returned below adds them).
+        counts.bytes_added_packed = c.bytes_packed.load(Relaxed);
         let duration = self.started.elapsed();
         let file = SnapshotFile {
             v: 1,
@@ -573,7 +585,7 @@ impl BackupSession {
         let id = SnapshotId::random();
         let key = objects::snapshot_key(&id);
         let n = objects::put_object(&self.sh.repo.inner.store, &self.sh.repo.inner.aead, &key, &file).await?;
-        counts.bytes_added_packed = c.bytes_packed.load(Relaxed) + n;
+        counts.bytes_added_packed += n;
         Ok(SnapshotSummary { id, counts, entries: t.entries, duration })
     }
 
@@ -624,9 +636,10 @@ impl FileWriter {
         self.size
     }
 
-    /// Appends `data`. The `Bytes` is copied into the chunker and dropped before this returns
-    /// (its slot is free again). Waits while the session has too many chunks in flight
-    /// (backpressure). Not cancel-safe: if this future is dropped before it completes, the
+    /// Appends `data`. The `Bytes` is kept (sliced, not copied) until every chunk it is part of
+    /// is sealed into a pack: less than `max_size` of it stays in the chunker after this
+    /// returns, the rest is in chunk tasks. Waits while the session has too many chunks in
+    /// flight (backpressure). Not cancel-safe: if this future is dropped before it completes, the
     /// writer fails every later call.
     pub async fn write(&mut self, data: Bytes) -> Result<()> {
         self.enter()?;
@@ -634,7 +647,7 @@ impl FileWriter {
         self.sh.counters.bytes_read.fetch_add(data.len() as u64, Relaxed);
         let cut = if data.len() < CDC_INLINE_MAX {
             let mut cut = Vec::new();
-            self.chunker.as_mut().expect("present until finish").push(&data, &*self.sh.chunk_bufs, &mut cut);
+            self.chunker.as_mut().expect("present until finish").push(data, &*self.sh.chunk_bufs, &mut cut);
             cut
         } else {
             // Scanning a slot's worth of bytes takes ~0.4 ms: on a CPU worker, not on the async
@@ -643,7 +656,7 @@ impl FileWriter {
             let pool = self.sh.chunk_bufs.clone();
             let (chunker, cut) = self.sh.repo.inner.cpu.run(move || {
                 let mut cut = Vec::new();
-                chunker.push(&data, &*pool, &mut cut);
+                chunker.push(data, &*pool, &mut cut);
                 (chunker, cut)
             })
             .await?;
@@ -666,7 +679,7 @@ impl FileWriter {
         Ok(())
     }
 
-    async fn submit(&mut self, chunk: Vec<u8>) -> Result<()> {
+    async fn submit(&mut self, chunk: ChunkBytes) -> Result<()> {
         let permit =
             self.sh.chunk_slots.clone().acquire_owned().await.map_err(|_| EngineError::internal("chunk semaphore closed"))?;
         let len = chunk.len() as u32;
@@ -710,7 +723,7 @@ impl FileWriter {
             return Ok(ContentRef::Chunks { size: self.size, chunks });
         }
         let list = snapshot::encode_chunk_list(&chunks);
-        let id = self.sh.store_blob(BlobKind::ChunkList, list, None).await.inspect_err(|e| self.sh.fail(e))?;
+        let id = self.sh.store_blob(BlobKind::ChunkList, ChunkBytes::Owned(list), None).await.inspect_err(|e| self.sh.fail(e))?;
         Ok(ContentRef::List { size: self.size, count: chunks.len() as u64, list: id })
     }
 }

@@ -2,23 +2,29 @@
 //! to an exact version because boundaries must never move) over data that arrives as a
 //! sequence of `Bytes` (slot leases) of any size.
 //!
-//! The incoming bytes are copied into the chunk being assembled and the caller's `Bytes` is
-//! dropped right away, so its slot goes back to the agent immediately. When a boundary is
-//! final, the chunk is that buffer (no second copy) and only the bytes past the boundary move
-//! to the next buffer. The memcpy (~10 GB/s here) is cheap next to hashing, and without it a
-//! chunk spanning two slots would pin both until it is processed. Buffers come from a
-//! [`BufSource`] (the engine's pool), so steady state allocates nothing.
+//! Zero copy where it can be: the incoming `Bytes` are kept as they are, and a chunk that lies
+//! inside one of them is a slice of it ([`ChunkBytes::Shared`]): it is hashed, compressed and
+//! encrypted straight from the agent's slot, which goes back when the sealed chunk is in a
+//! pack. Only a chunk that spans two writes is assembled into a pooled buffer
+//! ([`ChunkBytes::Owned`], from a [`BufSource`]). A whole small file (one FILE_PUT) is
+//! therefore never copied, and a file streamed in slot-sized writes copies at most one
+//! chunk's window per write. (An earlier version copied every byte into the chunk buffer:
+//! measured, that pooled buffer per open file and per small file in flight was most of the
+//! sidecar's resident memory.) The cost: a slot stays in flight until every chunk that
+//! touches it is sealed — at most `max_size` plus one write per stream, besides the chunks
+//! being sealed.
 //!
 //! Boundaries: `fastcdc::v2020::cut_gear` finds the first cut in a slice. A cut it reports
-//! strictly inside the buffer is final (the gear hash at a position depends only on the bytes
+//! strictly inside the slice is final (the gear hash at a position depends only on the bytes
 //! before it), so it matches the one-shot chunking of the whole stream. A result equal to the
-//! buffer's end is not (more data might cut later), unless the buffer already holds
-//! `max_size` bytes or the stream has ended. To avoid rescanning a growing buffer over and
-//! over, a cut is attempted only once the carry holds `scan_threshold` bytes (2 × average) or
-//! at the end; the carry therefore stays below `max(scan_threshold, max_size) + one write`.
+//! slice's end is not (more data might cut later), unless the slice already holds `max_size`
+//! bytes or the stream has ended. So a cut is attempted only once `max_size` bytes are
+//! buffered, or at the end: every attempt is then decisive and nothing is scanned twice.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
+use bytes::{Buf, Bytes};
 use fastcdc::v2020;
 use serde::{Deserialize, Serialize};
 
@@ -113,7 +119,7 @@ impl Cdc {
 
     /// A streaming chunker for one file (shares the tables: cheap).
     pub fn stream(&self) -> StreamChunker {
-        StreamChunker { cdc: self.clone(), cur: Vec::new(), next_scan: 0 }
+        StreamChunker { cdc: self.clone(), pieces: VecDeque::new(), buffered: 0 }
     }
 
     /// Every chunk of an in-memory buffer (one-shot; tests and the bench compare against it).
@@ -151,69 +157,101 @@ impl BufSource for crate::bufpool::BufPool {
     }
 }
 
-/// The chunker state of one stream: the chunk being assembled. Incoming bytes are appended
-/// to it; when a boundary at `n` becomes final, its first `n` bytes are the chunk and the
-/// rest (the start of the next chunk, at most one write's worth) moves to a fresh buffer.
+/// A chunk's bytes: a slice of the data that was pushed (no copy), or a pooled buffer for a
+/// chunk that spans two pushes.
+#[derive(Debug)]
+pub enum ChunkBytes {
+    Shared(Bytes),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for ChunkBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Shared(b) => b,
+            Self::Owned(v) => v,
+        }
+    }
+}
+
+/// The chunker state of one stream: the pushed bytes not yet cut into chunks, as they came.
 #[derive(Debug)]
 pub struct StreamChunker {
     cdc: Cdc,
-    cur: Vec<u8>,
-    /// `cur` length at which to scan next (after a scan that found no final cut, wait for
-    /// another average chunk's worth of bytes, or max_size, before scanning again).
-    next_scan: usize,
+    pieces: VecDeque<Bytes>,
+    /// Total length of `pieces`.
+    buffered: usize,
 }
 
 impl StreamChunker {
-    fn scan_threshold(&self) -> usize {
-        (2 * self.cdc.params.avg_size as usize).min(self.cdc.params.max_size as usize)
-    }
-
     /// Bytes held back, waiting for a boundary.
     pub fn buffered(&self) -> usize {
-        self.cur.len()
+        self.buffered
     }
 
-    /// Appends `data` (copied: the caller may release it on return) and pushes every chunk
-    /// whose boundary is now final onto `out`.
-    pub fn push(&mut self, data: &[u8], src: &impl BufSource, out: &mut Vec<Vec<u8>>) {
-        if self.cur.capacity() == 0 {
-            self.cur = src.take_buf();
+    /// Appends `data` (kept, not copied) and pushes every chunk whose boundary is now final
+    /// onto `out`. Afterwards fewer than `max_size` bytes are held.
+    pub fn push(&mut self, data: Bytes, src: &impl BufSource, out: &mut Vec<ChunkBytes>) {
+        if !data.is_empty() {
+            self.buffered += data.len();
+            self.pieces.push_back(data);
         }
-        self.cur.extend_from_slice(data);
-        let threshold = self.scan_threshold().max(self.next_scan);
-        if self.cur.len() < threshold {
-            return;
-        }
-        let max = self.cdc.params.max_size as usize;
-        self.next_scan = 0;
-        while self.cur.len() >= self.scan_threshold() {
-            let n = self.cdc.cut(&self.cur);
-            if n < self.cur.len() || n >= max {
-                let mut next = src.take_buf();
-                next.extend_from_slice(&self.cur[n..]);
-                self.cur.truncate(n);
-                out.push(std::mem::replace(&mut self.cur, next));
-            } else {
-                // No boundary yet below the end: wait for more (at most until max_size).
-                self.next_scan = (self.cur.len() + self.cdc.params.avg_size as usize).min(max);
-                break;
-            }
+        while self.buffered >= self.cdc.params.max_size as usize {
+            out.push(self.cut_one(src));
         }
     }
 
     /// The stream ended: cuts what is left (the last chunk may be short).
-    pub fn finish(mut self, src: &impl BufSource, out: &mut Vec<Vec<u8>>) {
-        while !self.cur.is_empty() {
-            let n = self.cdc.cut(&self.cur);
-            if n == self.cur.len() {
-                out.push(std::mem::take(&mut self.cur));
-            } else {
-                let mut next = src.take_buf();
-                next.extend_from_slice(&self.cur[n..]);
-                self.cur.truncate(n);
-                out.push(std::mem::replace(&mut self.cur, next));
+    pub fn finish(mut self, src: &impl BufSource, out: &mut Vec<ChunkBytes>) {
+        while self.buffered > 0 {
+            out.push(self.cut_one(src));
+        }
+    }
+
+    /// The next chunk. Only called with `max_size` bytes buffered or at the end, so the cut is
+    /// final whatever it returns.
+    fn cut_one(&mut self, src: &impl BufSource) -> ChunkBytes {
+        let max = self.cdc.params.max_size as usize;
+        let front = self.pieces.front().expect("called with bytes buffered");
+        let window = front.len().min(max);
+        let n = self.cdc.cut(&front[..window]);
+        if n < window || n == max || self.pieces.len() == 1 {
+            // Decided inside the first piece: a slice of it.
+            let front = self.pieces.front_mut().expect("checked");
+            let chunk = front.split_to(n);
+            if front.is_empty() {
+                self.pieces.pop_front();
+            }
+            self.buffered -= n;
+            return ChunkBytes::Shared(chunk);
+        }
+        // The first piece ends before any boundary: the chunk spans pieces. Cut on a window
+        // assembled from them, then drop the chunk's bytes from the pieces.
+        let mut buf = src.take_buf();
+        let want = self.buffered.min(max);
+        for p in &self.pieces {
+            let k = p.len().min(want - buf.len());
+            buf.extend_from_slice(&p[..k]);
+            if buf.len() == want {
+                break;
             }
         }
+        let n = self.cdc.cut(&buf);
+        buf.truncate(n);
+        let mut left = n;
+        while left > 0 {
+            let front = self.pieces.front_mut().expect("n <= buffered");
+            let k = front.len().min(left);
+            front.advance(k);
+            left -= k;
+            if front.is_empty() {
+                self.pieces.pop_front();
+            }
+        }
+        self.buffered -= n;
+        ChunkBytes::Owned(buf)
     }
 }
 
@@ -244,11 +282,37 @@ pub(crate) mod tests {
         let mut s = cdc.stream();
         let mut out = Vec::new();
         for p in data.chunks(piece.max(1)) {
-            s.push(p, &Alloc, &mut out);
-            assert!(s.buffered() < 2 * 32768 + piece, "carry stays bounded");
+            s.push(Bytes::copy_from_slice(p), &Alloc, &mut out);
+            assert!(s.buffered() < 32768, "less than max_size stays behind");
         }
         s.finish(&Alloc, &mut out);
-        out
+        out.iter().map(|c| c.to_vec()).collect()
+    }
+
+    #[test]
+    fn chunks_inside_one_write_are_slices_of_it() {
+        let cdc = small();
+        let data = Bytes::from(noise(6, 200_000));
+        let mut s = cdc.stream();
+        let mut out = Vec::new();
+        s.push(data.clone(), &Alloc, &mut out);
+        s.finish(&Alloc, &mut out);
+        assert!(out.len() > 5);
+        let mut at = 0;
+        for c in &out {
+            let ChunkBytes::Shared(b) = c else { panic!("a chunk of one write was copied") };
+            assert_eq!(b.as_ptr(), data[at..].as_ptr(), "a slice of the pushed bytes, in place");
+            at += b.len();
+        }
+        assert_eq!(at, data.len());
+        // Two writes: only a chunk across the seam is assembled.
+        let mut s = cdc.stream();
+        let mut out = Vec::new();
+        s.push(data.slice(..100_000), &Alloc, &mut out);
+        s.push(data.slice(100_000..), &Alloc, &mut out);
+        s.finish(&Alloc, &mut out);
+        let owned = out.iter().filter(|c| matches!(c, ChunkBytes::Owned(_))).count();
+        assert_eq!(owned, 1, "exactly the chunk across the seam");
     }
 
     #[test]

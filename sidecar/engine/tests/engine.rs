@@ -235,6 +235,11 @@ async fn round_trip_recommended_params_file_store_and_reopen() {
     assert!(s.counts.bytes_added < total - (6 << 20) + (64 << 10), "{:?} of {total}", s.counts);
     assert!(s.counts.bytes_added_packed < s.counts.bytes_added, "{:?}", s.counts);
     assert_eq!(s.counts.files_new, tree.iter().filter(|i| i.data.is_some()).count() as u64);
+    // The stored snapshot carries the same figures, less its own object's bytes.
+    let listed = repo.list_snapshots().await.unwrap();
+    let stored = &listed.iter().find(|i| i.id == s.id).unwrap().file.counts;
+    assert!(stored.bytes_added_packed > 0 && stored.bytes_added_packed < s.counts.bytes_added_packed, "{stored:?}");
+    assert_eq!((stored.bytes_added, stored.packs_added), (s.counts.bytes_added, s.counts.packs_added));
     drop(repo);
     // A fresh process: open from the store alone.
     let repo = Repository::open(file_store(dir.path()), PW).await.unwrap();
@@ -505,10 +510,12 @@ async fn snapshots_are_listed_oldest_first_with_their_metadata() {
     assert_eq!(err.code(), "SHMPIPE_E_NOT_FOUND");
 }
 
-/// Slot leases handed to `write` are released by the time it returns (copied into the
-/// chunker), so the agent gets its slots back at once.
+/// Slot leases handed to `write` are kept without a copy only while chunks of them wait to be
+/// sealed: after each write at most the chunker's carry (< max_size, here one 1 MiB lease)
+/// plus the chunk tasks in flight (each pinning the lease it slices) are held, and none once
+/// `finish` returned. Every chunk inside one lease is hashed and sealed from the lease itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn write_releases_each_lease_before_returning() {
+async fn write_holds_leases_only_until_their_chunks_are_sealed() {
     struct Lease(Vec<u8>, Arc<AtomicUsize>);
     impl AsRef<[u8]> for Lease {
         fn as_ref(&self) -> &[u8] {
@@ -521,15 +528,21 @@ async fn write_releases_each_lease_before_returning() {
         }
     }
     let repo = Repository::init(mem_store(), PW, small_params()).await.unwrap();
-    let session = repo.begin_backup(BackupOptions::default()).await.unwrap();
+    let in_flight = 3;
+    let session = repo.begin_backup(BackupOptions { max_chunks_in_flight: Some(in_flight), ..Default::default() }).await.unwrap();
     let live = Arc::new(AtomicUsize::new(0));
     let mut w = session.file_writer().unwrap();
+    let mut most = 0;
     for i in 0..12u64 {
         live.fetch_add(1, Ordering::SeqCst);
         w.write(Bytes::from_owner(Lease(noise(i, 1 << 20), live.clone()))).await.unwrap();
-        assert_eq!(live.load(Ordering::SeqCst), 0, "lease {i} still held after write returned");
+        let held = live.load(Ordering::SeqCst);
+        most = most.max(held);
+        assert!(held <= 1 + in_flight, "after write {i}: {held} leases held, more than the carry and {in_flight} chunk tasks");
     }
+    assert!(most >= 1, "leases are kept, not copied");
     let c = w.finish().await.unwrap();
+    assert_eq!(live.load(Ordering::SeqCst), 0, "every lease released once finish returned");
     assert_eq!(c.size(), 12 << 20);
     session.commit().await.unwrap();
 }

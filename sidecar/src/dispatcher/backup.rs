@@ -54,7 +54,10 @@ impl Dispatcher {
     fn backup_ops(&mut self) -> Arc<BackupOps> {
         let links = &self.store.links;
         let max = self.cfg.max_in_flight as usize;
-        self.store.backup.get_or_insert_with(|| Arc::new(BackupOps::new(links.store.clone(), links.engine_workers, max))).clone()
+        self.store
+            .backup
+            .get_or_insert_with(|| Arc::new(BackupOps::new(links.store.clone(), links.engine_workers, links.pack_uploads, max)))
+            .clone()
     }
 
     fn post_backup(&mut self, op: Opcode, c: Completion) -> Result<(), RingError> {
@@ -194,11 +197,12 @@ impl Dispatcher {
     }
 
     /// FILE_PUT's data, lent to the engine without a copy while the slot stays IN_FLIGHT with
-    /// the request (its reply goes into the same slot). The receiver fires when the last
-    /// `Bytes` of it is dropped — the engine copies into its chunker before `file_put`
-    /// returns, so in practice at once. If the shutdown grace runs out first, the slot goes
-    /// back with SHUTTING_DOWN while the engine may still be reading it: that file's bytes
-    /// are then unreliable, but its backup can no longer commit either.
+    /// the request (its reply goes into the same slot). The engine seals the file's chunks
+    /// straight from it; the receiver fires when the last slice is dropped, i.e. when the last
+    /// chunk is in a pack buffer — which `file_put` waits for anyway, so in practice at once.
+    /// If the shutdown grace runs out first, the slot goes back with SHUTTING_DOWN while the
+    /// engine may still be reading it: that file's bytes are then unreliable, but its backup
+    /// can no longer commit either.
     fn borrow_data(&mut self, lease: Lease) -> Result<(Bytes, oneshot::Receiver<()>), ErrorCode> {
         let (tx, rx) = oneshot::channel();
         let tx = Mutex::new(Some(tx));

@@ -41,7 +41,7 @@ pub(super) fn rig_with(sq_cap: u32, cq_cap: u32, slots: u32, max_in_flight: u32,
         shmpipe_store::StoreOptions { part_size: 16 << 10, fsync: false, ..Default::default() },
     )
     .unwrap();
-    let store = StoreLinks { store: shmpipe_store::Store::open(&store_cfg).unwrap(), read_ahead: 2, engine_workers: 2 };
+    let store = StoreLinks { store: shmpipe_store::Store::open(&store_cfg).unwrap(), read_ahead: 2, engine_workers: 2, pack_uploads: 1 };
     let abort = CancellationToken::new();
     let layout = Layout::new(Params::new(sq_cap, cq_cap, slots, 8192).unwrap()).unwrap();
     let map: Arc<dyn Mapping> = Arc::new(HeapRegion::new(layout.segment_size as usize));
