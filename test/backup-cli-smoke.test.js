@@ -10,7 +10,8 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { execFileSync, spawnSync } = require('node:child_process');
+const { pathToFileURL } = require('node:url');
+const { execFileSync, spawn, spawnSync } = require('node:child_process');
 
 const CLI = path.join(__dirname, '..', 'ts-lib', 'dist', 'cli.js');
 
@@ -48,6 +49,19 @@ function assertSameTree(restored, original) {
     const d = mtimeNs - want;
     assert.ok(d <= 1000n && d >= -1000n, `${p}: mtime ${mtimeNs} vs ${want}`);
   }
+}
+
+/** Pids of processes (private sidecars) whose SHMPIPE_STORE is the repository `dir`. */
+function sidecarsOn(dir) {
+  const want = `SHMPIPE_STORE=${pathToFileURL(dir).href}\0`;
+  return fs.readdirSync('/proc').filter((p) => {
+    if (!/^\d+$/.test(p)) return false;
+    try {
+      return fs.readFileSync(`/proc/${p}/environ`, 'latin1').includes(want);
+    } catch {
+      return false; // gone, or not ours to read
+    }
+  });
 }
 
 describe('backup CLI: init, backup, snapshots, restore', function () {
@@ -177,6 +191,26 @@ describe('backup CLI: init, backup, snapshots, restore', function () {
     } finally {
       fs.rmSync(locked);
     }
+  });
+
+  it('SIGTERM during a backup aborts it: exit 143, nothing committed, the sidecar stopped', async function () {
+    // 8 GiB of holes: seconds of reading, so the signal surely lands mid-backup.
+    const big = path.join(work, 'sparse');
+    fs.mkdirSync(big);
+    fs.writeFileSync(path.join(big, 'holes'), '');
+    fs.truncateSync(path.join(big, 'holes'), 8 * 2 ** 30);
+    const before = JSON.parse(run(['snapshots', '--json']).stdout).length;
+    const child = spawn(process.execPath, [CLI, 'backup', big, '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    // The first progress line: the backup is under way.
+    await new Promise((resolve) => child.stdout.once('data', resolve));
+    child.kill('SIGTERM');
+    const code = await new Promise((resolve) => child.once('exit', (c) => resolve(c)));
+    assert.equal(code, 143, stderr);
+    assert.match(stderr, /interrupted; the backup was aborted, nothing was committed/);
+    assert.equal(JSON.parse(run(['snapshots', '--json']).stdout).length, before);
+    assert.deepEqual(sidecarsOn(repo), [], 'the private sidecar was stopped');
   });
 
   it('check passes; stats counts the objects', function () {

@@ -67,7 +67,7 @@ interface Pending {
  * page-cached file instead of several thread-pool round trips (as store.ts putFile does).
  */
 const SYNC_READ_MAX = 256 << 10;
-/** Files streamed (FILE_OPEN/WRITE/FINISH) at once; see `maxStreamed`. */
+/** Files streamed (FILE_OPEN/WRITE/FINISH) at once: enough to keep the sidecar's workers busy. */
 const MAX_STREAMED_FILES = 4;
 /** Entries queued behind an unfinished file before the walk waits for the queue to drain. */
 const MAX_QUEUED_ENTRIES = 100_000;
@@ -140,12 +140,12 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
 
   const backup = await backupBegin(c, repo, { host, paths, ...(o.tags?.length ? { tags: o.tags } : {}), ...(parent !== null ? { parent } : {}) });
   const slotSize = c.layout.slotSize;
-  // Each file in flight holds at most two slots (one being read, one being written); one more
-  // for an entry batch, and the rest as slack for grants still on their way back.
-  const maxFiles = Math.max(1, Math.min(64, Math.floor((c.layout.grantWindow - 2) / 2)));
-  // Each streamed file holds a chunker in the sidecar (up to a maximum chunk plus a slot of
-  // carry, ~8 MiB); a few keep its workers busy, more only add memory.
-  const maxStreamed = Math.min(maxFiles, MAX_STREAMED_FILES);
+  // Slots: a file in flight holds at most two (one being read, one being written); the sidecar
+  // keeps a streamed file's written slots until its chunker has cut them (less than a maximum
+  // chunk stays: at most two slots, three to be safe); one more for an entry batch. Were the
+  // agent to wait for a slot that only its own next write would free, the backup would hang.
+  const maxStreamed = Math.max(1, Math.min(MAX_STREAMED_FILES, Math.floor((c.layout.grantWindow - 3) / 5)));
+  const maxFiles = Math.max(1, Math.min(64, Math.floor((c.layout.grantWindow - 1 - 3 * maxStreamed) / 2)));
 
   const counts: ProgressCounts = { files: 0, filesTotal: 0, bytes: 0, bytesTotal: 0, totalKnown: false, errors: 0 };
   const progress = (): void => o.onProgress?.(counts);
@@ -350,6 +350,8 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
       if (queue.length >= MAX_QUEUED_ENTRIES) await new Promise<void>((r) => (drained = r));
     }
     counts.totalKnown = true;
+    // Every root failed (missing, unreadable): an empty snapshot would only hide that.
+    if (counts.filesTotal === 0 && !cancelled()) throw new ShmpipeError('SHMPIPE_E_IO', 'nothing to back up: none of the paths could be read');
     while (jobs.size > 0) await Promise.all([...jobs]);
     flush();
     sendBatch();

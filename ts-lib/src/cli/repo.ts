@@ -37,6 +37,9 @@ export interface RepoSession {
 
 /** A ShmpipeError as one line a user can act on (the code stays in the text for scripts). */
 export function explain(e: unknown, where: string): Error {
+  // A local filesystem failure (the restore target, a source root): its message says it all.
+  const errno = e as NodeJS.ErrnoException;
+  if (!(e instanceof ShmpipeError) && typeof errno?.code === 'string' && typeof errno.syscall === 'string') return new CommandError(errno.message);
   if (!(e instanceof ShmpipeError)) return e as Error;
   const detail = (): string => e.message.replace(/^[a-z_]+ failed: SHMPIPE_E_[A-Z_]+ \(status -?\d+\)(: )?/, '');
   switch (e.code) {

@@ -8,7 +8,8 @@
 
 import os from 'node:os';
 import { runBackup } from '../../backup/backup';
-import { summaryLines } from '../../backup/progress';
+import { summaryLines, type ProgressCounts } from '../../backup/progress';
+import { rootNames } from '../../backup/walk';
 import { UsageError, type Command } from '../command';
 import { interruptible } from '../interrupt';
 import { mbps, progressFor, REPO_OPTIONS, REPO_USAGE, withRepo } from '../repo';
@@ -31,10 +32,15 @@ export const backup: Command = {
     if (parentFlag !== undefined && !/^[0-9a-f]{64}$/.test(parentFlag)) throw new UsageError('--parent needs a snapshot id (64 hex digits; see shmpipe snapshots)');
     if (parentFlag !== undefined && ctx.values['no-parent'] === true) throw new UsageError('--parent and --no-parent exclude each other');
     const parent = ctx.values['no-parent'] === true ? null : parentFlag;
+    try {
+      rootNames(paths);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
     return interruptible(ctx, 'shmpipe backup: interrupted; the backup was aborted, nothing was committed', async (signal) => {
       const progress = progressFor(ctx, 'backup');
+      let last: ProgressCounts | null = null;
       const r = await withRepo(ctx, async ({ session, repo }) => {
-        let last = { files: 0, filesTotal: 0, bytes: 0, bytesTotal: 0, totalKnown: false, errors: 0 };
         const res = await runBackup(session.client, repo, {
           paths,
           parent,
@@ -50,9 +56,8 @@ export const backup: Command = {
             else ctx.err(`shmpipe backup: cannot read ${e.path}: ${e.message}`);
           },
         });
-        progress.end(last);
         return res;
-      });
+      }).finally(() => last && progress.end(last)); // also ends a TTY bar's line before an error
       const k = r.commit.counts;
       if (ctx.global.json) {
         ctx.out(

@@ -5,7 +5,7 @@
  */
 
 import { runRestore } from '../../backup/restore';
-import { formatBytes } from '../../backup/progress';
+import { formatBytes, type ProgressCounts } from '../../backup/progress';
 import type { Command } from '../command';
 import { interruptible } from '../interrupt';
 import { mbps, progressFor, REPO_OPTIONS, REPO_USAGE, resolveSnapshot, withRepo } from '../repo';
@@ -23,11 +23,11 @@ export const restore: Command = {
     const [snapshotArg, target] = positionals(ctx, ['<snapshot|latest>', '<target>']) as [string, string];
     return interruptible(ctx, 'shmpipe restore: interrupted; files not finished were removed', async (signal) => {
       const progress = progressFor(ctx, 'restore');
+      let last: ProgressCounts | null = null;
       const r = await withRepo(
         ctx,
         async (rs) => {
-          let last = { files: 0, filesTotal: 0, bytes: 0, bytesTotal: 0, totalKnown: false, errors: 0 };
-          const res = await runRestore(rs.session.client, rs.repo, {
+            const res = await runRestore(rs.session.client, rs.repo, {
             snapshot: await resolveSnapshot(rs, snapshotArg),
             target,
             include: (ctx.values.include as string[] | undefined) ?? [],
@@ -42,17 +42,16 @@ export const restore: Command = {
               else ctx.err(`shmpipe restore: cannot restore ${p}: ${message}`);
             },
           });
-          progress.end(last);
           return res;
         },
         { sidecarEnv: { SHMPIPE_READ_RESERVE: RESTORE_READ_RESERVE } },
-      );
+      ).finally(() => last && progress.end(last)); // also ends a TTY bar's line before an error
       const rate = mbps(r.bytes, r.durationMs);
       if (ctx.global.json) {
         ctx.out(JSON.stringify({ type: 'summary', snapshot: r.snapshot, files: r.files, dirs: r.dirs, symlinks: r.symlinks, skipped: r.skipped, failed: r.failed, bytes: r.bytes, duration_ms: Math.round(r.durationMs), mbps: rate }));
       } else {
         ctx.out(`restored snapshot ${r.snapshot} into ${target}`);
-        ctx.out(`${r.files} files, ${r.dirs} dirs, ${r.symlinks} symlinks${r.skipped ? `, ${r.skipped} special files skipped` : ''}; ${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(2)} s = ${rate} MB/s`);
+        ctx.out(`${r.files} files, ${r.dirs} dirs, ${r.symlinks} symlinks${r.skipped ? `, ${r.skipped} special files skipped` : ''}; ${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(2)} s, ${formatBytes(r.durationMs > 0 ? Math.round(r.bytes / (r.durationMs / 1000)) : 0)}/s`);
         if (r.failed > 0) ctx.out(`failed: ${r.failed} (listed above)`);
       }
       return r.failed > 0 ? 3 : 0;
