@@ -81,4 +81,4 @@ COPY --from=agent-build /src/ts-lib/build/shmpipe_addon.node /app/ts-lib/build/s
 ENV NODE_ENV=production \
     SHMPIPE_SIDECAR_SOCKET=/run/shmpipe/sidecar.sock
 USER 10001:10001
-ENTRYPOINT ["node", "/app/ts-lib/dist/cli.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=2", "/app/ts-lib/dist/cli.js"]

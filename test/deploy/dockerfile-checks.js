@@ -19,7 +19,7 @@ const NEEDS = Object.freeze({
 });
 const ENTRYPOINTS = Object.freeze({
   sidecar: ['/usr/local/bin/shmpipe-sidecar'],
-  agent: ['node', '/app/ts-lib/dist/cli.js'],
+  agent: ['node', '--max-semi-space-size=2', '/app/ts-lib/dist/cli.js'],
 });
 const UID = 10001;
 const ADMIN_PORT = 9464;
@@ -152,7 +152,7 @@ const checks = {
     const agent = builderCopies(df, stage(df, 'agent'));
     const dest = (rel) => agent.find((c) => c.rel === rel).dest;
     const dist = dest('ts-lib/dist');
-    assert.equal(path.posix.join(dist, 'cli.js'), ENTRYPOINTS.agent[1], 'ENTRYPOINT cli.js is not inside the copied ts-lib/dist');
+    assert.equal(path.posix.join(dist, 'cli.js'), ENTRYPOINTS.agent.at(-1), 'ENTRYPOINT cli.js is not inside the copied ts-lib/dist');
     // The bundle finds the addon and package.json relative to itself: keep the layout.
     const root = path.posix.dirname(path.posix.dirname(dist));
     assert.equal(dest('ts-lib/build/shmpipe_addon.node'), path.posix.join(root, 'ts-lib/build/shmpipe_addon.node'));

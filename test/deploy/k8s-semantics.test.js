@@ -104,6 +104,9 @@ describe('deploy/kubernetes: sidecar semantics', function () {
         delete spec(d).securityContext.seccompProfile;
         delete spec(d).containers[0].securityContext.seccompProfile;
       }],
+      'init job before the sidecar': ['agent-image init containers start after the sidecar and reach its socket', (d) => spec(d).initContainers.reverse()],
+      'init job without the volume': ['agent-image init containers start after the sidecar and reach its socket', (d) => (spec(d).initContainers[1].volumeMounts = [])],
+      'init job as root-capable': ['both containers are hardened', (d) => (spec(d).initContainers[1].securityContext.allowPrivilegeEscalation = true)],
       'grace period too short': ['the shutdown grace fits in terminationGracePeriodSeconds', (d) => (spec(d).terminationGracePeriodSeconds = 15)],
       'prometheus port mismatch': ['Prometheus scrape annotations point at /metrics on the admin port', (d) => {
         h.podMetadataOf(d).annotations['prometheus.io/port'] = '9090';

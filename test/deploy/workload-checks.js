@@ -28,15 +28,22 @@ function envNames(c) {
   return new Set([...(c.env || []).map((e) => e.name)]);
 }
 
-/** The sidecar and the agent container of a pod, wherever they are. */
+const isAgent = (c) => imageName(c) === 'shmpipe-agent' || envNames(c).has('SHMPIPE_SIDECAR_SOCKET');
+
+/**
+ * The sidecar and the agent container of a pod, wherever they are; `jobs`: one-shot CLI runs of
+ * the agent image among the init containers (e.g. `shmpipe init --exists-ok`), which need the
+ * sidecar as much as the agent does.
+ */
 function roles(doc) {
   const { init, main } = containers(doc);
   const all = [...init.map((c) => ({ c, init: true })), ...main.map((c) => ({ c, init: false }))];
   const sidecars = all.filter(({ c }) => imageName(c) === 'shmpipe-sidecar' || envNames(c).has('SHMPIPE_SOCKET'));
-  const agents = all.filter(({ c }) => imageName(c) === 'shmpipe-agent' || envNames(c).has('SHMPIPE_SIDECAR_SOCKET'));
+  const agents = all.filter(({ c, init: i }) => !i && isAgent(c));
   assert.equal(sidecars.length, 1, 'expected exactly one shmpipe sidecar container');
   assert.equal(agents.length, 1, 'expected exactly one shmpipe agent container');
-  return { sidecar: sidecars[0], agent: agents[0] };
+  const jobs = all.filter(({ c, init: i }) => i && isAgent(c) && c !== sidecars[0].c);
+  return { sidecar: sidecars[0], agent: agents[0], jobs };
 }
 
 function envOf(c, manifests) {
@@ -225,10 +232,10 @@ const checkWorkload = {
 
   'both containers are hardened'(doc) {
     const { spec } = containers(doc);
-    const { sidecar, agent } = roles(doc);
+    const { sidecar, agent, jobs } = roles(doc);
     for (const k of ['hostNetwork', 'hostPID', 'hostIPC']) assert.notEqual(spec[k], true, `${k} must not be set`);
     assert.equal(spec.automountServiceAccountToken, false, 'neither container needs the Kubernetes API');
-    for (const c of [sidecar.c, agent.c]) {
+    for (const c of [sidecar.c, agent.c, ...jobs.map((j) => j.c)]) {
       const sc = c.securityContext || {};
       assert.equal(effective(c, spec, 'runAsNonRoot'), true, `${c.name}: runAsNonRoot`);
       assert.equal(sc.allowPrivilegeEscalation, false, `${c.name}: allowPrivilegeEscalation: false`);
@@ -239,6 +246,19 @@ const checkWorkload = {
       const seccomp = effective(c, spec, 'seccompProfile');
       assert.equal(seccomp?.type, 'RuntimeDefault', `${c.name}: seccompProfile RuntimeDefault`);
       assert.notEqual(effective(c, spec, 'runAsUser'), 0, `${c.name}: uid 0`);
+    }
+  },
+
+  'agent-image init containers start after the sidecar and reach its socket'(doc, manifests) {
+    const { init } = containers(doc);
+    const { sidecar, jobs } = roles(doc);
+    const socket = envOf(sidecar.c, manifests).env.get('SHMPIPE_SOCKET');
+    for (const { c } of jobs) {
+      // Init containers start in order; a native sidecar counts as started once its startup
+      // probe passes, so a job listed after it finds the socket accepting.
+      assert.ok(init.indexOf(c) > init.indexOf(sidecar.c), `${c.name}: must come after the sidecar in initContainers`);
+      assert.equal(envOf(c, manifests).env.get('SHMPIPE_SIDECAR_SOCKET'), socket, `${c.name}: SHMPIPE_SIDECAR_SOCKET is the sidecar's socket`);
+      assert.ok((c.volumeMounts || []).some((m) => isInside(socket, m.mountPath)), `${c.name}: mounts the volume with the socket`);
     }
   },
 

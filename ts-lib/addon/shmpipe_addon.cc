@@ -6,7 +6,9 @@
 //   - watch()/unwatch(): a uv_poll readable watcher on the cq_doorbell eventfd, so the agent
 //     sleeps by returning to the event loop (SPEC §6: JS cannot Atomics.wait on this memory);
 //   - ring(): write 1 to an eventfd (the sq_doorbell);
-//   - close(): close an fd.
+//   - close(): close an fd;
+//   - setTimes(): utimensat/futimens with nanoseconds, for restore (libuv's utimes takes a
+//     double and truncates to microseconds, and Node turns negative times into "now").
 // The rings themselves live in JS (ts-lib/src/ring.ts) using Atomics on the mapped memory:
 // a Node-API call costs more than the plain stores it would replace (ts-lib/README.md).
 //
@@ -414,6 +416,35 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ---- setTimes(target, seconds, nanoseconds, noFollow) ----------------------------------------
+// Sets atime and mtime of an fd (futimens) or of a path (utimensat; a Buffer, names need not be
+// UTF-8; noFollow: the link itself). Synchronous: one syscall, cheaper than a thread-pool hop.
+
+Napi::Value SetTimes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 4 || !(info[0].IsNumber() || info[0].IsBuffer()) || !info[1].IsNumber() || !info[2].IsNumber() ||
+      !info[3].IsBoolean()) {
+    return BadArgs(info, "setTimes(target: number | Buffer, seconds: number, nanoseconds: number, noFollow: boolean)");
+  }
+  struct timespec ts[2];
+  ts[0].tv_sec = static_cast<time_t>(info[1].As<Napi::Number>().Int64Value());
+  ts[0].tv_nsec = static_cast<long>(info[2].As<Napi::Number>().Int64Value());
+  if (ts[0].tv_nsec < 0 || ts[0].tv_nsec > 999999999) return BadArgs(info, "setTimes: nanoseconds out of range");
+  ts[1] = ts[0];
+  if (info[0].IsNumber()) {
+    int fd;
+    if (!ArgFd(info, 0, &fd)) return BadArgs(info, "setTimes: bad fd");
+    if (::futimens(fd, ts) != 0) return Throw(ErrnoError(env, errno, "futimens"));
+    return env.Undefined();
+  }
+  Napi::Buffer<char> b = info[0].As<Napi::Buffer<char>>();
+  std::string path(b.Data(), b.Length());
+  if (path.empty() || path.find('\0') != std::string::npos) return BadArgs(info, "setTimes: bad path");
+  int flags = info[3].As<Napi::Boolean>().Value() ? AT_SYMLINK_NOFOLLOW : 0;
+  if (::utimensat(AT_FDCWD, path.c_str(), ts, flags) != 0) return Throw(ErrnoError(env, errno, "utimensat"));
+  return env.Undefined();
+}
+
 // ---- noop(): an empty call, only to measure the Node-API call cost (perf/) --------------------
 
 Napi::Value Noop(const Napi::CallbackInfo& info) { return info.Env().Undefined(); }
@@ -425,6 +456,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unwatch", Napi::Function::New(env, Unwatch, "unwatch"));
   exports.Set("ring", Napi::Function::New(env, Ring, "ring"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
+  exports.Set("setTimes", Napi::Function::New(env, SetTimes, "setTimes"));
   exports.Set("noop", Napi::Function::New(env, Noop, "noop"));
   return exports;
 }

@@ -19,7 +19,9 @@ Promise.all([
     ...common,
     entryPoints: [path.join(root, 'src', 'cli.ts')],
     outfile: path.join(root, 'dist', 'cli.js'),
-    banner: { js: '#!/usr/bin/env node' },
+    // The agent's working set is small and short-lived; V8's default 16 MiB semi-spaces cost
+    // ~15 MB of RSS for nothing (measured with the backup CLI). Linux env(1) takes -S.
+    banner: { js: '#!/usr/bin/env -S node --max-semi-space-size=2' },
   }),
 ])
   .then(() => {

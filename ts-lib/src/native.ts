@@ -14,6 +14,7 @@ interface Addon {
   unwatch(handle: object): void;
   ring(fd: number): void;
   close(fd: number): void;
+  setTimes(target: number | Buffer, seconds: number, nanoseconds: number, noFollow: boolean): void;
   noop(): void;
 }
 
@@ -112,6 +113,31 @@ export function close(fd: number): void {
   } catch (e) {
     throw errorFromNative(e, 'close');
   }
+}
+
+/** Nanoseconds per second. */
+const NS = 1_000_000_000n;
+
+/**
+ * Sets the access and modification time of an open file (`fd`) or a path (bytes; `noFollow`:
+ * of a symlink itself) to `ns` nanoseconds since the epoch, exactly (negative: before 1970).
+ * A failure is thrown like a node:fs error (`code` = errno name, `syscall`, `errno`).
+ */
+export function setTimes(target: number | Buffer, ns: bigint, noFollow = false): void {
+  if (typeof target === 'number') assertFd(target, 'setTimes');
+  else if (!Buffer.isBuffer(target) || target.length === 0 || target.includes(0)) {
+    throw new ShmpipeError('SHMPIPE_E_INVALID_ARGUMENT', 'setTimes: the path must be a non-empty Buffer without NUL bytes');
+  }
+  if (typeof ns !== 'bigint' || ns < -(2n ** 63n) || ns >= 2n ** 63n) throw new ShmpipeError('SHMPIPE_E_INVALID_ARGUMENT', `setTimes: ${String(ns)} is not an i64 of nanoseconds`);
+  if (typeof noFollow !== 'boolean') throw new ShmpipeError('SHMPIPE_E_INVALID_ARGUMENT', 'setTimes: noFollow must be a boolean');
+  // Floor division, so the nanosecond part is 0..1e9 also before 1970.
+  let sec = ns / NS;
+  let nsec = ns % NS;
+  if (nsec < 0n) {
+    sec -= 1n;
+    nsec += NS;
+  }
+  load().setTimes(target, Number(sec), Number(nsec), noFollow);
 }
 
 /** An empty native call, for measuring the Node-API call cost (perf/). */

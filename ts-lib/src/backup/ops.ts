@@ -151,6 +151,15 @@ function u64(v: unknown, field: string): string {
   return v.toString();
 }
 
+const I64_MIN = -(2n ** 63n);
+const I64_MAX = 2n ** 63n - 1n;
+
+/** mtimes are signed (before 1970 they are negative). */
+function i64(v: unknown, field: string): string {
+  if (typeof v !== 'bigint' || v < I64_MIN || v > I64_MAX) throw invalid(`entry field ${field} must be a bigint in -2^63..2^63, got ${String(v)}`);
+  return v.toString();
+}
+
 function u32(v: unknown, field: string): number {
   if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > U32_MAX) throw invalid(`entry field ${field} must be an integer in 0..2^32, got ${String(v)}`);
   return v as number;
@@ -170,7 +179,7 @@ export function encodeEntry(e: TreeEntry, change: Change = 'new'): string {
     m: u32(e.mode, 'mode'),
     u: u32(e.uid, 'uid'),
     g: u32(e.gid, 'gid'),
-    t: u64(e.mtimeNs, 'mtimeNs'),
+    t: i64(e.mtimeNs, 'mtimeNs'),
     s: u64(e.size, 'size'),
     n: u64(e.inode, 'inode'),
     d: u64(e.dev, 'dev'),
@@ -188,9 +197,10 @@ export function encodeEntry(e: TreeEntry, change: Change = 'new'): string {
 const protocolError = (op: string, why: string): ShmpipeError => new ShmpipeError('SHMPIPE_E_PROTOCOL', `${op}: the sidecar returned ${why}`);
 
 const DECIMAL = /^[0-9]{1,20}$/;
+const SIGNED_DECIMAL = /^-?[0-9]{1,19}$/;
 
-function big(v: unknown, field: string): bigint {
-  if (typeof v !== 'string' || !DECIMAL.test(v)) throw protocolError('entriesNext', `an entry whose ${field} is not a decimal string`);
+function big(v: unknown, field: string, signed = false): bigint {
+  if (typeof v !== 'string' || !(signed ? SIGNED_DECIMAL : DECIMAL).test(v)) throw protocolError('entriesNext', `an entry whose ${field} is not a decimal string`);
   return BigInt(v);
 }
 
@@ -211,7 +221,7 @@ export function decodeEntry(line: string): TreeEntry {
     mode: o.m as number,
     uid: o.u as number,
     gid: o.g as number,
-    mtimeNs: big(o.t, 't'),
+    mtimeNs: big(o.t, 't', true),
     size: big(o.s, 's'),
     inode: big(o.n, 'n'),
     dev: big(o.d, 'd'),

@@ -10,14 +10,16 @@
  * - Metadata order: owner (only when running as root: `lchown` by others fails), then mode
  *   (after chown, which clears set-id bits), then times. Directory metadata is applied at the
  *   end, deepest first, because creating entries inside a directory changes its mtime.
- * - mtime goes through Node's `utimes`, which takes seconds as a double: ~0.25 µs resolution
- *   for present-day times, so restored mtimes are within 1 µs of the original, not ns-exact.
+ * - Times are set with nanoseconds (utimensat/futimens through the addon, native.ts): Node's
+ *   `utimes` takes a double that libuv truncates to microseconds, and turns times before 1970
+ *   into "now". Restored mtimes (and atimes, set to the same) are exact.
  * - Paths and targets are repository text (names.ts) turned back into bytes.
  */
 
 import { promises as fsp, constants as FS } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimes } from '../native';
 import { unescapeName } from './names';
 import type { EntryKind } from './walk';
 
@@ -40,10 +42,6 @@ export function includeFilter(includes: readonly string[]): (p: string) => boole
   const norm = includes.map((i) => i.replace(/^\/+|\/+$/g, '')).filter((i) => i !== '');
   if (norm.length === 0) return () => true;
   return (p) => norm.some((i) => p === i || p.startsWith(i + '/') || i.startsWith(p + '/'));
-}
-
-function seconds(ns: bigint): number {
-  return Number(ns / 1_000_000_000n) + Number(ns % 1_000_000_000n) / 1e9;
 }
 
 /** A file being restored. */
@@ -100,8 +98,7 @@ export class RestoreTarget {
     await fsp.symlink(unescapeName(e.target ?? ''), tmp);
     try {
       if (this.chown) await fsp.lchown(tmp, e.uid, e.gid);
-      const t = seconds(e.mtimeNs);
-      await fsp.lutimes(tmp, t, t);
+      setTimes(tmp, e.mtimeNs, true);
       await fsp.rename(tmp, abs);
     } catch (err) {
       await fsp.rm(tmp, { force: true });
@@ -143,8 +140,7 @@ export class RestoreTarget {
         try {
           if (chown) await fh.chown(e.uid, e.gid);
           await fh.chmod(e.mode & 0o7777);
-          const t = seconds(e.mtimeNs);
-          await fh.utimes(t, t);
+          setTimes(fh.fd, e.mtimeNs);
         } finally {
           closed = true;
           await fh.close();
@@ -174,8 +170,7 @@ export class RestoreTarget {
       const abs = this.abs(d.path);
       if (this.chown) await fsp.lchown(abs, d.uid, d.gid);
       await fsp.chmod(abs, d.mode & 0o7777);
-      const t = seconds(d.mtimeNs);
-      await fsp.utimes(abs, t, t);
+      setTimes(abs, d.mtimeNs);
     }
   }
 }

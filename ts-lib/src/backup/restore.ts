@@ -6,7 +6,8 @@
  * Entries of kind `other` (devices, FIFOs, sockets) are counted as skipped.
  *
  * A failure of one file does not stop the others (it is reported and counted); a failure of the
- * listing or the session is fatal.
+ * listing or the session is fatal. `signal` stops the listing: files already started finish
+ * (or fail and are removed), then the restore rejects with SHMPIPE_E_CANCELLED.
  */
 
 import type { Client } from '../client';
@@ -84,44 +85,48 @@ export async function runRestore(c: Client, repo: Handle, o: RestoreOptions): Pr
   let slotFree: (() => void) | null = null;
   const jobs = new Set<Promise<void>>();
   let fatal: unknown = null;
-  for await (const e of listing) {
-    if (o.signal?.aborted || fatal !== null) break;
-    if (!wanted(e.path)) continue;
-    counts.filesTotal++;
-    if (e.kind === 'dir') {
-      await target.dir(e).then(() => r.dirs++, (err: unknown) => failed(e.path, err));
-      counts.files++;
-    } else if (e.kind === 'symlink') {
-      await target.symlink(e).then(() => r.symlinks++, (err: unknown) => failed(e.path, err));
-      counts.files++;
-    } else if (e.kind === 'other') {
-      target.other(e);
-      r.skipped++;
-      counts.files++;
-    } else {
-      counts.bytesTotal += Number(e.size);
-      while (active >= maxFiles) await new Promise<void>((res) => (slotFree = res));
-      active++;
-      const job = restoreFile(e)
-        .catch((err: unknown) => {
-          // A session failure ends everything; a file's own failure is reported.
-          if ((err as { code?: string })?.code === 'SHMPIPE_E_DISCONNECTED' || (err as { code?: string })?.code === 'SHMPIPE_E_CLOSED') fatal ??= err;
-          else failed(e.path, err);
-        })
-        .finally(() => {
-          active--;
-          counts.files++;
-          jobs.delete(job);
-          const w = slotFree;
-          slotFree = null;
-          w?.();
-          progress();
-        });
-      jobs.add(job);
+  try {
+    for await (const e of listing) {
+      if (o.signal?.aborted || fatal !== null) break;
+      if (!wanted(e.path)) continue;
+      counts.filesTotal++;
+      if (e.kind === 'dir') {
+        await target.dir(e).then(() => r.dirs++, (err: unknown) => failed(e.path, err));
+        counts.files++;
+      } else if (e.kind === 'symlink') {
+        await target.symlink(e).then(() => r.symlinks++, (err: unknown) => failed(e.path, err));
+        counts.files++;
+      } else if (e.kind === 'other') {
+        target.other(e);
+        r.skipped++;
+        counts.files++;
+      } else {
+        counts.bytesTotal += Number(e.size);
+        while (active >= maxFiles) await new Promise<void>((res) => (slotFree = res));
+        active++;
+        const job = restoreFile(e)
+          .catch((err: unknown) => {
+            // A session failure ends everything; a file's own failure is reported.
+            if ((err as { code?: string })?.code === 'SHMPIPE_E_DISCONNECTED' || (err as { code?: string })?.code === 'SHMPIPE_E_CLOSED') fatal ??= err;
+            else failed(e.path, err);
+          })
+          .finally(() => {
+            active--;
+            counts.files++;
+            jobs.delete(job);
+            const w = slotFree;
+            slotFree = null;
+            w?.();
+            progress();
+          });
+        jobs.add(job);
+      }
     }
+  } finally {
+    // Also when the listing fails: no file job may outlive the restore (their session closes next).
+    counts.totalKnown = true;
+    while (jobs.size > 0) await Promise.all([...jobs]);
   }
-  counts.totalKnown = true;
-  while (jobs.size > 0) await Promise.all([...jobs]);
   if (fatal !== null) throw fatal;
   if (o.signal?.aborted) throw new ShmpipeError('SHMPIPE_E_CANCELLED', 'the restore was interrupted');
   await target.finishDirs();

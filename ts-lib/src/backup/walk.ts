@@ -50,6 +50,9 @@ export interface WalkError {
   message: string;
 }
 
+/** Children `lstat`ed at once (see walk()). */
+const LSTAT_WINDOW = 64;
+
 function kindOf(st: BigIntStats): EntryKind {
   if (st.isFile()) return 'file';
   if (st.isDirectory()) return 'dir';
@@ -128,17 +131,25 @@ export async function* walk(roots: readonly string[], onError: (e: WalkError) =>
       children.sort(Buffer.compare);
       const subdirs: SourceEntry[] = [];
       const sep = Buffer.from('/');
-      for (const name of children) {
-        const childPath = `${dir.path}/${escapeName(name)}`;
-        let e: SourceEntry;
-        try {
-          e = await describe(Buffer.concat([dir.abs, sep, name]), childPath);
-        } catch (err) {
-          onError(failure(childPath, 'lstat', err));
-          continue;
+      // lstat goes through the thread pool (~70 µs a round trip): a window of them at once,
+      // yielded in order, so a directory of small files is not walked one round trip at a time.
+      for (let at = 0; at < children.length; at += LSTAT_WINDOW) {
+        const window = children.slice(at, at + LSTAT_WINDOW).map((name) => {
+          const childPath = `${dir.path}/${escapeName(name)}`;
+          return describe(Buffer.concat([dir.abs, sep, name]), childPath).then(
+            (e) => e,
+            (err: unknown) => failure(childPath, 'lstat', err),
+          );
+        });
+        for (const p of window) {
+          const e = await p;
+          if ('op' in e) {
+            onError(e);
+            continue;
+          }
+          yield e;
+          if (e.kind === 'dir') subdirs.push(e);
         }
-        yield e;
-        if (e.kind === 'dir') subdirs.push(e);
       }
       // Reversed so the first subdirectory is listed next.
       for (let j = subdirs.length - 1; j >= 0; j--) stack.push(subdirs[j]!);

@@ -48,7 +48,7 @@ export function explain(e: unknown, where: string): Error {
     case 'SHMPIPE_E_NOT_A_REPOSITORY':
       return new CommandError(`there is no repository at ${where}: create one with 'shmpipe init'`);
     case 'SHMPIPE_E_REPO_EXISTS':
-      return new CommandError(`a repository already exists at ${where}`);
+      return new CommandError(`a repository already exists at ${where}`, { cause: e });
     case 'SHMPIPE_E_LOCKED':
       return new CommandError(`repository ${where} is locked by another process: ${detail()}`);
     case 'SHMPIPE_E_REPO_VERSION':

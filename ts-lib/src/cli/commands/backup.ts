@@ -4,6 +4,11 @@
  * `--parent ID` names one (or `--no-parent` says none). Unreadable files are listed (stderr,
  * or `{"type":"error"}` lines with --json), left out, and make the exit code 3; the snapshot is
  * still committed. With --json the last line is `{"type":"summary",…}` (README: the contract).
+ *
+ * `--every DURATION` keeps the agent running (a Kubernetes Deployment): one backup per
+ * interval, each incremental against the previous; a failed run is reported (`{"type":
+ * "run_failed"}` with --json) and the next one is tried on time. SIGTERM while idle is a clean
+ * stop (exit 0); during a run it aborts that backup as without --every.
  */
 
 import os from 'node:os';
@@ -17,9 +22,10 @@ import { mbps, progressFor, REPO_OPTIONS, REPO_USAGE, withRepo } from '../repo';
 export const backup: Command = {
   name: 'backup',
   summary: 'back up files and directories into a new snapshot',
-  usage: `shmpipe backup <path>... [--parent ID | --no-parent] [--host NAME] [--tag TAG]... ${REPO_USAGE}`,
+  usage: `shmpipe backup <path>... [--parent ID | --no-parent] [--host NAME] [--tag TAG]... [--every DURATION] ${REPO_USAGE}`,
   options: {
     ...REPO_OPTIONS,
+    every: { type: 'string' },
     parent: { type: 'string' },
     'no-parent': { type: 'boolean', default: false },
     host: { type: 'string' },
@@ -37,7 +43,9 @@ export const backup: Command = {
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
-    return interruptible(ctx, 'shmpipe backup: interrupted; the backup was aborted, nothing was committed', async (signal) => {
+    const every = parseEvery(ctx.values.every as string | undefined);
+    if (every !== null && parentFlag !== undefined) throw new UsageError('--every backs up against the previous snapshot; it does not take --parent');
+    const once = async (signal: AbortSignal): Promise<number> => {
       const progress = progressFor(ctx, 'backup');
       let last: ProgressCounts | null = null;
       const r = await withRepo(ctx, async ({ session, repo }) => {
@@ -88,6 +96,48 @@ export const backup: Command = {
         for (const l of summaryLines({ ...k, snapshot: r.commit.id, bytes_read: r.bytesRead, duration_s: r.durationMs / 1000, unreadable: r.unreadable })) ctx.out(l);
       }
       return r.unreadable > 0 ? 3 : 0;
+    };
+    return interruptible(ctx, 'shmpipe backup: interrupted; the backup was aborted, nothing was committed', async (signal) => {
+      if (every === null) return once(signal);
+      for (;;) {
+        const started = Date.now();
+        try {
+          await once(signal);
+        } catch (e) {
+          if (signal.aborted) throw e;
+          const next = new Date(started + every).toISOString();
+          const message = (e as Error).message;
+          if (ctx.global.json) ctx.out(JSON.stringify({ type: 'run_failed', message, next }));
+          else ctx.err(`shmpipe backup: this run failed: ${message}; next run at ${next}`);
+        }
+        if (!(await idle(started + every - Date.now(), signal))) return 0;
+      }
     });
   },
 };
+
+const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `--every`: a whole number and a unit (s, m, h, d), at least 10 s; null when not given. */
+function parseEvery(v: string | undefined): number | null {
+  if (v === undefined) return null;
+  const m = /^([1-9][0-9]{0,6})([smhd])$/.exec(v);
+  const ms = m ? Number(m[1]) * UNITS[m[2]!]! : NaN;
+  if (!(ms >= 10_000)) throw new UsageError(`--every needs an interval such as 15m, 1h or 1d (at least 10s), got '${v}'`);
+  return ms;
+}
+
+/** Waits `ms` (from now); false if `signal` fired first (a stop request while idle). */
+function idle(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const done = (ok: boolean): void => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', stop);
+      resolve(ok);
+    };
+    const stop = (): void => done(false);
+    const t = setTimeout(() => done(true), Math.max(0, ms));
+    signal.addEventListener('abort', stop);
+  });
+}

@@ -21,7 +21,7 @@ export const restore: Command = {
   options: { ...REPO_OPTIONS, include: { type: 'string', multiple: true } },
   async run(ctx) {
     const [snapshotArg, target] = positionals(ctx, ['<snapshot|latest>', '<target>']) as [string, string];
-    return interruptible(ctx, 'shmpipe restore: interrupted; files not finished were removed', async (signal) => {
+    return interruptible(ctx, 'shmpipe restore: interrupted; the files restored so far are complete, the rest were not restored', async (signal) => {
       const progress = progressFor(ctx, 'restore');
       let last: ProgressCounts | null = null;
       const r = await withRepo(
@@ -37,8 +37,9 @@ export const restore: Command = {
               progress.update(c);
             },
             onFailed: (p, e) => {
-              const message = (e as Error)?.message ?? String(e);
-              if (ctx.global.json) ctx.out(JSON.stringify({ type: 'error', path: p, code: (e as { code?: string })?.code ?? null, message }));
+              const code = (e as { code?: string })?.code;
+              const message = code === 'SHMPIPE_E_INTEGRITY' ? `its data in the repository is damaged (${code}; see shmpipe check --read-data)` : ((e as Error)?.message ?? String(e));
+              if (ctx.global.json) ctx.out(JSON.stringify({ type: 'error', path: p, code: code ?? null, message }));
               else ctx.err(`shmpipe restore: cannot restore ${p}: ${message}`);
             },
           });
