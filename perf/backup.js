@@ -259,16 +259,15 @@ async function runTool(name, tool, ds, round) {
   }
 }
 
-// ---- cleaning up: after the timed steps only --------------------------------------------------
+// ---- cleaning up: between rounds only, then a pause --------------------------------------------
 //
 // This disk is ext4 without a journal, whose inode allocator skips inodes freed in the last
 // 60 s (ext4 recently_deleted(): 60 s, 360 s while the inode table block is dirty) and pays a
 // buffer lookup for each one it skips. Deleting a restored tree of ~10k files right before the
 // other tool's restore made that restore spend most of its time in the kernel (find_inode_bit /
-// recently_deleted, measured with perf). So nothing is deleted between timed steps: every round
-// keeps its repositories and restores until the end of the run, and a run that finds leftovers
-// (or follows a run that ended less than a minute ago) deletes them, syncs, and waits out the
-// window before timing anything.
+// recently_deleted, measured with perf). So nothing is deleted between the timed steps of a
+// round: a round keeps its repositories and restores until it ends; the next round (or run)
+// deletes them, syncs, and waits out the window before timing anything.
 
 const STAMP = () => path.join(WORK, 'last-cleanup');
 const QUIET_S = 65;
@@ -331,6 +330,14 @@ async function main() {
   /** tool → the message of its failed step (the tool is then left out of later rounds). */
   const failed = {};
   for (let round = 1; round <= REPEAT; round++) {
+    if (round > 1) {
+      // A round keeps ~3x the set on disk (two repositories, two restores): free the last
+      // round's before the next one, then wait out ext4's window (see cleanup()).
+      await waitOutDeletions();
+    }
+    const { bavail, bsize } = fs.statfsSync(WORK);
+    const need = 3.5 * ds.manifest.bytes;
+    if (bavail * bsize < need) throw new Error(`only ${((bavail * bsize) / GB).toFixed(1)} GB free under ${WORK}; a round needs ~${(need / GB).toFixed(1)} GB`);
     // Alternate the order between rounds: restic first in odd rounds.
     const others = TOOLS.filter((t) => t !== 'restic');
     const order = !TOOLS.includes('restic') ? TOOLS : round % 2 === 1 ? ['restic', ...others] : [...others, 'restic'];
