@@ -8,7 +8,7 @@
 //
 //   npm run perf:backup                        # = npm run build && node perf/backup.js
 //   node perf/backup.js [--gib 2] [--dir DIR] [--repeat 1] [--only shm,restic] [--keep] [--rebackup]
-//                       [--shm-cli "node ts-lib/dist/cli.js"] [--restic restic] [--seed 1]
+//                       [--shm-cli ts-lib/dist/cli.js] [--restic restic] [--seed 1]
 //
 // Environment: SHMPIPE_PERF_BACKUP_GIB (data set size, default 2 GiB), SHMPIPE_PERF_BACKUP_DIR
 // (work directory, default $TMPDIR/shmpipe-perf-backup; the data set is cached there, keyed by
@@ -53,7 +53,8 @@ const { values: opt } = parseArgs({
     seed: { type: 'string', default: '1' },
     repeat: { type: 'string', default: '1' },
     only: { type: 'string', default: 'shm,restic' },
-    'shm-cli': { type: 'string', default: process.env.SHMPIPE_PERF_BACKUP_SHM_CLI || `${process.execPath} ${path.join(root, 'ts-lib', 'dist', 'cli.js')}` },
+    // The package's bin as a user runs it: its shebang passes node's flags (--max-semi-space-size).
+    'shm-cli': { type: 'string', default: process.env.SHMPIPE_PERF_BACKUP_SHM_CLI || path.join(root, 'ts-lib', 'dist', 'cli.js') },
     restic: { type: 'string', default: 'restic' },
     keep: { type: 'boolean', default: false },
     rebackup: { type: 'boolean', default: false },
