@@ -199,6 +199,42 @@ describe('backup agent: filesystem side', function () {
     for (const bad of ['../x', 'a/../../x', '', 'a//b', '.']) assert.throws(() => t.abs(bad), /refusing/);
   });
 
+  it('restores small files with synchronous writes (exact content, sparse tail, metadata; abort leaves nothing), making directories once', async function () {
+    const root = path.join(base, 'out-sync');
+    const t = new B.RestoreTarget(root);
+    await t.prepare();
+    await t.dir({ path: 'd', kind: 'dir', mode: 0o40750, uid: 0, gid: 0, mtimeNs: 1_000_000_123n, size: 0n });
+    await t.dir({ path: 'd/e', kind: 'dir', mode: 0o40755, uid: 0, gid: 0, mtimeNs: 2_000_000_456n, size: 0n });
+    const a = crypto.randomBytes(5000);
+    const b = crypto.randomBytes(3000);
+    // Two chunks covering the file exactly, the second written first.
+    const f1 = t.syncFile({ path: 'd/e/one', kind: 'file', mode: 0o100640, uid: 0, gid: 0, mtimeNs: 1_234_567_891_234_567_891n, size: 8000n });
+    f1.write(b, 3000, 5000);
+    f1.write(a, 5000, 0);
+    f1.finish();
+    assert.deepEqual(fs.readFileSync(path.join(root, 'd/e/one')), Buffer.concat([a, b]));
+    const st = fs.statSync(path.join(root, 'd/e/one'), { bigint: true });
+    assert.equal(Number(st.mode) & 0o7777, 0o640);
+    assert.equal(st.mtimeNs, 1_234_567_891_234_567_891n);
+    // Writes that do not reach the size: the tail is zeros; 0-byte file: no write at all.
+    const f2 = t.syncFile({ path: 'd/two', kind: 'file', mode: 0o100600, uid: 0, gid: 0, mtimeNs: 0n, size: 100n });
+    f2.write(a, 10, 0);
+    f2.finish();
+    assert.deepEqual(fs.readFileSync(path.join(root, 'd/two')), Buffer.concat([a.subarray(0, 10), Buffer.alloc(90)]));
+    t.syncFile({ path: 'three', kind: 'file', mode: 0o100644, uid: 0, gid: 0, mtimeNs: 0n, size: 0n }).finish();
+    assert.equal(fs.statSync(path.join(root, 'three')).size, 0);
+    // A file whose directory entry was not seen (e.g. out of order): its parents are made.
+    t.syncFile({ path: 'x/y/four', kind: 'file', mode: 0o100644, uid: 0, gid: 0, mtimeNs: 0n, size: 0n }).finish();
+    assert.ok(fs.statSync(path.join(root, 'x/y/four')).isFile());
+    const f5 = t.syncFile({ path: 'd/five', kind: 'file', mode: 0o100644, uid: 0, gid: 0, mtimeNs: 0n, size: 10n });
+    f5.write(a, 10, 0);
+    f5.abort();
+    assert.deepEqual(fs.readdirSync(path.join(root, 'd')).sort(), ['e', 'two']);
+    await t.finishDirs();
+    assert.equal(fs.statSync(path.join(root, 'd')).mode & 0o7777, 0o750);
+    assert.equal(fs.statSync(path.join(root, 'd/e'), { bigint: true }).mtimeNs, 2_000_000_456n);
+  });
+
   it('formats progress (TTY line, JSON records) and the summary', function () {
     assert.equal(B.formatBytes(0), '0 B');
     assert.equal(B.formatBytes(1536), '1.50 KiB');

@@ -14,7 +14,7 @@ import type { Client } from '../client';
 import { ShmpipeError } from '../errors';
 import { entries, contentRead, type Handle, type TreeEntry } from './ops';
 import type { ProgressCounts } from './progress';
-import { includeFilter, RestoreTarget } from './restore-fs';
+import { includeFilter, RestoreTarget, type SyncFileSink } from './restore-fs';
 
 export interface RestoreOptions {
   snapshot: string;
@@ -49,7 +49,9 @@ export async function runRestore(c: Client, repo: Handle, o: RestoreOptions): Pr
   const readAhead = o.readAhead ?? 4;
   // Streams take their slots from the sidecar's read reserve: more files than it can feed
   // would only wait.
-  const maxFiles = o.filesInFlight ?? Math.max(2, Math.min(16, Math.floor(c.layout.readReserve / readAhead)));
+  // Budget in slots: a large file's stream holds up to `readAhead`, a small file's one (its
+  // stream asks for one slot), so many more small files can be in flight.
+  const budget = o.filesInFlight !== undefined ? o.filesInFlight * readAhead : Math.max(2 * readAhead, Math.min(64, c.layout.readReserve));
   const counts: ProgressCounts = { files: 0, filesTotal: 0, bytes: 0, bytesTotal: 0, totalKnown: false, errors: 0 };
   const r: RestoreResult = { snapshot: listing.id, files: 0, dirs: 0, symlinks: 0, skipped: 0, failed: 0, bytes: 0, durationMs: 0 };
   const progress = (): void => o.onProgress?.(counts);
@@ -59,7 +61,39 @@ export async function runRestore(c: Client, repo: Handle, o: RestoreOptions): Pr
     o.onFailed?.(p, e);
   };
 
+  // Files up to a slot's size are written with synchronous calls straight from the slots (no
+  // thread-pool round trip per syscall: open, write, fchmod, futimens, close, rename); larger
+  // ones stream through async writes. Files up to a chunk or so (most small files: one chunk)
+  // use a stream of one slot, so many of them fit in the read reserve at once.
+  const smallMax = BigInt(c.layout.slotSize);
+  const oneSlot = BigInt(Math.min(c.layout.slotSize, 1 << 20));
+  const restoreSmall = async (e: TreeEntry): Promise<void> => {
+    let f: SyncFileSink | null = null;
+    try {
+      let got = 0;
+      if (e.size > 0n) {
+        for await (const ch of contentRead(c, repo, e.content as string, { readAhead: e.size <= oneSlot ? 1 : readAhead })) {
+          f ??= target.syncFile(e);
+          f.write(ch.slot.buffer, ch.length, ch.offset);
+          got += ch.length;
+          counts.bytes += ch.length;
+        }
+      }
+      if (BigInt(got) !== e.size) throw new Error(`the content has ${got} bytes, the entry says ${e.size}`);
+      // Only a stream that ended well is renamed into place.
+      f ??= target.syncFile(e);
+      f.finish();
+    } catch (err) {
+      f?.abort();
+      throw err;
+    }
+    r.bytes += Number(e.size);
+    r.files++;
+    progress();
+  };
+
   const restoreFile = async (e: TreeEntry): Promise<void> => {
+    if (e.size <= smallMax) return restoreSmall(e);
     const sink = await target.file(e);
     try {
       if (e.size > 0n) {
@@ -102,8 +136,9 @@ export async function runRestore(c: Client, repo: Handle, o: RestoreOptions): Pr
         counts.files++;
       } else {
         counts.bytesTotal += Number(e.size);
-        while (active >= maxFiles) await new Promise<void>((res) => (slotFree = res));
-        active++;
+        const cost = e.size <= oneSlot ? 1 : readAhead;
+        while (active + cost > budget && active > 0) await new Promise<void>((res) => (slotFree = res));
+        active += cost;
         const job = restoreFile(e)
           .catch((err: unknown) => {
             // A session failure ends everything; a file's own failure is reported.
@@ -111,7 +146,7 @@ export async function runRestore(c: Client, repo: Handle, o: RestoreOptions): Pr
             else failed(e.path, err);
           })
           .finally(() => {
-            active--;
+            active -= cost;
             counts.files++;
             jobs.delete(job);
             const w = slotFree;
