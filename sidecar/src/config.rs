@@ -175,7 +175,7 @@ pub struct StoreArgs {
 
     /// Packs (~16 MiB each, held in memory while they upload) a backup uploads at once
     /// [default: 4 for s3:// (one PUT at a time cannot keep up with the pipeline over a
-    /// network), 1 for file:// and memory://].
+    /// network), 2 otherwise (a file:// upload waits for its fsync: measured 5 % faster than 1)].
     #[arg(long, env = "SHMPIPE_PACK_UPLOADS", value_parser = clap::value_parser!(u32).range(1..=32))]
     pub pack_uploads: Option<u32>,
 
@@ -203,7 +203,7 @@ impl StoreArgs {
     /// Concurrent pack uploads of a backup (see `pack_uploads`).
     pub fn pack_uploads(&self) -> usize {
         let remote = self.url().is_ok_and(|u| u.starts_with("s3://"));
-        self.pack_uploads.unwrap_or(if remote { 4 } else { 1 }) as usize
+        self.pack_uploads.unwrap_or(if remote { 4 } else { 2 }) as usize
     }
 
     /// The store layer's configuration (URL parsed, options checked; nothing opened).
@@ -423,7 +423,7 @@ mod tests {
         let d = load(&["--socket", "/s", "--store", "memory://"]).unwrap();
         assert_eq!((d.store.read_reserve_for(64), d.store.read_reserve_for(1000), d.store.read_reserve_for(1)), (16, 16, 0));
         assert_eq!(d.store.read_ahead, 4);
-        assert_eq!((c.store.pack_uploads(), d.store.pack_uploads()), (4, 1), "remote stores upload packs in parallel");
+        assert_eq!((c.store.pack_uploads(), d.store.pack_uploads()), (4, 2), "remote stores upload more packs in parallel");
         let e = load(&["--socket", "/s", "--store", "s3://bkt", "--pack-uploads", "2"]).unwrap();
         assert_eq!(e.store.pack_uploads(), 2);
         assert!(load(&["--socket", "/s", "--pack-uploads", "0"]).is_err());
