@@ -33,6 +33,7 @@ const { NodeStore } = require('./lib/node-store');
 const { UdsStore } = require('./lib/uds-store');
 
 const { sidecarBin, startPerfSidecar } = require('./lib/sidecar');
+const { prng } = require('./lib/prng');
 const MiB = 1 << 20;
 const GB = 1e9;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -63,17 +64,6 @@ const NODE_CHUNK = Number(opt['node-chunk-kib']) * 1024;
 
 // ---- the data set ----------------------------------------------------------------------------
 
-/** A deterministic PRNG (mulberry32), so every run generates the same sizes. */
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * File sizes, 4 KiB .. 256 MiB: by count mostly small files, by bytes mostly large ones, like a

@@ -17,6 +17,7 @@
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
+const { prng } = require('./prng');
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -24,17 +25,6 @@ const GiB = 1024 * MiB;
 /** Bump when the generator changes: a cached set of another version is regenerated. */
 const VERSION = 4;
 
-/** mulberry32: a small deterministic PRNG. */
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Deterministic incompressible bytes: the AES-256-CTR keystream of a key derived from `name`. */
 function randomStream(seed, name) {
