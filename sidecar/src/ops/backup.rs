@@ -3,7 +3,7 @@
 //! `shmpipe-engine`. Wire-agnostic on purpose: requests come in as bytes (JSON read from a
 //! slot, or file data as `Bytes` leased from a slot without a copy) and results go out as bytes
 //! for a slot, so the dispatcher's part is only decoding the entry and moving slots.
-//! The opcodes are SPEC §7.3; `dispatcher/backup.rs` decodes entries and moves slots.
+//! The opcodes are SPEC §7.3; `dispatch/backup.rs` decodes entries and moves slots.
 //!
 //! Encodings (the slot payloads of the backup ops):
 //! - Repository open/init request: `{"password": s, "params"?: {"compression_level"?: n,

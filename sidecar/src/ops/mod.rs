@@ -1,0 +1,11 @@
+//! What each op does once the dispatcher has validated its request and leased its slot
+//! (SPEC §7). Wire-agnostic where it can be: the dispatcher turns results into completions.
+//!
+//! - [`core`]: NOP, ECHO, STATS, DELAY (SPEC §7.1).
+//! - [`store`]: the object-store ops' bodies (SPEC §7.2; `dispatch::store` is their glue).
+//! - [`backup`]: the backup-engine ops' per-session handles and semantics over
+//!   `shmpipe-engine` (SPEC §7.3; bytes in, bytes out).
+
+pub mod backup;
+pub mod core;
+pub mod store;
