@@ -1,6 +1,6 @@
 //! Views of a mapped segment: [`Segment`] (header fields, rings, slot addresses) and
 //! [`ShmRing`], the [`RingStorage`] over a ring region. Who maps the memory is the caller's
-//! business (the sidecar uses `shared_memory`, tests use [`HeapRegion`]); it is handed in as a
+//! business (the sidecar maps a sealed memfd, tests use [`HeapRegion`]); it is handed in as a
 //! [`Mapping`] and kept alive by every view made from it.
 
 use core::ptr::NonNull;

@@ -40,9 +40,10 @@ fn handshake_then_nop_echo_stats_release_delay() {
     assert!(w["session"].as_u64().unwrap() >= 1);
     assert!(w["generation"].is_string());
     assert_eq!(w["limits"]["max_in_flight"], 4096);
-    let path = w["segment"].as_str().unwrap().to_owned();
-    assert!(path.starts_with(&format!("/dev/shm/shmpipe-{}-", sidecar.pid())), "{path}");
-    wait_until("segment unlinked after mapped", || !std::path::Path::new(&path).exists());
+    let name = w["segment"].as_str().unwrap().to_owned();
+    assert!(name.starts_with(&format!("memfd:shmpipe-{}-", sidecar.pid())), "{name}");
+    let leftover = |n: &str| std::fs::read_dir("/dev/shm").unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains(n));
+    assert!(!leftover(&format!("shmpipe-{}-", sidecar.pid())), "a memfd segment has no name in /dev/shm");
     assert_eq!(a.state(), Some(SessionState::Ready));
 
     // Every slot is granted up front, with generation 1.
@@ -262,22 +263,21 @@ fn handshake_refusals() {
     s.set_read_timeout(Some(WAIT)).unwrap();
     assert_eq!(read_frame(&mut s).unwrap()["code"], "SHMPIPE_E_HANDSHAKE");
 
-    // Welcome but never `mapped`: the session is dropped and the name unlinked.
+    // Welcome but never `mapped`: the session is dropped.
     let mut s = std::os::unix::net::UnixStream::connect(&sidecar.socket).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     write_frame(&mut s, &hello(&[]));
     let (w, fds) = read_frame_with_fds(&mut s).unwrap();
     assert_eq!(w["type"], "welcome");
     assert_eq!(fds.len(), 3);
-    let path = w["segment"].as_str().unwrap().to_owned();
     let err = read_frame(&mut s).unwrap();
     assert_eq!(err["code"], "SHMPIPE_E_HANDSHAKE", "{err}");
     assert!(err["message"].as_str().unwrap().contains("mapped"));
-    wait_until("unmapped segment unlinked", || !std::path::Path::new(&path).exists());
 
     // The sidecar still serves.
     let mut a = sidecar.connect();
     assert_eq!(a.nop().status, 0);
+    wait_until("the unmapped session closed", || a.stats()["global"]["sessions_closed"] == 1);
     let s = a.stats();
     assert_eq!(s["global"]["sessions_opened"], 2);
     assert_eq!(s["global"]["sessions_closed"], 1);
@@ -335,16 +335,16 @@ fn full_cq_keeps_every_completion() {
 }
 
 #[test]
-fn segment_dir_backend() {
+fn segment_dir_is_only_swept_segments_are_memfds() {
     let dir = tempfile::tempdir().unwrap();
     let stale = dir.path().join("shmpipe-999999999-0123456789abcdef");
     std::fs::write(&stale, b"old").unwrap();
     let sidecar = Sidecar::start(&[("SHMPIPE_SEGMENT_DIR", dir.path().to_str().unwrap())]);
     assert!(!stale.exists(), "stale segment of a dead pid swept at startup");
     let mut a = sidecar.connect();
-    let path = a.welcome["segment"].as_str().unwrap().to_owned();
-    assert!(path.starts_with(dir.path().to_str().unwrap()), "{path}");
-    wait_until("segment unlinked", || !std::path::Path::new(&path).exists());
+    let name = a.welcome["segment"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("memfd:shmpipe-"), "{name}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing created in SHMPIPE_SEGMENT_DIR");
     let g = a.alloc();
     a.slot_write(g.slot_id, 0, b"123456789");
     let c = a.slot_op(ECHO, g, 0, 9, 0);

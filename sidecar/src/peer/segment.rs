@@ -1,54 +1,46 @@
-//! Segments: creating, reserving, pre-faulting, mapping, unlinking and sweeping the shared
-//! memory of one session (SPEC §10 steps 2 and 4). Two backends:
-//! - POSIX shm through the `shared_memory` crate (default; a name in /dev/shm),
-//! - a file in `SHMPIPE_SEGMENT_DIR` (Kubernetes: an `emptyDir { medium: Memory }` volume
-//!   shared by the pod's containers), created O_EXCL with mode 0600 and mapped with memmap2.
+//! Segments: creating, pre-faulting and mapping the shared memory of one session (SPEC §10
+//! step 2), and sweeping names older versions left behind.
 //!
-//! Either way the result is a [`SegmentMemory`] (the sidecar's mapping, which implements
-//! `shm_protocol::shm::Mapping`) plus an fd of the same object to pass to the agent. Names are
-//! `shmpipe-<pid>-<16 hex>`; the name is unlinked as soon as the agent has mapped it, and in
-//! any case when the mapping is dropped.
+//! A segment is a `memfd` sealed against resizing (`F_SEAL_SHRINK | F_SEAL_GROW |
+//! F_SEAL_SEAL`) before anyone else sees it, so the agent — who gets a read/write fd of it to
+//! map — cannot `ftruncate` it: a shrunk file would turn the sidecar's next access of a page
+//! past the new end into SIGBUS, which kills the whole process and every other session with
+//! it. A memfd has no name in any filesystem, so nothing can outlive both processes, and the
+//! segment is not the `shared_memory` crate's POSIX shm any more (a name in /dev/shm cannot be
+//! sealed; SPEC §10). Either side's mapping keeps the memory alive.
+//!
+//! The result is a [`SegmentMemory`] (the sidecar's mapping, which implements
+//! `shm_protocol::shm::Mapping`) plus an fd of the same memory to pass to the agent. Names
+//! (`shmpipe-<pid>-<16 hex>`, shown in `/proc/PID/fd` as `/memfd:NAME`) are for diagnostics.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::fcntl::{fallocate, FallocateFlags};
+use nix::fcntl::{fallocate, fcntl, FallocateFlags, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
 use shm_protocol::layout::PAGE_SIZE;
 use shm_protocol::shm::Mapping;
 
 use crate::stats::GlobalStats;
 
-/// Where POSIX shm names live on Linux.
+/// Where POSIX shm names live on Linux: older versions created segments there (swept at
+/// startup).
 pub const SHM_DIR: &str = "/dev/shm";
 const NAME_PREFIX: &str = "shmpipe-";
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// POSIX shm (`shm_open`), i.e. /dev/shm.
-    Shm,
-    /// Files in this directory.
-    Dir(PathBuf),
-}
-
-impl Backend {
-    pub fn dir(&self) -> &Path {
-        match self {
-            Self::Shm => Path::new(SHM_DIR),
-            Self::Dir(d) => d,
-        }
-    }
-}
+/// The seals every segment carries before its fd leaves the sidecar: no shrinking, no
+/// growing, no further seals (so the agent cannot add `F_SEAL_WRITE` either).
+pub const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK.union(SealFlag::F_SEAL_GROW).union(SealFlag::F_SEAL_SEAL);
 
 #[derive(Debug)]
 pub enum SegmentError {
-    /// Not enough memory in the backing filesystem: the client may retry later.
+    /// Not enough memory for the segment: the client may retry later.
     NoSpace(io::Error),
     Other(io::Error),
 }
@@ -73,32 +65,32 @@ impl From<io::Error> for SegmentError {
     }
 }
 
-/// What keeps the mapping alive; dropping it unmaps. Held only for its `Drop`.
-#[allow(dead_code)]
-enum Keep {
-    Shm(shared_memory::Shmem),
-    File(memmap2::MmapMut),
+impl From<Errno> for SegmentError {
+    fn from(e: Errno) -> Self {
+        io::Error::from(e).into()
+    }
 }
 
 /// The sidecar's mapping of one segment.
 pub struct SegmentMemory {
     base: NonNull<u8>,
     len: usize,
-    _keep: Keep,
-    path: PathBuf,
-    unlinked: AtomicBool,
+    /// Dropping it unmaps; held only for its `Drop`.
+    _map: memmap2::MmapMut,
+    name: String,
     stats: Arc<GlobalStats>,
 }
 
-// SAFETY: `Keep` holds only the mapping's address and fd (the `shared_memory` crate's raw
-// pointer makes it !Send/!Sync); we never call its methods after creation, and all access to
-// the memory goes through atomics or the ring/slot ownership protocol.
+// SAFETY: `_map` owns the mapping (memmap2's `MmapMut` is Send + Sync); `base` is its address.
+// All access to the memory goes through atomics, the ring/slot ownership protocol, or
+// `peer::memory`'s copies.
 unsafe impl Send for SegmentMemory {}
-// SAFETY: as above; `unlinked` is atomic.
+// SAFETY: as above; nothing here is mutated after creation.
 unsafe impl Sync for SegmentMemory {}
 
 // SAFETY: `base` comes from mmap (page-aligned) and `len` bytes stay mapped read/write at that
-// address until `_keep` is dropped together with `self`.
+// address until `_map` is dropped together with `self`. The file cannot shrink under the
+// mapping: it is sealed (`SEALS`) before its fd leaves this process.
 unsafe impl Mapping for SegmentMemory {
     fn base(&self) -> NonNull<u8> {
         self.base
@@ -115,28 +107,15 @@ pub struct Created {
 }
 
 impl SegmentMemory {
-    /// The name's path (`/dev/shm/NAME` or `DIR/NAME`), as sent in the welcome.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Removes the name. Idempotent; the memory lives on while anyone maps it.
-    pub fn unlink(&self) -> io::Result<()> {
-        if self.unlinked.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        match std::fs::remove_file(&self.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+    /// What the welcome's `segment` field says: `memfd:NAME` (diagnostics only; there is no
+    /// path to open).
+    pub fn describe(&self) -> String {
+        format!("memfd:{}", self.name)
     }
 }
 
 impl Drop for SegmentMemory {
     fn drop(&mut self) {
-        if let Err(e) = self.unlink() {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot unlink segment");
-        }
         self.stats.segments_live.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -145,79 +124,34 @@ fn new_name() -> String {
     format!("{NAME_PREFIX}{}-{:016x}", std::process::id(), rand::random::<u64>())
 }
 
-/// Creates, reserves (fallocate, so a full tmpfs gives ENOSPC now rather than SIGBUS later in
-/// either process) and optionally pre-faults a zeroed segment of `size` bytes.
-pub fn create(backend: &Backend, size: usize, prefault: bool, stats: Arc<GlobalStats>) -> Result<Created, SegmentError> {
-    let (keep, base, path, file) = loop {
-        let name = new_name();
-        let attempt = match backend {
-            Backend::Shm => create_shm(&name, size),
-            Backend::Dir(dir) => create_file(&dir.join(&name), size),
-        };
-        match attempt {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            other => break other?,
-        }
-    };
+/// Creates a zeroed segment of `size` bytes as a sealed memfd and maps it; with `prefault`,
+/// reserves (fallocate, so a memory shortage is an error now rather than a fault later) and
+/// touches every page.
+pub fn create(size: usize, prefault: bool, stats: Arc<GlobalStats>) -> Result<Created, SegmentError> {
+    let name = new_name();
+    let fd = memfd_create(name.as_str(), MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
+    let file = File::from(fd);
+    file.set_len(size as u64)?;
+    fcntl(&file, FcntlArg::F_ADD_SEALS(SEALS))?;
+    if prefault {
+        reserve(&file, size)?;
+    }
+    // SAFETY: the memfd is ours alone until its fd is sent, and it is sealed: its length can
+    // no longer change, by us or by the agent, so the mapping never has pages past the end.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&file)? };
+    let base = NonNull::new(map.as_mut_ptr()).ok_or_else(|| io::Error::other("mmap returned null"))?;
     stats.segments_live.fetch_add(1, Ordering::Relaxed);
-    // From here on, dropping `memory` unmaps and unlinks.
-    let memory = Arc::new(SegmentMemory { base, len: size, _keep: keep, path, unlinked: AtomicBool::new(false), stats });
-    reserve(&file, size)?;
+    let memory = Arc::new(SegmentMemory { base, len: size, _map: map, name, stats });
     if prefault {
         touch_pages(&memory);
     }
     Ok(Created { memory, fd: file.into() })
 }
 
-fn create_shm(name: &str, size: usize) -> io::Result<(Keep, NonNull<u8>, PathBuf, File)> {
-    let mut shmem = shared_memory::ShmemConf::new().size(size).os_id(format!("/{name}")).create().map_err(|e| match e {
-        shared_memory::ShmemError::MappingIdExists => io::Error::from(io::ErrorKind::AlreadyExists),
-        shared_memory::ShmemError::MapCreateFailed(code) | shared_memory::ShmemError::UnknownOsError(code) => {
-            io::Error::from_raw_os_error(code as i32)
-        }
-        other => io::Error::other(other.to_string()),
-    })?;
-    // We unlink ourselves (on `mapped`, or on drop), for both backends alike.
-    shmem.set_owner(false);
-    let path = Path::new(SHM_DIR).join(name);
-    let guard = UnlinkOnError(&path);
-    // The crate does not expose its fd; opening the name again gives one of the same object.
-    let file = OpenOptions::new().read(true).write(true).open(&path)?;
-    let base = NonNull::new(shmem.as_ptr()).ok_or_else(|| io::Error::other("shm mapping returned null"))?;
-    std::mem::forget(guard);
-    Ok((Keep::Shm(shmem), base, path, file))
-}
-
-fn create_file(path: &Path, size: usize) -> io::Result<(Keep, NonNull<u8>, PathBuf, File)> {
-    // std opens with O_CLOEXEC; create_new is O_CREAT|O_EXCL.
-    let file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path)?;
-    let guard = UnlinkOnError(path);
-    file.set_len(size as u64)?;
-    // SAFETY: the file is ours (just created, mode 0600); its length is fixed from now on (we
-    // never truncate it, and the agent only gets an fd after it is fully set up).
-    let mut map = unsafe { memmap2::MmapMut::map_mut(&file)? };
-    let base = NonNull::new(map.as_mut_ptr()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-    std::mem::forget(guard);
-    Ok((Keep::File(map), base, path.to_owned(), file))
-}
-
-/// Removes a half-created name if creation fails before `SegmentMemory` owns it.
-struct UnlinkOnError<'a>(&'a Path);
-
-impl Drop for UnlinkOnError<'_> {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.0);
-    }
-}
-
 fn reserve(file: &File, size: usize) -> Result<(), SegmentError> {
     let len = i64::try_from(size).map_err(|_| SegmentError::Other(io::Error::other("segment too large")))?;
-    match fallocate(file, FallocateFlags::empty(), 0, len) {
-        Ok(()) => Ok(()),
-        // A filesystem without fallocate: the sparse file has to do.
-        Err(Errno::EOPNOTSUPP) => Ok(()),
-        Err(e) => Err(io::Error::from(e).into()),
-    }
+    fallocate(file, FallocateFlags::empty(), 0, len)?;
+    Ok(())
 }
 
 /// Writes one byte per page so the page tables are populated before the agent sees READY.
@@ -247,8 +181,9 @@ fn is_dead(pid: i32) -> bool {
         || matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(Errno::ESRCH))
 }
 
-/// Removes `shmpipe-<pid>-*` names in `dir` whose pid is not a live process (SPEC §10 step 4,
-/// second line of defence). Returns how many were removed.
+/// Removes `shmpipe-<pid>-*` names in `dir` whose pid is not a live process: segments that
+/// versions before sealed memfds created in /dev/shm or `SHMPIPE_SEGMENT_DIR` and a crash left
+/// behind. Returns how many were removed.
 pub fn sweep(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     let mut removed = 0;
@@ -271,7 +206,7 @@ pub fn sweep(dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::fd::AsFd;
 
     #[test]
     fn names_parse() {
@@ -282,48 +217,33 @@ mod tests {
         }
     }
 
-    fn check_backend(backend: Backend) {
+    #[test]
+    fn a_segment_is_a_sealed_memfd_the_fd_cannot_resize() {
         let stats = Arc::new(GlobalStats::default());
-        let created = create(&backend, 3 * PAGE_SIZE, true, stats.clone()).unwrap();
-        let path = created.memory.path().to_owned();
-        let meta = std::fs::metadata(&path).unwrap();
-        assert_eq!(meta.mode() & 0o777, 0o600);
-        assert_eq!(meta.len(), 3 * PAGE_SIZE as u64);
+        let created = create(3 * PAGE_SIZE, true, stats.clone()).unwrap();
         assert_eq!(stats.segments_live.load(Ordering::Relaxed), 1);
-        // The fd and the mapping are the same memory.
+        assert!(created.memory.describe().starts_with(&format!("memfd:shmpipe-{}-", std::process::id())));
+        let seals = fcntl(created.fd.as_fd(), FcntlArg::F_GET_SEALS).unwrap();
+        assert_eq!(SealFlag::from_bits_truncate(seals), SEALS);
+        // What a hostile agent would try with the fd it is given.
+        let file = File::from(created.fd.try_clone().unwrap());
+        assert!(file.set_len(0).is_err(), "shrinking a sealed segment must fail");
+        assert!(file.set_len(4 * PAGE_SIZE as u64).is_err(), "growing a sealed segment must fail");
+        assert_eq!(fcntl(&file, FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_WRITE)), Err(Errno::EPERM));
+        assert_eq!(file.metadata().unwrap().len(), 3 * PAGE_SIZE as u64);
+        // The fd and the mapping are the same memory, and every page is still there.
         // SAFETY: in bounds of the 3-page mapping; nobody else touches it.
-        unsafe { created.memory.base().as_ptr().add(PAGE_SIZE).write(0x5a) };
+        unsafe { created.memory.base().as_ptr().add(2 * PAGE_SIZE).write(0x5a) };
         let mut byte = [0u8; 1];
-        nix::sys::uio::pread(&created.fd, &mut byte, PAGE_SIZE as i64).unwrap();
+        nix::sys::uio::pread(&created.fd, &mut byte, 2 * PAGE_SIZE as i64).unwrap();
         assert_eq!(byte[0], 0x5a);
-        created.memory.unlink().unwrap();
-        assert!(!path.exists());
-        created.memory.unlink().unwrap();
         drop(created);
         assert_eq!(stats.segments_live.load(Ordering::Relaxed), 0);
     }
 
     #[test]
-    fn shm_backend_creates_maps_and_unlinks() {
-        check_backend(Backend::Shm);
-    }
-
-    #[test]
-    fn dir_backend_creates_maps_and_unlinks() {
+    fn sweep_removes_only_names_of_dead_owners() {
         let dir = tempfile::tempdir().unwrap();
-        check_backend(Backend::Dir(dir.path().to_owned()));
-    }
-
-    #[test]
-    fn drop_unlinks_and_sweep_removes_only_dead_owners() {
-        let dir = tempfile::tempdir().unwrap();
-        let stats = Arc::new(GlobalStats::default());
-        let created = create(&Backend::Dir(dir.path().to_owned()), PAGE_SIZE, false, stats).unwrap();
-        let path = created.memory.path().to_owned();
-        assert!(path.exists());
-        drop(created);
-        assert!(!path.exists());
-
         // pid 1 is alive; a pid past pid_max is not.
         let live = dir.path().join("shmpipe-1-0123456789abcdef");
         let dead = dir.path().join("shmpipe-999999999-0123456789abcdef");

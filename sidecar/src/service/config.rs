@@ -27,7 +27,8 @@ pub struct Config {
     #[arg(long, env = "SHMPIPE_SOCKET")]
     pub socket: PathBuf,
 
-    /// Create segments as files in this directory instead of POSIX shm (/dev/shm).
+    /// Accepted for compatibility: segments are sealed memfds (SPEC §10), which need no
+    /// directory. Names older versions left in it are swept at startup.
     #[arg(long, env = "SHMPIPE_SEGMENT_DIR")]
     pub segment_dir: Option<PathBuf>,
 

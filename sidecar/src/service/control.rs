@@ -28,7 +28,7 @@ use crate::service::admin::Readiness;
 use crate::service::config::Config;
 use crate::dispatch::{DispatchEnd, Dispatcher, DispatcherConfig, EndReason, Links, Mode, SessionControl};
 use crate::peer::doorbell::Doorbell;
-use crate::peer::segment::{self, Backend, SegmentError, SegmentMemory};
+use crate::peer::segment::{self, SegmentError, SegmentMemory};
 use crate::dispatch::session::Session;
 use crate::service::shutdown::Shutdown;
 use crate::stats::GlobalStats;
@@ -50,7 +50,6 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 /// Server-wide state every connection needs.
 pub struct ServerCtx {
     pub cfg: Config,
-    pub backend: Backend,
     pub global: Arc<GlobalStats>,
     pub shutdown: Shutdown,
     /// What `/ready` reports; the store wiring sets its store hook.
@@ -64,7 +63,6 @@ pub struct ServerCtx {
 
 impl ServerCtx {
     pub fn new(cfg: Config, global: Arc<GlobalStats>, shutdown: Shutdown, readiness: Arc<Readiness>, runtime: Handle, store: shmpipe_store::Store) -> Self {
-        let backend = cfg.segment_dir.clone().map_or(Backend::Shm, Backend::Dir);
         let store = StoreLinks {
             store,
             read_ahead: cfg.store.read_ahead,
@@ -73,7 +71,6 @@ impl ServerCtx {
         };
         Self {
             cfg,
-            backend,
             global,
             shutdown,
             readiness,
@@ -204,7 +201,7 @@ impl NewSession {
     fn create(ctx: &ServerCtx, params: Params) -> Result<Self, (&'static str, String)> {
         let internal = |what: &str, e: &dyn std::fmt::Display| (codes::HANDSHAKE, format!("{what}: {e}"));
         let layout = Layout::new(params).map_err(|e| internal("layout", &e))?;
-        let created = segment::create(&ctx.backend, layout.segment_size as usize, ctx.cfg.prefault, ctx.global.clone())
+        let created = segment::create(layout.segment_size as usize, ctx.cfg.prefault, ctx.global.clone())
             .map_err(|e| match e {
                 SegmentError::NoSpace(_) => (codes::BUSY, e.to_string()),
                 SegmentError::Other(_) => (codes::HANDSHAKE, e.to_string()),
@@ -246,7 +243,7 @@ impl NewSession {
         wire::encode_frame(&ServerMsg::Welcome {
             version: shm_protocol::layout::VERSION,
             session: self.id,
-            segment: self.memory.path().display().to_string(),
+            segment: self.memory.describe(),
             segment_size: layout.segment_size,
             generation: self.generation.to_string(),
             layout: WelcomeLayout::from(layout),
@@ -325,7 +322,7 @@ async fn connection(mut stream: UnixStream, ctx: Arc<ServerCtx>) {
     let id = session.id;
     let span = tracing::info_span!("session", id, uid, pid = pid.unwrap_or(0));
     let lifetime = async {
-        info!(client = hello.client.as_deref().unwrap_or(""), ?params, segment = %session.memory.path().display(), "session created");
+        info!(client = hello.client.as_deref().unwrap_or(""), ?params, segment = %session.memory.describe(), "session created");
         let end = run_session(&mut stream, &ctx, session).await;
         ctx.global.sessions_closed.fetch_add(1, Ordering::Relaxed);
         info!(%end, "session closed");
@@ -382,10 +379,8 @@ async fn run_session(stream: &mut UnixStream, ctx: &ServerCtx, session: NewSessi
             };
         }
     }
-    // The agent has its own mapping: no name needs to exist any more (SPEC §10 step 4).
-    if let Err(e) = memory.unlink() {
-        warn!(error = %e, "cannot unlink segment");
-    }
+    // The agent has its own mapping (SPEC §10 step 4); ours lives on in `segment` and in
+    // whatever the store still holds of it.
     drop(memory);
 
     let (end_tx, mut end_rx) = oneshot::channel::<DispatchEnd>();

@@ -28,6 +28,9 @@ const ADMIN_STOP_LIMIT: Duration = Duration::from_secs(2);
 
 /// Runs the sidecar until SIGTERM/SIGINT has been handled. Errors are startup failures.
 pub async fn run(cfg: Config) -> Result<(), String> {
+    if let Some(dir) = &cfg.segment_dir {
+        info!(dir = %dir.display(), "SHMPIPE_SEGMENT_DIR is not needed any more: segments are sealed memfds; only old segment files there are swept");
+    }
     for dir in [Some(Path::new(segment::SHM_DIR)), cfg.segment_dir.as_deref()].into_iter().flatten() {
         let removed = segment::sweep(dir);
         if removed > 0 {
@@ -98,7 +101,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     info!(
         socket = %cfg.socket.display(),
         baseline = cfg.baseline_socket.as_ref().map(|p| p.display().to_string()),
-        backend = ?ctx.backend,
+        segments = "sealed memfd",
         store = store.describe(),
         pid = std::process::id(),
         "listening"

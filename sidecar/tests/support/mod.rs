@@ -218,6 +218,8 @@ pub struct Agent {
     pub gq: GqConsumer,
     pub sq_bell: OwnedFd,
     pub cq_bell: OwnedFd,
+    /// The segment fd the welcome carried (hostile tests try to resize it).
+    pub segment_file: std::fs::File,
     pub grants: Vec<Grant>,
     next_id: u64,
 }
@@ -266,6 +268,7 @@ impl Agent {
             layout,
             sq_bell,
             cq_bell,
+            segment_file: file,
             grants: Vec::new(),
             next_id: 1,
         };
