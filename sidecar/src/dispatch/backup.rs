@@ -13,11 +13,10 @@ use shm_protocol::{Completion, ErrorCode, Opcode, RingError, Submission};
 use tokio::sync::oneshot;
 
 use super::Dispatcher;
-use crate::ops::backup::{BackupOps, OpError, KIND_BACKUP, KIND_CURSOR, KIND_FILE, KIND_REPO};
-use crate::peer::lease::{self, SlotLease, SlotReturn};
-use crate::peer::slots::SlotRange;
-use crate::peer::slots::{Lease, SlotOutcome};
+use crate::ops::backup::{BackupOps, OpError, KIND_BACKUP, KIND_CURSOR, KIND_FILE, KIND_JOB, KIND_REPO};
 use crate::ops::store::{self as store_ops, Failure, OpResult, Outcome, StreamSource};
+use crate::peer::lease::{self, SlotLease, SlotReturn};
+use crate::peer::slots::{Lease, SlotOutcome, SlotRange};
 
 impl From<OpError> for Failure {
     fn from(e: OpError) -> Self {
@@ -28,10 +27,11 @@ impl From<OpError> for Failure {
 /// The handle kind an op names in `arg0` (checked before the op runs), if it names one.
 fn wanted_kind(op: Opcode) -> Option<&'static str> {
     match op {
-        Opcode::BackupBegin | Opcode::Snapshots | Opcode::EntriesOpen | Opcode::ContentRead | Opcode::Check => Some(KIND_REPO),
+        Opcode::BackupBegin | Opcode::Snapshots | Opcode::EntriesOpen | Opcode::ContentRead | Opcode::Check | Opcode::JobStart => Some(KIND_REPO),
         Opcode::FileOpen | Opcode::FilePut | Opcode::AddEntries | Opcode::BackupCommit | Opcode::BackupAbort => Some(KIND_BACKUP),
         Opcode::FileWrite | Opcode::FileFinish => Some(KIND_FILE),
         Opcode::EntriesNext => Some(KIND_CURSOR),
+        Opcode::JobNext => Some(KIND_JOB),
         _ => None,
     }
 }
@@ -177,6 +177,20 @@ impl Dispatcher {
                 let max = self.session.slots.slot_size() as usize;
                 self.spawn_store(sub, started, Some(lease), async move {
                     ops.entries_next(handle, max)
+                        .await
+                        .map(|(page, done)| Outcome { output: Some(page), aux: [u64::from(done), 0, 0], ..Outcome::default() })
+                        .map_err(Failure::from)
+                });
+            }
+            Opcode::JobStart => {
+                let req = input(self)?;
+                // Started on the runtime: the job is a task of its own from then on.
+                self.spawn_store(sub, started, Some(lease), async move { value(ops.job_start(handle, &req)) });
+            }
+            Opcode::JobNext => {
+                let max = self.session.slots.slot_size() as usize;
+                self.spawn_store(sub, started, Some(lease), async move {
+                    ops.job_next(handle, max)
                         .await
                         .map(|(page, done)| Outcome { output: Some(page), aux: [u64::from(done), 0, 0], ..Outcome::default() })
                         .map_err(Failure::from)
