@@ -61,3 +61,235 @@ fn an_agent_cannot_resize_its_segment() {
     assert!(hostile.segment_file.set_len(size * 2).is_err(), "ftruncate to {} succeeded", size * 2);
     assert_eq!(hostile.segment_file.metadata().unwrap().len(), size);
 }
+
+const REPO_INIT: u8 = 64;
+const BACKUP_BEGIN: u8 = 66;
+const FILE_OPEN: u8 = 67;
+const FILE_WRITE: u8 = 68;
+const FILE_FINISH: u8 = 69;
+const FILE_PUT: u8 = 70;
+const ADD_ENTRIES: u8 = 71;
+const BACKUP_COMMIT: u8 = 72;
+const CHECK: u8 = 79;
+
+/// A request whose payload goes in a slot the agent holds; returns the completion and the
+/// slot (back with the completion unless the op consumes it).
+fn slot_request(a: &mut Agent, opcode: u8, payload: &[u8], args: [u64; 4]) -> (shm_protocol::Completion, shm_protocol::Grant) {
+    let g = a.alloc();
+    a.slot_write(g.slot_id, 0, payload);
+    let request_id = a.next_id();
+    let c = a.request(shm_protocol::RawSubmission {
+        request_id,
+        opcode,
+        slot_id: g.slot_id,
+        slot_gen: g.slot_gen,
+        length: payload.len() as u32,
+        args,
+        ..Default::default()
+    });
+    (c, g)
+}
+
+/// The slot's output document (`result` bytes at offset 0), and the slot back to the pool.
+fn output(a: &mut Agent, c: &shm_protocol::Completion, g: shm_protocol::Grant) -> Vec<u8> {
+    assert_eq!(c.status, 0, "{c:?}: {}", String::from_utf8_lossy(&a.slot_read(g.slot_id, 0, c.result as usize)));
+    let out = a.slot_read(g.slot_id, 0, c.result as usize);
+    a.grants.push(g);
+    out
+}
+
+/// Rewrites bytes `[from, to)` of slot `id` over and over, as a hostile agent racing the
+/// sidecar would, until stopped.
+struct Scribbler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Scribbler {
+    fn start(segment: &shm_protocol::shm::Segment, id: u32, from: usize, to: usize) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seg, flag) = (segment.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let base = seg.slot_ptr(id).unwrap().as_ptr();
+            let mut passes = 0u64;
+            // One word per 4 KiB page per pass, at a moving offset: every chunk of the slot
+            // changes every few microseconds, between any two reads the sidecar makes of it.
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                passes += 1;
+                let shift = (passes as usize * 8) % 4096;
+                for at in (from + shift..to).step_by(4096) {
+                    // SAFETY: inside slot `id` of this mapping (`at + 8 <= to <= slot_size`
+                    // as `to - from` is a multiple of 4096; 8-aligned). The sidecar reads
+                    // these bytes concurrently: that race is the attack under test.
+                    unsafe { base.add(at).cast::<u64>().write_volatile(passes.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ at as u64) };
+                }
+            }
+            passes
+        });
+        Self { stop, thread: Some(thread) }
+    }
+
+    /// Stops and returns how many passes were made.
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// An agent that rewrites its slots while the sidecar chunks, hashes, compresses and encrypts
+/// them (FILE_PUT, and a consumed FILE_WRITE) must not get a blob into the repository whose
+/// content does not match its id: every later backup that dedups against that id, from any
+/// host, would restore wrong data. The sidecar copies each slot once and works on the copy,
+/// so `CHECK` with data verification passes whatever the agent did.
+#[test]
+fn slots_rewritten_in_flight_never_make_a_blob_that_does_not_match_its_id() {
+    const SLOT: usize = 4 << 20;
+    let mut sidecar = Sidecar::start(&[]);
+    let mut a = Agent::connect(&sidecar.socket, &hello(&[("slot_size", serde_json::json!(SLOT)), ("slot_count", serde_json::json!(8))]))
+        .unwrap_or_else(|e| panic!("refused: {e}"));
+    let (c, g) = slot_request(&mut a, REPO_INIT, br#"{"password":"pw","params":{"kdf_m_kib":64,"kdf_t":1,"compression_level":3}}"#, [0; 4]);
+    output(&mut a, &c, g);
+    let repo = c.result;
+    let (c, g) = slot_request(&mut a, BACKUP_BEGIN, b"{}", [repo, 0, 0, 0]);
+    output(&mut a, &c, g);
+    let backup = c.result;
+
+    // FILE_PUT: the reference comes back at offset 0 of the same slot, so the first 8 KiB
+    // stay still; the rest is rewritten while the sidecar works on it.
+    let g = a.alloc();
+    a.slot_write(g.slot_id, 0, &pseudo_random(SLOT, 1));
+    let scribbler = Scribbler::start(&a.segment, g.slot_id, 8192, SLOT);
+    let request_id = a.next_id();
+    let c = a.request(shm_protocol::RawSubmission {
+        request_id,
+        opcode: FILE_PUT,
+        slot_id: g.slot_id,
+        slot_gen: g.slot_gen,
+        length: SLOT as u32,
+        args: [backup, 0, 0, 0],
+        ..Default::default()
+    });
+    let passes = scribbler.stop();
+    assert!(passes > 0);
+    let put_size = c.aux[0];
+    let put_ref = String::from_utf8(output(&mut a, &c, g)).unwrap();
+
+    // FILE_WRITE consumes its slot: all of it is rewritten until the write completes.
+    let c = a.nop();
+    assert_eq!(c.status, 0);
+    let request_id = a.next_id();
+    let file = a.request(shm_protocol::RawSubmission { request_id, opcode: FILE_OPEN, slot_id: shm_protocol::layout::NO_SLOT, args: [backup, 0, 0, 0], ..Default::default() }).result;
+    let mut written = 0u64;
+    for round in 0..3u64 {
+        let g = a.alloc();
+        a.slot_write(g.slot_id, 0, &pseudo_random(SLOT, 2 + round));
+        let scribbler = Scribbler::start(&a.segment, g.slot_id, 0, SLOT);
+        let request_id = a.next_id();
+        let c = a.request(shm_protocol::RawSubmission {
+            request_id,
+            opcode: FILE_WRITE,
+            slot_id: g.slot_id,
+            slot_gen: g.slot_gen,
+            length: SLOT as u32,
+            args: [file, 0, 0, 0],
+            ..Default::default()
+        });
+        scribbler.stop();
+        assert_eq!(c.status, 0, "{c:?}");
+        written += SLOT as u64;
+    }
+    let (c, g) = slot_request(&mut a, FILE_FINISH, b"", [file, 0, 0, 0]);
+    let write_ref = String::from_utf8(output(&mut a, &c, g)).unwrap();
+    assert_eq!(c.aux[0], written);
+
+    let entry = |p: &str, size: u64, r: &str| {
+        format!(r#"{{"p":"{p}","k":"file","m":420,"u":0,"g":0,"t":"0","s":"{size}","n":"1","d":"1","c":"{r}"}}"#)
+    };
+    let lines = format!("{}\n{}\n", entry("put", put_size, &put_ref), entry("written", written, &write_ref));
+    let (c, g) = slot_request(&mut a, ADD_ENTRIES, lines.as_bytes(), [backup, 0, 0, 0]);
+    assert_eq!((c.status, c.result), (0, 2), "{c:?}");
+    a.grants.push(g);
+    let (c, g) = slot_request(&mut a, BACKUP_COMMIT, b"", [backup, 0, 0, 0]);
+    output(&mut a, &c, g);
+
+    let (c, g) = slot_request(&mut a, CHECK, b"", [repo, 1, 0, 0]);
+    let report: serde_json::Value = serde_json::from_slice(&output(&mut a, &c, g)).unwrap();
+    assert_eq!(report["ok"], true, "check --read-data failed: {report}");
+    assert!(report["blobs_verified"].as_u64().unwrap() >= 4, "{report}");
+    assert_alive(&mut sidecar);
+}
+
+const PUT: u8 = 16;
+const OPEN_READ: u8 = 21;
+
+/// The store's PUT checksums and uploads one private copy of a consumed slot: an agent that
+/// rewrites the slot while the upload runs cannot make the stored object differ from its
+/// checksum (a whole read of it verifies), and what is stored is what the CRC covers.
+#[test]
+fn a_put_slot_rewritten_in_flight_stores_exactly_what_its_checksum_covers() {
+    const SLOT: usize = 4 << 20;
+    const DATA: usize = SLOT - 4096;
+    let mut sidecar = Sidecar::start(&[]);
+    let mut a = Agent::connect(&sidecar.socket, &hello(&[("slot_size", serde_json::json!(SLOT)), ("slot_count", serde_json::json!(8))]))
+        .unwrap_or_else(|e| panic!("refused: {e}"));
+    for round in 0..4u64 {
+        let key = format!("race/{round}");
+        let g = a.alloc();
+        a.slot_write(g.slot_id, 0, &pseudo_random(DATA, 10 + round));
+        a.slot_write(g.slot_id, DATA, key.as_bytes());
+        let scribbler = Scribbler::start(&a.segment, g.slot_id, 0, DATA);
+        let request_id = a.next_id();
+        let put = a.request(shm_protocol::RawSubmission {
+            request_id,
+            opcode: PUT,
+            slot_id: g.slot_id,
+            slot_gen: g.slot_gen,
+            length: DATA as u32,
+            args: [key.len() as u64, DATA as u64, 0, 0],
+            ..Default::default()
+        });
+        scribbler.stop();
+        assert_eq!((put.status, put.result), (0, DATA as u64), "{put:?}");
+
+        // Read it back whole: the store verifies its checksum before the last byte.
+        let g = a.alloc();
+        a.slot_write(g.slot_id, 0, key.as_bytes());
+        let request_id = a.next_id();
+        a.submit(shm_protocol::RawSubmission {
+            request_id,
+            opcode: OPEN_READ,
+            slot_id: g.slot_id,
+            slot_gen: g.slot_gen,
+            length: key.len() as u32,
+            args: [0, u64::MAX, 0, 0],
+            ..Default::default()
+        });
+        let mut crc = 0u32;
+        let mut chunks = Vec::new();
+        loop {
+            let c = a.wait_completion();
+            assert_eq!(c.request_id, request_id);
+            if c.flags & cq_flags::MORE == 0 {
+                assert_eq!((c.status, c.result, c.aux[0]), (0, DATA as u64, 1), "whole read of {key} not verified: {c:?}");
+                break;
+            }
+            crc = crc32c::crc32c_append(crc, &a.slot_read(c.slot_id, 0, c.result as usize));
+            chunks.push(shm_protocol::Grant { slot_id: c.slot_id, slot_gen: c.slot_gen });
+        }
+        a.grants.extend(chunks);
+        assert_eq!(u64::from(crc), put.aux[0], "the bytes stored are the bytes the PUT's CRC covers");
+    }
+    assert_alive(&mut sidecar);
+}

@@ -1,10 +1,11 @@
 //! `BackupSession`: one backup in progress — file writers streaming content in, tree entries
 //! added, then one commit that makes it a snapshot.
 //!
-//! Pipeline (REPOSITORY.md §Pipeline). A [`FileWriter`] keeps each incoming `Bytes` (a slot
-//! lease) in its chunker, which cuts chunks as slices of it (a chunk across two writes is
-//! assembled in a pooled buffer: `chunker.rs`); every chunk whose boundary is final becomes a
-//! *chunk task*: hash (keyed BLAKE3) → dedup
+//! Pipeline (REPOSITORY.md §Pipeline). A [`FileWriter`] keeps each incoming `Bytes` (the
+//! sidecar's private copy of a slot: the engine never reads agent-writable memory, so what it
+//! hashes is what it seals) in its chunker, which cuts chunks as slices of it (a chunk across
+//! two writes is assembled in a pooled buffer: `chunker.rs`); every chunk whose boundary is
+//! final becomes a *chunk task*: hash (keyed BLAKE3) → dedup
 //! (claim the id unless the index or this session already has it) → compress-or-not →
 //! encrypt into the worker's scratch → copy into the current pack buffer, all as one job on
 //! the repository's CPU pool (`workers` threads). A full pack (≥ pack_size) is taken out of

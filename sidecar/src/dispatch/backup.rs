@@ -5,17 +5,15 @@
 //! or failure message lands at offset 0 of its slot exactly like a store op's; CONTENT_READ is
 //! a read stream of the store's kind with the repository as its source.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use shm_protocol::{Completion, ErrorCode, Opcode, RingError, Submission};
-use tokio::sync::oneshot;
 
 use super::Dispatcher;
 use crate::ops::backup::{BackupOps, OpError, KIND_BACKUP, KIND_CURSOR, KIND_FILE, KIND_JOB, KIND_REPO};
 use crate::ops::store::{self as store_ops, Failure, OpResult, Outcome, StreamSource};
-use crate::peer::lease::{self, SlotLease, SlotReturn};
+use crate::peer::{lease, memory};
 use crate::peer::slots::{Lease, SlotOutcome, SlotRange};
 
 impl From<OpError> for Failure {
@@ -130,20 +128,28 @@ impl Dispatcher {
             }
             Opcode::FileWrite => {
                 self.session.count_bytes_in(u64::from(lease.length()));
-                let data = self.consume(lease)?;
-                self.spawn_store(sub, started, None, async move { value(ops.file_write(handle, data).await) });
+                let slot = self.consume(lease)?;
+                let private = self.store.links.private.clone();
+                self.spawn_store(sub, started, None, async move {
+                    // Copy once, then trust: the engine chunks, hashes, compresses and encrypts
+                    // only this private copy.
+                    let data = slot.into_private(&private).await.map_err(Failure::code)?;
+                    value(ops.file_write(handle, data).await)
+                });
             }
             Opcode::FileFinish => {
                 self.spawn_store(sub, started, Some(lease), async move { content(ops.file_finish(handle).await) });
             }
             Opcode::FilePut => {
                 self.session.count_bytes_in(u64::from(lease.length()));
-                let (data, released) = self.borrow_data(lease)?;
+                let (segment, range, private) = (self.segment.clone(), SlotRange::from(&lease), self.store.links.private.clone());
                 self.spawn_store(sub, started, Some(lease), async move {
-                    let r = ops.file_put(handle, data).await;
-                    // The reference goes into the same slot: only once nothing reads the data.
-                    let _ = released.await;
-                    content(r)
+                    // Copy once, then trust: the engine sees only the private copy, so the
+                    // slot may go back (with the reference, or with SHUTTING_DOWN when the
+                    // grace runs out) while the engine still works on the file.
+                    let data = memory::copy_to_private(&segment, range, &private).await.map_err(Failure::code)?;
+                    let len = data.as_ref().len();
+                    content(ops.file_put(handle, data.into_bytes(len)).await)
                 });
             }
             Opcode::AddEntries => {
@@ -208,24 +214,5 @@ impl Dispatcher {
             _ => return Err(ErrorCode::Internal),
         }
         Ok(())
-    }
-
-    /// FILE_PUT's data, lent to the engine without a copy while the slot stays IN_FLIGHT with
-    /// the request (its reply goes into the same slot). The engine seals the file's chunks
-    /// straight from it; the receiver fires when the last slice is dropped, i.e. when the last
-    /// chunk is in a pack buffer — which `file_put` waits for anyway, so in practice at once.
-    /// If the shutdown grace runs out first, the slot goes back with SHUTTING_DOWN while the
-    /// engine may still be reading it: that file's bytes are then unreliable, but its backup
-    /// can no longer commit either.
-    fn borrow_data(&mut self, lease: Lease) -> Result<(Bytes, oneshot::Receiver<()>), ErrorCode> {
-        let (tx, rx) = oneshot::channel();
-        let tx = Mutex::new(Some(tx));
-        let on_drop: SlotReturn = Arc::new(move |_| {
-            if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                let _ = tx.send(());
-            }
-        });
-        let owner = SlotLease::new(self.segment.clone(), lease, on_drop)?;
-        Ok((Bytes::from_owner(owner), rx))
     }
 }

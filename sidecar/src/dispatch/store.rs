@@ -7,7 +7,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use bytes::Bytes;
 use shm_protocol::entry::{cq_flags, MAX_KEY_LEN};
 use shm_protocol::{Completion, ErrorCode, Opcode, RingError, Submission};
 use tokio::sync::{mpsc, oneshot};
@@ -167,16 +166,17 @@ impl Dispatcher {
                     return Err(ErrorCode::Malformed);
                 }
                 let key = self.key_in(lease.id(), key_off, key_len)?;
-                let data = self.consume(lease)?;
-                self.spawn_store(sub, started, None, store_ops::put(store, key, data));
+                let slot = self.consume(lease)?;
+                let private = self.store.links.private.clone();
+                self.spawn_store(sub, started, None, store_ops::put_slot(store, key, slot, private));
             }
             Opcode::Write => {
                 let Some(Entry::Writer(tx)) = self.store.handles.get(&sub.args[0]) else { return Err(ErrorCode::InvalidHandle) };
                 let tx = tx.clone();
-                let data = self.consume(lease)?;
+                let slot = self.consume(lease)?;
                 let (reply, rx) = oneshot::channel();
                 // Sent now, from this thread: the writer applies WRITEs in SQ order.
-                let _ = tx.send(WriterCmd::Write(data, reply));
+                let _ = tx.send(WriterCmd::Write(slot, reply));
                 self.spawn_store(sub, started, None, reply_of(rx));
             }
             Opcode::OpenWrite => {
@@ -186,7 +186,7 @@ impl Dispatcher {
                 }
                 let writer = store.open_write(&key).map_err(|_| ErrorCode::Malformed)?;
                 let handle = self.new_handle();
-                let tx = store_ops::spawn_writer(&self.links.runtime, writer, self.links.abort.clone());
+                let tx = store_ops::spawn_writer(&self.links.runtime, writer, self.store.links.private.clone(), self.links.abort.clone());
                 self.store.handles.insert(handle, Entry::Writer(tx));
                 let mut c = Completion::ok(sub.request_id, handle);
                 if let SlotOutcome::ToAgent { id, generation } = self.session.slots.finish(lease, sub.releases_slot()) {
@@ -247,7 +247,8 @@ impl Dispatcher {
             _in_flight: InFlightGuard(self.links.global.clone()),
         };
         self.store.handles.insert(handle, Entry::Reader(stream));
-        let task = StreamTask { source, handle, first, slots: slots_rx, events: self.store.events.clone() };
+        let private = self.store.links.private.clone();
+        let task = StreamTask { source, handle, first, slots: slots_rx, events: self.store.events.clone(), private };
         self.links.runtime.spawn(async move {
             tokio::select! {
                 biased;
@@ -258,13 +259,14 @@ impl Dispatcher {
         handle
     }
 
-    /// Hands an accepted PUT/WRITE slot's data to the store: no copy; the slot goes FREE when
-    /// the last `Bytes` of it is dropped.
-    pub(super) fn consume(&mut self, lease: Lease) -> Result<Bytes, ErrorCode> {
+    /// Leases an accepted PUT/WRITE/FILE_WRITE slot to the store: its task copies the bytes
+    /// out once (`SlotLease::into_private`), and the slot goes FREE when that copy is dropped.
+    pub(super) fn consume(&mut self, lease: Lease) -> Result<SlotLease, ErrorCode> {
+        let id = lease.id();
         let owner = SlotLease::new(self.segment.clone(), lease, self.store.slot_return.clone())?;
         // The agent gave this slot up: if it was a stream's chunk, the stream may read on.
-        self.session.slots.untag(lease.id());
-        Ok(Bytes::from_owner(owner))
+        self.session.slots.untag(id);
+        Ok(owner)
     }
 
     /// COMMIT and ABORT (no slot). Returns whether it completed now.

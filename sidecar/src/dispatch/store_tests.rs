@@ -17,13 +17,11 @@ pub(super) const SLOT: u32 = 8192;
 
 pub(super) fn write_slot(r: &Rig, id: u32, at: usize, bytes: &[u8]) {
     assert!(at + bytes.len() <= SLOT as usize);
-    // SAFETY: test-only; in bounds of slot `id`, which the fake agent holds.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), r.segment.slot_ptr(id).unwrap().as_ptr().add(at), bytes.len()) };
+    crate::peer::memory::write(&r.segment, SlotRange { id, offset: at as u32, length: bytes.len() as u32 }, bytes).unwrap();
 }
 
 pub(super) fn read_slot(r: &Rig, id: u32, at: usize, len: usize) -> Vec<u8> {
-    // SAFETY: test-only; in bounds of slot `id`, which the fake agent holds.
-    unsafe { std::slice::from_raw_parts(r.segment.slot_ptr(id).unwrap().as_ptr().add(at), len).to_vec() }
+    crate::peer::memory::read_vec(&r.segment, SlotRange { id, offset: at as u32, length: len as u32 }).unwrap()
 }
 
 /// Turns the dispatcher until `n` completions arrived (store tasks run on the rig's runtime).

@@ -41,7 +41,7 @@ pub(super) fn rig_with(sq_cap: u32, cq_cap: u32, slots: u32, max_in_flight: u32,
         shmpipe_store::StoreOptions { part_size: 16 << 10, fsync: false, ..Default::default() },
     )
     .unwrap();
-    let store = StoreLinks { store: shmpipe_store::Store::open(&store_cfg).unwrap(), read_ahead: 2, engine_workers: 2, pack_uploads: 1 };
+    let store = StoreLinks { store: shmpipe_store::Store::open(&store_cfg).unwrap(), read_ahead: 2, engine_workers: 2, pack_uploads: 1, private: crate::peer::private::PrivatePool::new(1 << 20) };
     let abort = CancellationToken::new();
     let layout = Layout::new(Params::new(sq_cap, cq_cap, slots, 8192).unwrap()).unwrap();
     let map: Arc<dyn Mapping> = Arc::new(HeapRegion::new(layout.segment_size as usize));
@@ -134,8 +134,7 @@ fn every_slot_is_granted_before_ready() {
 fn inline_ops_in_one_turn() {
     let (mut r, mut d) = rig(8, 8, 2, 16);
     let g = r.grants()[0];
-    // SAFETY: test-only, slot 0 is held by the fake agent; single thread.
-    unsafe { std::ptr::copy_nonoverlapping(b"123456789".as_ptr(), r.segment.slot_ptr(g.slot_id).unwrap().as_ptr(), 9) };
+    crate::peer::memory::write(&r.segment, SlotRange { id: g.slot_id, offset: 0, length: 9 }, b"123456789").unwrap();
     r.push(nop(1));
     r.push(slot_op(2, Opcode::Echo, g, 0, 9));
     r.push(slot_op(3, Opcode::Echo, g, 0, 9000)); // past the 8192-byte slot
@@ -147,9 +146,8 @@ fn inline_ops_in_one_turn() {
     assert_eq!((c[1].result, c[1].aux[0], c[1].flags), (9, 0xE306_9283, cq_flags::SLOT));
     assert_eq!((c[2].status, c[2].flags), (ErrorCode::OutOfRange.status(), 0));
     assert_eq!(c[3].status, 0);
-    // SAFETY: test-only read of the STATS document in the slot we hold again.
-    let doc = unsafe { std::slice::from_raw_parts(r.segment.slot_ptr(g.slot_id).unwrap().as_ptr(), c[3].result as usize) };
-    let v: serde_json::Value = serde_json::from_slice(doc).unwrap();
+    let doc = crate::peer::memory::read_vec(&r.segment, SlotRange { id: g.slot_id, offset: 0, length: c[3].result as u32 }).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&doc).unwrap();
     assert_eq!(v["session"]["requests_total"], 4);
     assert_eq!(v["session"]["errors_by_code"]["SHMPIPE_E_OUT_OF_RANGE"], 1);
     assert_eq!(v["global"]["requests_by_op"]["echo"], 2);

@@ -1,8 +1,8 @@
 //! Object-store op bodies (SPEC §7.2): what PUT, WRITE/COMMIT/ABORT, OPEN_READ, STAT, LIST and
 //! DELETE do on the tokio runtime once the dispatcher has accepted them, and the argument
 //! parsing the dispatcher does before accepting (keys, LIST requests). The dispatcher's glue
-//! (`dispatcher::store`) owns the handle table and the slots; nothing here touches a ring or
-//! the slot table. Results go back to the dispatcher as [`StoreEvent`]s over one channel per
+//! (`dispatch::store`) owns the handle table and the slots; nothing here touches a ring or
+//! the slot table, and slot bytes only through `peer` (copied into private memory first). Results go back to the dispatcher as [`StoreEvent`]s over one channel per
 //! session, each followed by a ring of the dispatcher's wake doorbell.
 //!
 //! Tasks:
@@ -30,8 +30,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::peer::lease::SlotLease;
-use crate::stats::StoreErrorKind;
+use crate::peer::private::PrivatePool;
 use crate::peer::slots::Lease;
+use crate::stats::StoreErrorKind;
 
 /// Longest error message written back into a slot (SPEC §7.2 "Error messages").
 pub const MAX_MESSAGE: usize = 1024;
@@ -51,6 +52,9 @@ pub struct StoreLinks {
     pub engine_workers: usize,
     /// Packs a backup uploads at once (SHMPIPE_PACK_UPLOADS).
     pub pack_uploads: usize,
+    /// The private buffers slot bytes are copied into before anything uses them, and stream
+    /// chunks are read into before they go to a slot (SPEC §12, copy once, then trust).
+    pub private: Arc<PrivatePool>,
 }
 
 /// A successful op: its completion's `result` and `aux`, and for LIST the document to write
@@ -246,6 +250,14 @@ fn info_outcome(info: &shmpipe_store::ObjectInfo) -> Outcome {
     Outcome { result: info.size, aux: [info.checksum.map_or(0, |c| u64::from(c.0)), mtime, 0], output: None, keep_result: false }
 }
 
+/// PUT of a consumed slot: its bytes are copied out once, and the store checksums and uploads
+/// that copy — exactly the bytes its CRC covers, whatever the agent writes into the slot
+/// meanwhile (SPEC §7.2 "Consumed slots").
+pub async fn put_slot(store: Store, key: String, slot: SlotLease, pool: Arc<PrivatePool>) -> OpResult {
+    let data = slot.into_private(&pool).await.map_err(Failure::code)?;
+    put(store, key, data).await
+}
+
 pub async fn put(store: Store, key: String, data: Bytes) -> OpResult {
     match store.put(&key, [data]).await {
         Ok(info) => Ok(info_outcome(&info)),
@@ -300,19 +312,20 @@ pub async fn list(store: Store, req: ListRequest) -> OpResult {
 pub type Reply = oneshot::Sender<OpResult>;
 
 pub enum WriterCmd {
-    Write(Bytes, Reply),
+    /// A consumed slot's bytes, copied out by the writer when their turn comes.
+    Write(SlotLease, Reply),
     Commit(Reply),
     Abort(Reply),
 }
 
 /// Starts a writer's actor; commands are applied in the order they are sent.
-pub fn spawn_writer(runtime: &Handle, writer: Writer, abort: CancellationToken) -> mpsc::UnboundedSender<WriterCmd> {
+pub fn spawn_writer(runtime: &Handle, writer: Writer, pool: Arc<PrivatePool>, abort: CancellationToken) -> mpsc::UnboundedSender<WriterCmd> {
     let (tx, rx) = mpsc::unbounded_channel();
-    runtime.spawn(writer_task(writer, rx, abort));
+    runtime.spawn(writer_task(writer, pool, rx, abort));
     tx
 }
 
-async fn writer_task(mut writer: Writer, mut rx: mpsc::UnboundedReceiver<WriterCmd>, abort: CancellationToken) {
+async fn writer_task(mut writer: Writer, pool: Arc<PrivatePool>, mut rx: mpsc::UnboundedReceiver<WriterCmd>, abort: CancellationToken) {
     // Every return drops `writer`; without a commit that aborts the upload (in the store's
     // background tracker): the session ended, or the handle's table entry went away.
     let key = writer.key().to_owned();
@@ -323,14 +336,17 @@ async fn writer_task(mut writer: Writer, mut rx: mpsc::UnboundedReceiver<WriterC
             c = rx.recv() => match c { Some(c) => c, None => return },
         };
         match cmd {
-            WriterCmd::Write(data, reply) => {
-                let n = data.len() as u64;
+            WriterCmd::Write(slot, reply) => {
+                let n = slot.len() as u64;
                 let r = tokio::select! {
                     biased;
                     _ = abort.cancelled() => return,
-                    r = writer.write(data) => r,
+                    r = async {
+                        let data = slot.into_private(&pool).await.map_err(Failure::code)?;
+                        writer.write(data).await.map_err(|e| failure(Opcode::Write, &key, &e))
+                    } => r,
                 };
-                let _ = reply.send(r.map(|()| Outcome::value(n)).map_err(|e| failure(Opcode::Write, &key, &e)));
+                let _ = reply.send(r.map(|()| Outcome::value(n)));
             }
             WriterCmd::Commit(reply) => {
                 let r = tokio::select! {
@@ -361,6 +377,8 @@ pub struct StreamTask {
     /// Further slots to fill, fed by the dispatcher.
     pub slots: mpsc::UnboundedReceiver<SlotLease>,
     pub events: EventSender,
+    /// Each chunk is read into a private buffer first, then copied into its slot.
+    pub private: Arc<PrivatePool>,
 }
 
 /// What a stream delivers: an object of the store (OPEN_READ), or a file of a backup
@@ -372,23 +390,35 @@ pub enum StreamSource {
 
 impl StreamTask {
     pub async fn run(self) {
-        let Self { source, handle, first, slots, events } = self;
+        let Self { source, handle, first, slots, events, private } = self;
+        let feed = Feed { first: Some(first), slots, private };
         match source {
-            StreamSource::Object { store, key, range } => run_object(store, key, range, handle, first, slots, events).await,
-            StreamSource::Content(reader) => run_content(reader, handle, first, slots, events).await,
+            StreamSource::Object { store, key, range } => run_object(store, key, range, handle, feed, events).await,
+            StreamSource::Content(reader) => run_content(reader, handle, feed, events).await,
         }
     }
 }
 
-async fn run_object(
-    store: Store,
-    key: String,
-    range: ReadRange,
-    handle: u64,
-    first: SlotLease,
-    mut slots: mpsc::UnboundedReceiver<SlotLease>,
-    events: EventSender,
-) {
+/// Where a stream's chunks go: the request's slot first, then the slots the dispatcher
+/// feeds; and the private buffers chunks are read into on the way.
+struct Feed {
+    first: Option<SlotLease>,
+    slots: mpsc::UnboundedReceiver<SlotLease>,
+    private: Arc<PrivatePool>,
+}
+
+impl Feed {
+    /// The next slot to fill; `None` when the stream was dropped (cancelled, or the session
+    /// ended).
+    async fn next(&mut self) -> Option<SlotLease> {
+        match self.first.take() {
+            Some(l) => Some(l),
+            None => self.slots.recv().await,
+        }
+    }
+}
+
+async fn run_object(store: Store, key: String, range: ReadRange, handle: u64, mut feed: Feed, events: EventSender) {
     let opened = async {
         let range = match range {
             ReadRange::Whole => None,
@@ -401,6 +431,7 @@ async fn run_object(
         Ok(r) => r,
         Err(e) => {
             let failure = failure(Opcode::OpenRead, &key, &e);
+            let first = feed.first.take().expect("the first slot is there until the open");
             events.send(StoreEvent::OpenFailed { handle, failure, lease: first.into_lease() });
             return;
         }
@@ -408,17 +439,16 @@ async fn run_object(
     let verified = reader.is_verified_read();
     let mut offset = reader.range().start;
     let mut total = 0u64;
-    let mut next = Some(first);
     loop {
-        let lease = match next.take() {
-            Some(l) => l,
-            None => match slots.recv().await {
-                Some(l) => l,
-                None => return, // the stream was dropped (cancelled, or the session ended)
-            },
-        };
-        match reader.read_into(lease).await {
-            Ok((lease, Filled { len, end })) => {
+        let Some(mut lease) = feed.next().await else { return };
+        let buf = feed.private.take(lease.len());
+        match reader.read_into(buf).await {
+            Ok((buf, Filled { len, end })) => {
+                if let Err(code) = lease.fill(&buf.as_ref()[..len]) {
+                    events.send(StoreEvent::End { handle, result: Err(Failure::code(code)) });
+                    return;
+                }
+                drop(buf);
                 if len > 0 {
                     events.send(StoreEvent::Chunk { handle, lease, len: len as u32, offset });
                     offset += len as u64;
@@ -440,26 +470,19 @@ async fn run_object(
 /// A repository file's plaintext into slots: each slot filled to the brim (chunks are
 /// variable-sized; a slot may hold parts of several), a short slot only at the end. Every
 /// chunk is authenticated before any of its bytes are copied, so the stream is `verified`.
-async fn run_content(
-    mut reader: shmpipe_engine::ContentReader,
-    handle: u64,
-    first: SlotLease,
-    mut slots: mpsc::UnboundedReceiver<SlotLease>,
-    events: EventSender,
-) {
+async fn run_content(mut reader: shmpipe_engine::ContentReader, handle: u64, mut feed: Feed, events: EventSender) {
     let mut offset = 0u64;
-    let mut next = Some(first);
     loop {
-        let mut lease = match next.take() {
-            Some(l) => l,
-            None => match slots.recv().await {
-                Some(l) => l,
-                None => return,
-            },
-        };
+        let Some(mut lease) = feed.next().await else { return };
         let capacity = lease.len();
-        match reader.read_into(lease.as_mut()).await {
+        let mut buf = feed.private.take(capacity);
+        match reader.read_into(buf.as_mut()).await {
             Ok(len) => {
+                if let Err(code) = lease.fill(&buf.as_ref()[..len]) {
+                    events.send(StoreEvent::End { handle, result: Err(Failure::code(code)) });
+                    return;
+                }
+                drop(buf);
                 if len > 0 {
                     events.send(StoreEvent::Chunk { handle, lease, len: len as u32, offset });
                     offset += len as u64;

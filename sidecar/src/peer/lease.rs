@@ -1,66 +1,55 @@
-//! Slot memory handed to the store layer (SPEC §7.2 "Consumed slots", OPEN_READ streams).
+//! Slot ranges leased to the store (SPEC §7.2 "Consumed slots", OPEN_READ streams).
 //!
-//! [`SlotLease`] owns one IN_FLIGHT slot range on behalf of the store: uploads wrap it with
-//! `Bytes::from_owner`, so object_store reads the agent's bytes where they are (no copy), and
-//! read streams fill it in place (`AsMut<[u8]>`). Dropping the lease — whenever and on whatever
-//! thread the last `Bytes` clone goes — hands the slot-table token back through `on_drop`
-//! (the dispatcher's return channel and doorbell), and the dispatcher moves the slot to FREE.
-//! A lease that should go back to the agent instead (a filled stream chunk) is disarmed with
-//! [`SlotLease::into_lease`].
+//! [`SlotLease`] owns one IN_FLIGHT slot range on behalf of the store and holds no pointer
+//! into it: an upload's bytes are copied out once into private memory
+//! ([`SlotLease::into_private`]) and the store uploads, and checksums, only that copy; a read
+//! stream fills a private buffer and [`SlotLease::fill`]s the slot from it. Dropping the lease
+//! — whenever and on whatever thread the last owner goes — hands the slot-table token back
+//! through `on_drop` (the dispatcher's return channel and doorbell), and the dispatcher moves
+//! the slot to FREE. A lease that should go back to the agent instead (a filled stream chunk)
+//! is disarmed with [`SlotLease::into_lease`].
+//!
+//! A consumed slot stays IN_FLIGHT until the store drops the private copy made of it: the
+//! slot pool stays the budget of what uploads hold in memory, as it was when the store read
+//! the slot in place.
 //!
 //! Also here: copying a small argument (a key, a LIST request) out of a slot, and writing a
 //! small document (LIST output, an error message) into one.
 
-use std::ptr::NonNull;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use shm_protocol::shm::Segment;
 use shm_protocol::ErrorCode;
 
-use crate::peer::slots::SlotRange;
-use crate::peer::slots::Lease;
+use crate::peer::memory;
+use crate::peer::private::{PrivateBuf, PrivatePool};
+use crate::peer::slots::{Lease, SlotRange};
 
 /// Called with the slot-table token when a lease is dropped (the slot goes FREE).
 pub type SlotReturn = Arc<dyn Fn(Lease) + Send + Sync>;
 
-/// Address of `range` in `segment`, checked against the segment's private layout.
-fn range_ptr(segment: &Segment, range: SlotRange) -> Result<NonNull<u8>, ErrorCode> {
-    let slot_size = u64::from(segment.layout().params.slot_size);
-    if u64::from(range.offset) + u64::from(range.length) > slot_size {
-        return Err(ErrorCode::Internal);
-    }
-    let base = segment.slot_ptr(range.id).ok_or(ErrorCode::Internal)?;
-    // SAFETY: `offset + length <= slot_size` and slot `id` lies inside the mapping
-    // (`Segment::slot_ptr` checked `id < slot_count` against the mapped layout).
-    Ok(unsafe { base.add(range.offset as usize) })
-}
-
 /// A slot range leased to the store. See the module docs.
 pub struct SlotLease {
-    /// Keeps the mapping alive for as long as the lease (and every `Bytes` made from it) lives:
-    /// `Segment` holds an `Arc` of the session's `SegmentMemory`, whose drop unmaps. A session
-    /// that ends while the store still holds leases therefore stays mapped (and counted in
-    /// `segments_live`) until the last one is dropped.
-    _segment: Segment,
-    ptr: NonNull<u8>,
-    len: usize,
+    /// Keeps the mapping alive for as long as the lease lives: `Segment` holds an `Arc` of
+    /// the session's `SegmentMemory`, whose drop unmaps. A session that ends while the store
+    /// still holds leases therefore stays mapped (and counted in `segments_live`) until the
+    /// last one is dropped.
+    segment: Segment,
+    range: SlotRange,
     lease: Option<Lease>,
     on_drop: SlotReturn,
 }
-
-// SAFETY: `ptr` points into the mapping `segment` keeps alive (`Segment` is Send + Sync); the
-// lease has no thread affinity. The bytes are those of an IN_FLIGHT slot, which nothing else in
-// this process touches while the lease exists (SPEC §9 ownership); see `as_ref` for the agent.
-unsafe impl Send for SlotLease {}
-// SAFETY: shared access only hands out `&[u8]` (see `as_ref`); mutation needs `&mut self`.
-unsafe impl Sync for SlotLease {}
 
 impl SlotLease {
     /// Leases the range `lease` covers. `lease` must be IN_FLIGHT in `segment`'s session.
     pub fn new(segment: Segment, lease: Lease, on_drop: SlotReturn) -> Result<Self, ErrorCode> {
         let range = SlotRange::from(&lease);
-        let ptr = range_ptr(&segment, range)?;
-        Ok(Self { _segment: segment, ptr, len: range.length as usize, lease: Some(lease), on_drop })
+        // Checked once here, so later copies cannot fail on the range.
+        if segment.slot_ptr(range.id).is_none() || u64::from(range.offset) + u64::from(range.length) > u64::from(segment.layout().params.slot_size) {
+            return Err(ErrorCode::Internal);
+        }
+        Ok(Self { segment, range, lease: Some(lease), on_drop })
     }
 
     /// The slot-table token, disarming the return-on-drop: the caller finishes the slot itself.
@@ -69,38 +58,45 @@ impl SlotLease {
     }
 
     pub fn slot_id(&self) -> u32 {
-        self.lease.as_ref().map_or(u32::MAX, Lease::id)
+        self.range.id
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.range.length as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.range.length == 0
+    }
+
+    /// Writes `src` at the start of the leased range (a stream chunk). `OutOfRange` if it does
+    /// not fit.
+    pub fn fill(&mut self, src: &[u8]) -> Result<(), ErrorCode> {
+        let length = u32::try_from(src.len()).map_err(|_| ErrorCode::OutOfRange)?;
+        if length > self.range.length {
+            return Err(ErrorCode::OutOfRange);
+        }
+        memory::write(&self.segment, SlotRange { length, ..self.range }, src)
+    }
+
+    /// Copies the leased bytes once into private pooled memory and returns that copy; the
+    /// store uploads and checksums it, never the slot. The slot stays leased (IN_FLIGHT)
+    /// until the returned `Bytes` and every slice of it are dropped.
+    pub async fn into_private(self, pool: &Arc<PrivatePool>) -> Result<Bytes, ErrorCode> {
+        let copy = memory::copy_to_private(&self.segment, self.range, pool).await?;
+        Ok(Bytes::from_owner(HeldCopy { copy, _slot: self }))
     }
 }
 
-impl AsRef<[u8]> for SlotLease {
+/// A private copy that keeps its slot leased until it is dropped.
+struct HeldCopy {
+    copy: PrivateBuf,
+    _slot: SlotLease,
+}
+
+impl AsRef<[u8]> for HeldCopy {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: `ptr..ptr+len` is inside the mapping (`range_ptr`), which `self.segment`
-        // keeps mapped for the life of `self`, and so of the returned borrow. The slot is
-        // IN_FLIGHT: by SPEC §9 the sidecar owns its bytes and nothing in this process writes
-        // them while this lease exists (a read stream writes only through `as_mut`, which needs
-        // `&mut self`). The agent, in another process, must not write them either; if a hostile
-        // agent does, it races only with reads of plain bytes in shared memory: it can change
-        // which bytes are stored (and so their checksum) — its own data — nothing else. `u8`
-        // has no invalid values and nothing read here is used as a pointer, index or length.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast_const(), self.len) }
-    }
-}
-
-impl AsMut<[u8]> for SlotLease {
-    fn as_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_ref`; `&mut self` makes this the only reference from this process.
-        // The agent does not read a slot that is not granted to it; if it does, it sees bytes
-        // being written, which harms no one but itself.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        self.copy.as_ref()
     }
 }
 
@@ -114,21 +110,14 @@ impl Drop for SlotLease {
 
 impl std::fmt::Debug for SlotLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SlotLease").field("slot", &self.slot_id()).field("len", &self.len).finish()
+        f.debug_struct("SlotLease").field("slot", &self.range.id).field("len", &self.range.length).finish()
     }
 }
 
 /// Copies `range` of an IN_FLIGHT slot out of shared memory (one read; the copy is what gets
 /// validated and used, so the agent cannot change it afterwards).
 pub fn copy_out(segment: &Segment, range: SlotRange) -> Result<Vec<u8>, ErrorCode> {
-    let ptr = range_ptr(segment, range)?;
-    let mut out = vec![0u8; range.length as usize];
-    // SAFETY: in bounds of the mapping `segment` keeps alive (`range_ptr`); `out` is private
-    // memory of exactly `length` bytes, so the regions do not overlap. The slot is IN_FLIGHT
-    // (the caller holds its lease); concurrent writes by a hostile agent only change the bytes
-    // copied, which are validated after the copy.
-    unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr().cast_const(), out.as_mut_ptr(), out.len()) };
-    Ok(out)
+    memory::read_vec(segment, range)
 }
 
 /// Writes `doc` at the start of slot `id` (which must be IN_FLIGHT under the caller's lease);
@@ -139,11 +128,7 @@ pub fn write_start(segment: &Segment, id: u32, doc: &[u8]) -> Result<(), ErrorCo
     if length > slot_size {
         return Err(ErrorCode::OutOfRange);
     }
-    let ptr = range_ptr(segment, SlotRange { id, offset: 0, length })?;
-    // SAFETY: `doc.len() <= slot_size`, checked by `range_ptr`; the slot is IN_FLIGHT (owned by
-    // the sidecar, SPEC §9) and `doc` is private memory, so the regions do not overlap.
-    unsafe { std::ptr::copy_nonoverlapping(doc.as_ptr(), ptr.as_ptr(), doc.len()) };
-    Ok(())
+    memory::write(segment, SlotRange { id, offset: 0, length }, doc)
 }
 
 #[cfg(test)]
@@ -161,31 +146,37 @@ mod tests {
         Segment::new(map, layout).unwrap()
     }
 
-    #[test]
-    fn bytes_view_the_slot_and_drop_returns_the_token() {
+    #[tokio::test]
+    async fn uploads_get_a_private_copy_that_holds_the_slot_until_dropped() {
         let seg = segment();
+        let pool = PrivatePool::new(1 << 20);
         let mut table = SlotTable::new(2, 8192);
         while table.grant_with(|_| true) {}
         write_start(&seg, 1, b"..hello..").unwrap();
         let lease = table.acquire(&SlotRef { id: 1, generation: 1, offset: 2, length: 5 }).unwrap();
         let returned = Arc::new(Mutex::new(Vec::new()));
         let r = returned.clone();
-        let on_drop: SlotReturn = Arc::new(move |l| r.lock().unwrap().push(l));
-        let bytes = bytes::Bytes::from_owner(SlotLease::new(seg.clone(), lease, on_drop.clone()).unwrap());
+        let on_drop: SlotReturn = Arc::new(move |l: Lease| r.lock().unwrap().push((l.id(), l.generation())));
+        let bytes = SlotLease::new(seg.clone(), lease, on_drop.clone()).unwrap().into_private(&pool).await.unwrap();
         assert_eq!(&bytes[..], b"hello");
         let base = seg.slot_ptr(1).unwrap().as_ptr() as usize;
-        assert_eq!(bytes.as_ptr() as usize, base + 2, "a view of the slot, not a copy");
+        assert!(!(base..base + 8192).contains(&(bytes.as_ptr() as usize)), "a private copy, not a view of the slot");
+        // What the agent writes afterwards does not reach the copy.
+        write_start(&seg, 1, b"..HELLO..").unwrap();
+        assert_eq!(&bytes[..], b"hello");
         let half = bytes.slice(1..3);
         drop(bytes);
-        assert!(returned.lock().unwrap().is_empty(), "a clone still holds the slot");
+        assert!(returned.lock().unwrap().is_empty(), "a slice of the copy still holds the slot");
         drop(half);
-        assert_eq!(returned.lock().unwrap().as_slice(), &[lease]);
+        assert_eq!(returned.lock().unwrap().as_slice(), &[(1, 1)]);
 
-        // Disarmed: the token comes back to the caller, nothing is returned on drop.
+        // A stream buffer: filled from private memory, then disarmed; the token comes back to
+        // the caller and nothing is returned on drop.
         let l2 = table.acquire(&SlotRef { id: 0, generation: 1, offset: 0, length: 8192 }).unwrap();
         let mut sl = SlotLease::new(seg.clone(), l2, on_drop).unwrap();
-        sl.as_mut()[..3].copy_from_slice(b"abc");
-        assert_eq!(sl.into_lease(), l2);
+        sl.fill(b"abc").unwrap();
+        assert_eq!(sl.fill(&[0; 8193]), Err(ErrorCode::OutOfRange));
+        assert_eq!(sl.into_lease().id(), 0);
         assert_eq!(returned.lock().unwrap().len(), 1);
         assert_eq!(copy_out(&seg, SlotRange { id: 0, offset: 0, length: 3 }).unwrap(), b"abc");
     }

@@ -28,6 +28,7 @@ use crate::service::admin::Readiness;
 use crate::service::config::Config;
 use crate::dispatch::{DispatchEnd, Dispatcher, DispatcherConfig, EndReason, Links, Mode, SessionControl};
 use crate::peer::doorbell::Doorbell;
+use crate::peer::private::PrivatePool;
 use crate::peer::segment::{self, SegmentError, SegmentMemory};
 use crate::dispatch::session::Session;
 use crate::service::shutdown::Shutdown;
@@ -43,6 +44,10 @@ const DEFAULT_RING: u64 = 1024;
 /// The socket file's mode: owner and group may connect (a pod's containers typically share a
 /// group via fsGroup); the uid check below is the real gate.
 const SOCKET_MODE: u32 = 0o660;
+
+/// Idle private copy buffers the process keeps for reuse (`peer::private`): two 16 MiB slots
+/// worth, enough to keep a backup's copies off fresh mappings.
+const PRIVATE_IDLE_BYTES: usize = 32 << 20;
 
 /// How long a refused connection stays open for the client to read the error frame.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
@@ -68,6 +73,7 @@ impl ServerCtx {
             read_ahead: cfg.store.read_ahead,
             engine_workers: usize::from(cfg.worker_threads),
             pack_uploads: cfg.store.pack_uploads(),
+            private: PrivatePool::new(PRIVATE_IDLE_BYTES),
         };
         Self {
             cfg,
