@@ -5,18 +5,16 @@
 //!   segments, doorbells, the slot table that says which slot memory the sidecar may touch,
 //!   and slot memory leased to the store.
 //! - **The data path**, read top to bottom: [`dispatch`] (a session's data-plane thread: rings
-//!   → validated requests → completions) → [`ops`] (what each op does: core, store, backup) →
-//!   the store and the backup engine (`shmpipe-store`, `shmpipe-engine`); [`jobs`]: the
-//!   repository verbs run as jobs (JOB_START / JOB_NEXT), beside the ops.
+//!   → validated requests → completions) → [`ops`] (what each op does: core, store, backup,
+//!   and the repository verbs run as jobs) → the store and the backup engine
+//!   (`shmpipe-store`, `shmpipe-engine`).
 //! - [`service`]: configuration, the control socket and its handshake, startup and shutdown,
 //!   the admin endpoint and its metrics, and the UDS baseline transport.
 //! - [`stats`]: counters and the STATS document, written by every room.
 //!
-//! Dependencies point one way, `service` → `dispatch` → `ops` → `peer` → `stats`; [`jobs`] and
-//! `ops::backup` (which starts them) sit side by side on the `ops` level.
+//! Dependencies point one way: `service` → `dispatch` → `ops` → `peer` → `stats`.
 
 pub mod dispatch;
-pub mod jobs;
 pub mod ops;
 pub mod peer;
 pub mod service;
