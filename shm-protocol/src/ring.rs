@@ -59,6 +59,15 @@ fn in_window(head: u64, tail: u64, capacity: u32) -> bool {
     tail.wrapping_sub(head) <= u64::from(capacity)
 }
 
+/// `new` lies in `[from, to]`, going forward from `from` with wrapping u64 arithmetic: a
+/// position the peer publishes never moves backwards and never passes the bound our own side
+/// sets (our `tail` for a head, our `head + capacity` for a tail). Everything here is checked
+/// in release builds and on every load: the peer may be hostile (SPEC §4, §12), and its
+/// numbers are used for nothing but this comparison until they pass it.
+fn moves_forward_within(from: u64, new: u64, to: u64) -> bool {
+    new.wrapping_sub(from) <= to.wrapping_sub(from)
+}
+
 pub struct Producer<S, const N: usize> {
     ring: S,
     mask: u64,
@@ -82,16 +91,20 @@ impl<S: RingStorage<N>, const N: usize> Producer<S, N> {
     /// Free entries, re-reading the consumer's `head` only when the cached copy says full.
     pub fn free(&mut self) -> Result<u32, RingError> {
         let cap = u64::from(self.ring.capacity());
-        if self.tail - self.cached_head == cap {
+        if self.tail.wrapping_sub(self.cached_head) == cap {
             self.refresh_head()?;
         }
-        Ok((cap - (self.tail - self.cached_head)) as u32)
+        // `cached_head` only ever holds a head that passed `refresh_head`: within `[.., tail]`
+        // and at most `capacity` behind it, so this cannot underflow.
+        Ok((cap - self.tail.wrapping_sub(self.cached_head)) as u32)
     }
 
     fn refresh_head(&mut self) -> Result<(), RingError> {
         // [RELEASE] Acquire: pairs with the consumer's Release store of `head` in `release`.
         let head = self.ring.head().load(Ordering::Acquire);
-        if !in_window(head, self.tail, self.ring.capacity()) {
+        // The consumer's head only moves forward, and never past what we published... or
+        // wrote: it may not be beyond our `tail`.
+        if !moves_forward_within(self.cached_head, head, self.tail) || !in_window(head, self.tail, self.ring.capacity()) {
             return Err(RingError::Corrupt { head, tail: self.tail });
         }
         self.cached_head = head;
@@ -107,14 +120,13 @@ impl<S: RingStorage<N>, const N: usize> Producer<S, N> {
         // SAFETY: `index <= mask < capacity`; `free() > 0` means the entry at `tail` is outside
         // `[head, tail)`, so the consumer has released it and will not read it until published.
         unsafe { self.ring.write(index, entry) };
-        self.tail += 1;
-        debug_assert!(self.tail - self.cached_head <= u64::from(self.ring.capacity()));
+        self.tail = self.tail.wrapping_add(1);
         Ok(())
     }
 
     /// Entries written but not yet published.
     pub fn unpublished(&self) -> u64 {
-        self.tail - self.published
+        self.tail.wrapping_sub(self.published)
     }
 
     /// Makes every written entry visible to the consumer. Returns whether anything was new.
@@ -161,8 +173,10 @@ impl<S: RingStorage<N>, const N: usize> Consumer<S, N> {
     }
 
     fn check_tail(&self, tail: u64) -> Result<u64, RingError> {
-        // Called only when `cached_tail == head`, so a decreasing tail leaves the window too.
-        if in_window(self.head, tail, self.ring.capacity()) {
+        // The producer's tail only moves forward from what we saw last, and at most `capacity`
+        // ahead of our head (it cannot have written entries we have not released).
+        let limit = self.head.wrapping_add(u64::from(self.ring.capacity()));
+        if moves_forward_within(self.cached_tail, tail, limit) && in_window(self.head, tail, self.ring.capacity()) {
             Ok(tail)
         } else {
             Err(RingError::Corrupt { head: self.head, tail })
@@ -181,7 +195,8 @@ impl<S: RingStorage<N>, const N: usize> Consumer<S, N> {
         if self.cached_tail == self.head {
             self.refresh_tail()?;
         }
-        Ok((self.cached_tail - self.head) as u32)
+        // `cached_tail` passed `check_tail`: at most `capacity` ahead of `head`.
+        Ok(self.cached_tail.wrapping_sub(self.head) as u32)
     }
 
     /// Copies the next entry out of the ring, or `None` when empty. The entry stays reserved
@@ -194,7 +209,7 @@ impl<S: RingStorage<N>, const N: usize> Consumer<S, N> {
         // SAFETY: `index < capacity`; the entry at `head` lies in `[head, tail)` acquired in
         // `refresh_tail`, and the producer will not rewrite it before `release` moves `head` on.
         let entry = unsafe { self.ring.read(index) };
-        self.head += 1;
+        self.head = self.head.wrapping_add(1);
         Ok(Some(entry))
     }
 
@@ -277,6 +292,82 @@ mod tests {
         }
         ring.head().store(9, Ordering::Relaxed);
         assert_eq!(p.try_push(&[1; 8]), Err(RingError::Corrupt { head: 9, tail: 4 }));
+    }
+
+    /// What a hostile peer can do to the position it owns, each on a fresh ring: every one is
+    /// `Corrupt` (a fatal session error), never a panic, an overflow or a wrong count — in
+    /// debug builds (overflow checks on) as in release.
+    #[test]
+    fn heads_that_jump_backwards_or_beyond_are_corrupt() {
+        // Producer: 6 entries written on a ring of 4 whose consumer released 2 (head 2): full.
+        let setup = || {
+            let ring = ShmRing::<8>::on_heap(4);
+            let mut p = Producer::new(ring.clone(), 0);
+            for _ in 0..4 {
+                p.try_push(&[1; 8]).unwrap();
+            }
+            p.publish();
+            ring.head().store(2, Ordering::Relaxed);
+            p.try_push(&[2; 8]).unwrap(); // re-reads head 2
+            p.try_push(&[2; 8]).unwrap();
+            assert_eq!(p.free(), Ok(0));
+            (ring, p)
+        };
+        for good in [2, 3, 6] {
+            let (ring, mut p) = setup();
+            ring.head().store(good, Ordering::Relaxed);
+            assert_eq!(p.free(), Ok((good - 2) as u32), "head {good} refused");
+        }
+        // Backwards (1, 0, far back), past the tail (7, 2^40), and the values just below zero
+        // whose wrapping distance to the tail is within capacity (they used to overflow
+        // `tail - head` in debug builds).
+        for bad in [1, 0, u64::MAX, u64::MAX - 1, 7, 1 << 40, 6u64.wrapping_sub(3).wrapping_sub(1 << 63)] {
+            let (ring, mut p) = setup();
+            ring.head().store(bad, Ordering::Relaxed);
+            assert!(matches!(p.free(), Err(RingError::Corrupt { .. })), "head {bad} accepted");
+            assert!(matches!(p.try_push(&[3; 8]), Err(RingError::Corrupt { .. })));
+        }
+        // A fresh producer (tail 3, head 0) whose consumer writes a head "before zero".
+        let ring = ShmRing::<8>::on_heap(4);
+        let mut p = Producer::new(ring.clone(), 0);
+        for _ in 0..4 {
+            p.try_push(&[1; 8]).unwrap();
+        }
+        ring.head().store(u64::MAX, Ordering::Relaxed); // tail - head = 5 (wrapping): beyond
+        assert!(matches!(p.free(), Err(RingError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn tails_that_jump_backwards_or_beyond_capacity_are_corrupt() {
+        for bad in [5u64, 9, u64::MAX, u64::MAX - 1, 1 << 63] {
+            let ring = ShmRing::<8>::on_heap(4);
+            let mut c = Consumer::new(ring.clone(), 0);
+            ring.tail().store(bad, Ordering::Relaxed);
+            assert!(matches!(c.available(), Err(RingError::Corrupt { .. })), "tail {bad} accepted");
+        }
+        // Forward, consumed, then backwards.
+        let ring = ShmRing::<8>::on_heap(4);
+        let mut c = Consumer::new(ring.clone(), 0);
+        ring.tail().store(3, Ordering::Relaxed);
+        for _ in 0..3 {
+            assert!(c.try_pop().unwrap().is_some());
+        }
+        ring.tail().store(2, Ordering::Relaxed);
+        assert!(matches!(c.try_pop(), Err(RingError::Corrupt { head: 3, tail: 2 })));
+        let flag = AtomicU32::new(0);
+        assert!(matches!(c.prepare_sleep(&flag), Err(RingError::Corrupt { .. })));
+        // A ring that starts near the top of u64 wraps without a panic.
+        let ring = ShmRing::<8>::on_heap(4);
+        let start = u64::MAX - 1;
+        let (mut p, mut c) = (Producer::new(ring.clone(), start), Consumer::new(ring.clone(), start));
+        ring.tail().store(start, Ordering::Relaxed);
+        ring.head().store(start, Ordering::Relaxed);
+        for i in 0..10u64 {
+            p.try_push(&i.to_le_bytes()).unwrap();
+            p.publish();
+            assert_eq!(c.try_pop().unwrap(), Some(i.to_le_bytes()));
+            c.release();
+        }
     }
 
     #[test]
