@@ -94,7 +94,7 @@ impl Dispatcher {
         };
         match self.accept_backup(sub, lease, started, ops) {
             Ok(()) => Ok(false),
-            Err(code) => {
+            Err((code, lease)) => {
                 // A step-3 refusal: nothing changed, the slot goes straight back.
                 let mut c = Completion::error(id, code);
                 if let SlotOutcome::ToAgent { id, generation } = self.session.slots.finish(lease, false) {
@@ -105,25 +105,34 @@ impl Dispatcher {
         }
     }
 
-    /// The argument checks of an op with a slot, then its start on the runtime. `Err` only when
-    /// nothing was done with `lease`.
-    fn accept_backup(&mut self, sub: &Submission, lease: Lease, started: Instant, ops: Arc<BackupOps>) -> Result<(), ErrorCode> {
+    /// The argument checks of an op with a slot, then its start on the runtime. `Err` gives
+    /// `lease` back untouched with the refusal's code.
+    fn accept_backup(&mut self, sub: &Submission, lease: Lease, started: Instant, ops: Arc<BackupOps>) -> Result<(), (ErrorCode, Lease)> {
+        /// `?` for checks that return a bare `ErrorCode`: the refusal carries the lease back.
+        macro_rules! check {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(code) => return Err((code, lease)),
+                }
+            };
+        }
         let (op, handle) = (sub.opcode, sub.args[0]);
         if wanted_kind(op).is_some_and(|k| ops.handle_kind(handle) != Some(k)) {
-            return Err(ErrorCode::InvalidHandle);
+            return Err((ErrorCode::InvalidHandle, lease));
         }
         let input = |d: &Self| lease::copy_out(&d.segment, SlotRange::from(&lease));
         match op {
             Opcode::RepoInit => {
-                let req = input(self)?;
+                let req = check!(input(self));
                 self.spawn_store(sub, started, Some(lease), async move { value(ops.repo_init(&req).await) });
             }
             Opcode::RepoOpen => {
-                let req = input(self)?;
+                let req = check!(input(self));
                 self.spawn_store(sub, started, Some(lease), async move { value(ops.repo_open(&req).await) });
             }
             Opcode::BackupBegin => {
-                let req = input(self)?;
+                let req = check!(input(self));
                 self.spawn_store(sub, started, Some(lease), async move { value(ops.backup_begin(handle, &req).await) });
             }
             Opcode::FileWrite => {
@@ -153,7 +162,7 @@ impl Dispatcher {
                 });
             }
             Opcode::AddEntries => {
-                let batch = input(self)?;
+                let batch = check!(input(self));
                 self.spawn_store(sub, started, Some(lease), async move { value(ops.add_entries(handle, &batch).await) });
             }
             Opcode::BackupCommit => {
@@ -166,12 +175,12 @@ impl Dispatcher {
                 let read_data = match sub.args[1] {
                     0 => false,
                     1 => true,
-                    _ => return Err(ErrorCode::Malformed),
+                    _ => return Err((ErrorCode::Malformed, lease)),
                 };
                 self.spawn_store(sub, started, Some(lease), async move { document(ops.check(handle, read_data).await) });
             }
             Opcode::EntriesOpen => {
-                let snapshot = input(self)?;
+                let snapshot = check!(input(self));
                 self.spawn_store(sub, started, Some(lease), async move {
                     ops.entries_open(handle, &snapshot)
                         .await
@@ -189,7 +198,7 @@ impl Dispatcher {
                 });
             }
             Opcode::JobStart => {
-                let req = input(self)?;
+                let req = check!(input(self));
                 // Started on the runtime: the job is a task of its own from then on.
                 self.spawn_store(sub, started, Some(lease), async move { value(ops.job_start(handle, &req)) });
             }
@@ -203,15 +212,15 @@ impl Dispatcher {
                 });
             }
             Opcode::ContentRead => {
-                let reference = input(self)?;
+                let reference = check!(input(self));
                 if self.open_handles_full() {
-                    return Err(ErrorCode::Busy);
+                    return Err((ErrorCode::Busy, lease));
                 }
-                let reader = ops.content_reader(handle, &reference).map_err(|e| Failure::from(e).code)?;
+                let reader = check!(ops.content_reader(handle, &reference).map_err(|e| Failure::from(e).code));
                 let read_ahead = store_ops::read_ahead(sub.args[2], self.store.links.read_ahead);
                 self.start_stream(sub, started, lease, read_ahead, StreamSource::Content(reader));
             }
-            _ => return Err(ErrorCode::Internal),
+            _ => return Err((ErrorCode::Internal, lease)),
         }
         Ok(())
     }

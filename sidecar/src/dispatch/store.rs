@@ -113,7 +113,7 @@ impl Dispatcher {
         match self.accept_store(sub, lease, started) {
             Ok(None) => Ok(false),
             Ok(Some(c)) => self.post_store(sub.opcode, c).map(|()| true),
-            Err(code) => {
+            Err((code, lease)) => {
                 // Step 3 refusal: the slot goes straight back, nothing changed.
                 let mut c = Completion::error(id, code);
                 if let SlotOutcome::ToAgent { id, generation } = self.session.slots.finish(lease, false) {
@@ -148,30 +148,39 @@ impl Dispatcher {
     }
 
     /// Steps 3 and 4 for ops with a slot: `Some` completion to post now, or `None` (the op
-    /// runs on the runtime). `Err` only when nothing was done with `lease`.
-    fn accept_store(&mut self, sub: &Submission, lease: Lease, started: Instant) -> Result<Option<Completion>, ErrorCode> {
+    /// runs on the runtime). `Err` gives `lease` back untouched with the refusal's code.
+    fn accept_store(&mut self, sub: &Submission, lease: Lease, started: Instant) -> Result<Option<Completion>, (ErrorCode, Lease)> {
+        /// `?` for checks that return a bare `ErrorCode`: the refusal carries the lease back.
+        macro_rules! check {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(code) => return Err((code, lease)),
+                }
+            };
+        }
         let (off, len) = (u64::from(lease.offset()), u64::from(lease.length()));
         let store = self.store.links.store.clone();
         match sub.opcode {
             Opcode::Put => {
                 let (key_len, key_off) = (sub.args[0], sub.args[1]);
                 if key_len == 0 || key_len > u64::from(MAX_KEY_LEN) {
-                    return Err(ErrorCode::Malformed);
+                    return Err((ErrorCode::Malformed, lease));
                 }
-                let key_end = key_off.checked_add(key_len).ok_or(ErrorCode::OutOfRange)?;
+                let key_end = check!(key_off.checked_add(key_len).ok_or(ErrorCode::OutOfRange));
                 if key_end > u64::from(self.session.slots.slot_size()) {
-                    return Err(ErrorCode::OutOfRange);
+                    return Err((ErrorCode::OutOfRange, lease));
                 }
                 if len > 0 && key_off < off + len && off < key_end {
-                    return Err(ErrorCode::Malformed);
+                    return Err((ErrorCode::Malformed, lease));
                 }
-                let key = self.key_in(lease.id(), key_off, key_len)?;
+                let key = check!(self.key_in(lease.id(), key_off, key_len));
                 let slot = self.consume(lease)?;
                 let private = self.store.links.private.clone();
                 self.spawn_store(sub, started, None, store_ops::put_slot(store, key, slot, private));
             }
             Opcode::Write => {
-                let Some(Entry::Writer(tx)) = self.store.handles.get(&sub.args[0]) else { return Err(ErrorCode::InvalidHandle) };
+                let Some(Entry::Writer(tx)) = self.store.handles.get(&sub.args[0]) else { return Err((ErrorCode::InvalidHandle, lease)) };
                 let tx = tx.clone();
                 let slot = self.consume(lease)?;
                 let (reply, rx) = oneshot::channel();
@@ -180,11 +189,11 @@ impl Dispatcher {
                 self.spawn_store(sub, started, None, reply_of(rx));
             }
             Opcode::OpenWrite => {
-                let key = self.key_in(lease.id(), off, len)?;
+                let key = check!(self.key_in(lease.id(), off, len));
                 if self.open_handles_full() {
-                    return Err(ErrorCode::Busy);
+                    return Err((ErrorCode::Busy, lease));
                 }
-                let writer = store.open_write(&key).map_err(|_| ErrorCode::Malformed)?;
+                let writer = check!(store.open_write(&key).map_err(|_| ErrorCode::Malformed));
                 let handle = self.new_handle();
                 let tx = store_ops::spawn_writer(&self.links.runtime, writer, self.store.links.private.clone(), self.links.abort.clone());
                 self.store.handles.insert(handle, Entry::Writer(tx));
@@ -195,28 +204,28 @@ impl Dispatcher {
                 return Ok(Some(c));
             }
             Opcode::OpenRead => {
-                let key = self.key_in(lease.id(), off, len)?;
-                let range = store_ops::parse_range(sub.args[0], sub.args[1])?;
+                let key = check!(self.key_in(lease.id(), off, len));
+                let range = check!(store_ops::parse_range(sub.args[0], sub.args[1]));
                 let read_ahead = store_ops::read_ahead(sub.args[2], self.store.links.read_ahead);
                 if self.open_handles_full() {
-                    return Err(ErrorCode::Busy);
+                    return Err((ErrorCode::Busy, lease));
                 }
                 self.start_stream(sub, started, lease, read_ahead, StreamSource::Object { store, key, range });
             }
             Opcode::Stat => {
-                let key = self.key_in(lease.id(), off, len)?;
+                let key = check!(self.key_in(lease.id(), off, len));
                 self.spawn_store(sub, started, Some(lease), store_ops::stat(store, key));
             }
             Opcode::Delete => {
-                let key = self.key_in(lease.id(), off, len)?;
+                let key = check!(self.key_in(lease.id(), off, len));
                 self.spawn_store(sub, started, Some(lease), store_ops::delete(store, key));
             }
             Opcode::List => {
-                let bytes = lease::copy_out(&self.segment, SlotRange::from(&lease))?;
-                let req = store_ops::parse_list(&bytes)?;
+                let bytes = check!(lease::copy_out(&self.segment, SlotRange::from(&lease)));
+                let req = check!(store_ops::parse_list(&bytes));
                 self.spawn_store(sub, started, Some(lease), store_ops::list(store, req));
             }
-            _ => return Err(ErrorCode::Internal),
+            _ => return Err((ErrorCode::Internal, lease)),
         }
         Ok(None)
     }
@@ -261,7 +270,7 @@ impl Dispatcher {
 
     /// Leases an accepted PUT/WRITE/FILE_WRITE slot to the store: its task copies the bytes
     /// out once (`SlotLease::into_private`), and the slot goes FREE when that copy is dropped.
-    pub(super) fn consume(&mut self, lease: Lease) -> Result<SlotLease, ErrorCode> {
+    pub(super) fn consume(&mut self, lease: Lease) -> Result<SlotLease, (ErrorCode, Lease)> {
         let id = lease.id();
         let owner = SlotLease::new(self.segment.clone(), lease, self.store.slot_return.clone())?;
         // The agent gave this slot up: if it was a stream's chunk, the stream may read on.
@@ -369,7 +378,7 @@ impl Dispatcher {
     /// document, or a failure's message, is written at its start (`result` = its length).
     fn complete_store(&mut self, op: Opcode, request_id: u64, result: OpResult, lease: Option<Lease>, release: bool) -> Result<(), RingError> {
         let mut c = match result {
-            Ok(o) => match (o.output, lease) {
+            Ok(o) => match (o.output, &lease) {
                 (Some(doc), Some(l)) => match lease::write_start(&self.segment, l.id(), &doc) {
                     Ok(()) => {
                         let mut c = Completion::ok(request_id, if o.keep_result { o.result } else { doc.len() as u64 });
@@ -389,7 +398,7 @@ impl Dispatcher {
                     self.links.global.store_error(kind);
                 }
                 let mut c = Completion::error(request_id, f.code);
-                if let (Some(l), false) = (lease, release || f.message.is_empty()) {
+                if let (Some(l), false) = (&lease, release || f.message.is_empty()) {
                     let msg = store_ops::message_bytes(&f.message);
                     if lease::write_start(&self.segment, l.id(), msg).is_ok() {
                         c.result = msg.len() as u64;

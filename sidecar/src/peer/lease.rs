@@ -42,12 +42,14 @@ pub struct SlotLease {
 }
 
 impl SlotLease {
-    /// Leases the range `lease` covers. `lease` must be IN_FLIGHT in `segment`'s session.
-    pub fn new(segment: Segment, lease: Lease, on_drop: SlotReturn) -> Result<Self, ErrorCode> {
+    /// Leases the range `lease` covers. `lease` must be IN_FLIGHT in `segment`'s session. A
+    /// range outside the segment (a bug: leases are checked when made) gives the lease back
+    /// with `Internal`, so the caller can still finish it.
+    pub fn new(segment: Segment, lease: Lease, on_drop: SlotReturn) -> Result<Self, (ErrorCode, Lease)> {
         let range = SlotRange::from(&lease);
         // Checked once here, so later copies cannot fail on the range.
         if segment.slot_ptr(range.id).is_none() || u64::from(range.offset) + u64::from(range.length) > u64::from(segment.layout().params.slot_size) {
-            return Err(ErrorCode::Internal);
+            return Err((ErrorCode::Internal, lease));
         }
         Ok(Self { segment, range, lease: Some(lease), on_drop })
     }

@@ -28,9 +28,24 @@ struct SlotEntry {
 }
 
 /// A slot range that passed every ownership and range check, for a slot now IN_FLIGHT. Only
-/// [`SlotTable::acquire`] makes one, so holding one proves `id < slot_count` and
-/// `offset + length <= slot_size`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// the [`SlotTable`] makes one ([`SlotTable::acquire`], [`SlotTable::take_free`]), so holding
+/// one proves `id < slot_count` and `offset + length <= slot_size`.
+///
+/// Neither `Copy` nor `Clone`: a lease is the one token of its slot's IN_FLIGHT state, and
+/// [`SlotTable::finish`] takes it by value, so a slot cannot be finished twice — that is a
+/// compile error, not a runtime check:
+///
+/// ```compile_fail
+/// use shmpipe_sidecar::peer::slots::SlotTable;
+/// use shm_protocol::entry::SlotRef;
+/// let mut table = SlotTable::new(1, 4096);
+/// assert!(table.grant_with(|_| true));
+/// let lease = table.acquire(&SlotRef { id: 0, generation: 1, offset: 0, length: 1 }).unwrap();
+/// table.finish(lease, false);
+/// table.finish(lease, false); // use of moved value: `lease`
+/// ```
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a lease must be finished (SlotTable::finish) or handed to whoever finishes it"]
 pub struct Lease {
     id: u32,
     generation: u32,
@@ -75,6 +90,9 @@ pub enum SlotOutcome {
     ToAgent { id: u32, generation: u32 },
     /// Into the free pool (`RELEASE_SLOT`): the completion carries no slot.
     ToPool,
+    /// Nothing changed: the lease did not match the table (a sidecar bug, logged and counted
+    /// in `refused_finishes`); the completion carries no slot.
+    Refused,
 }
 
 pub struct SlotTable {
@@ -91,6 +109,7 @@ pub struct SlotTable {
     in_flight: u32,
     grants_total: u64,
     returns_total: u64,
+    refused_finishes: u64,
 }
 
 impl SlotTable {
@@ -105,6 +124,7 @@ impl SlotTable {
             in_flight: 0,
             grants_total: 0,
             returns_total: 0,
+            refused_finishes: 0,
         }
     }
 
@@ -146,7 +166,6 @@ impl SlotTable {
 
     /// The whole slot of an IN_FLIGHT lease (for a slot the sidecar fills itself).
     pub fn whole(&self, lease: Lease) -> Lease {
-        debug_assert_eq!(self.slots[lease.id as usize].state, SlotState::InFlight);
         Lease { offset: 0, length: self.slot_size, ..lease }
     }
 
@@ -216,11 +235,14 @@ impl SlotTable {
     }
 
     /// IN_FLIGHT→GRANTED (back to the agent) or IN_FLIGHT→FREE (`release`), at the request's
-    /// last completion. Consumes the lease, so a slot cannot be finished twice.
+    /// last completion. Consumes the lease, so a slot cannot be finished twice; and checks, in
+    /// release builds too, that the lease is this table's current one for an IN_FLIGHT slot
+    /// (a lease of another session, or one that outlived its slot, changes nothing).
     pub fn finish(&mut self, lease: Lease, release: bool) -> SlotOutcome {
-        let entry = &mut self.slots[lease.id as usize];
-        debug_assert_eq!(entry.state, SlotState::InFlight);
-        debug_assert_eq!(entry.generation, lease.generation);
+        let Some(entry) = self.slots.get_mut(lease.id as usize) else { return self.refuse(&lease) };
+        if entry.state != SlotState::InFlight || entry.generation != lease.generation {
+            return self.refuse(&lease);
+        }
         self.in_flight -= 1;
         if release {
             entry.state = SlotState::Free;
@@ -233,6 +255,17 @@ impl SlotTable {
             self.granted += 1;
             SlotOutcome::ToAgent { id: lease.id, generation: lease.generation }
         }
+    }
+
+    fn refuse(&mut self, lease: &Lease) -> SlotOutcome {
+        self.refused_finishes += 1;
+        tracing::error!(slot = lease.id, generation = lease.generation, state = ?self.state(lease.id), "a lease that does not match the slot table was finished; nothing changed");
+        SlotOutcome::Refused
+    }
+
+    /// Finishes that did not match the table (sidecar bugs; 0 in every test).
+    pub fn refused_finishes(&self) -> u64 {
+        self.refused_finishes
     }
 
     /// GRANTED→FREE for SLOT_RELEASE.
@@ -388,10 +421,38 @@ mod tests {
         assert!(t.take_freed_tags().is_empty());
         // The whole-slot widening of a narrow lease.
         let narrow = t.acquire(&r(0, 1, 100, 10)).unwrap();
-        assert_eq!(t.whole(narrow).length(), 4096);
-        assert_eq!(t.whole(narrow).offset(), 0);
+        let whole = t.whole(narrow);
+        assert_eq!((whole.offset(), whole.length()), (0, 4096));
+        assert_eq!(t.finish(whole, true), SlotOutcome::ToPool);
         while t.take_free().is_some() {}
         assert_eq!(t.free_count(), 0);
+    }
+
+    #[test]
+    fn a_lease_that_does_not_match_the_table_changes_nothing() {
+        // Leases are only made by a table and consumed by `finish`, so within one table a
+        // slot cannot be finished twice (see the `compile_fail` example on `Lease`). What the
+        // types cannot see — a lease of another session's table — is checked at run time.
+        let mut t = granted_table();
+        let mine = t.acquire(&r(1, 1, 0, 1)).unwrap(); // slot 1 IN_FLIGHT, generation 1
+
+        let mut other = granted_table();
+        let not_in_flight_here = other.acquire(&r(2, 1, 0, 1)).unwrap(); // slot 2 is GRANTED in `t`
+        let mut newer = granted_table();
+        newer.release_granted(&r(1, 1, 0, 0)).unwrap();
+        while newer.grant_with(|_| true) {}
+        let wrong_generation = newer.acquire(&r(1, 2, 0, 1)).unwrap();
+        let mut big = SlotTable::new(64, 8192);
+        while big.grant_with(|_| true) {}
+        let past_the_table = big.acquire(&r(63, 1, 0, 1)).unwrap();
+
+        let before = snapshot(&t);
+        for lease in [not_in_flight_here, wrong_generation, past_the_table] {
+            assert_eq!(t.finish(lease, false), SlotOutcome::Refused);
+            assert_eq!(snapshot(&t), before);
+        }
+        assert_eq!(t.refused_finishes(), 3);
+        assert_eq!(t.finish(mine, false), SlotOutcome::ToAgent { id: 1, generation: 1 });
     }
 
     #[test]
