@@ -50,6 +50,7 @@ fn main() -> ExitCode {
     init_logging(&cfg);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(usize::from(cfg.worker_threads))
+        .max_blocking_threads(usize::from(cfg.blocking_threads))
         .thread_name("shmpipe-worker")
         .enable_all()
         .build()

@@ -293,3 +293,54 @@ fn a_put_slot_rewritten_in_flight_stores_exactly_what_its_checksum_covers() {
     }
     assert_alive(&mut sidecar);
 }
+
+fn threads_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// An agent that floods the sidecar with blocking store work (many concurrent file:// PUTs,
+/// each an fsync) cannot make it grow threads without bound: tokio's blocking pool is capped
+/// by SHMPIPE_BLOCKING_THREADS (default 8; tokio's own default is 512).
+#[test]
+fn a_flood_of_blocking_store_work_is_capped_by_the_blocking_pool() {
+    let sidecar = Sidecar::start(&[("SHMPIPE_BLOCKING_THREADS", "2"), ("SHMPIPE_STORE_FSYNC", "true")]);
+    let mut a = Agent::connect(
+        &sidecar.socket,
+        &hello(&[("slot_count", serde_json::json!(64)), ("slot_size", serde_json::json!(4096)), ("sq_capacity", serde_json::json!(128)), ("cq_capacity", serde_json::json!(128))]),
+    )
+    .unwrap_or_else(|e| panic!("refused: {e}"));
+    assert_eq!(a.nop().status, 0);
+    let before = threads_of(sidecar.pid());
+    let mut peak = before;
+    for round in 0..4 {
+        let mut ids = Vec::new();
+        for i in 0..48 {
+            let g = a.alloc();
+            let key = format!("flood/{round}/{i}");
+            a.slot_write(g.slot_id, 0, &[7u8; 512]);
+            a.slot_write(g.slot_id, 1024, key.as_bytes());
+            let request_id = a.next_id();
+            a.push_bytes(
+                &shm_protocol::RawSubmission {
+                    request_id,
+                    opcode: PUT,
+                    slot_id: g.slot_id,
+                    slot_gen: g.slot_gen,
+                    length: 512,
+                    args: [key.len() as u64, 1024, 0, 0],
+                    ..Default::default()
+                }
+                .encode(),
+            );
+            ids.push(request_id);
+        }
+        a.publish();
+        for _ in &ids {
+            peak = peak.max(threads_of(sidecar.pid()));
+            let c = a.wait_completion();
+            assert_eq!(c.status, 0, "{c:?}");
+        }
+        a.pop_grants();
+    }
+    assert!(peak <= before + 2, "threads grew from {before} to {peak} with a blocking pool of 2");
+}
