@@ -629,3 +629,29 @@ fn store_ops_and_the_read_reserve() {
     check_stats_invariant(&s);
     assert_eq!(s["session"]["slots_in_flight"], 1, "only the STATS slot");
 }
+
+/// Slot memory is allocated when a slot is first used and given back when a slot stays FREE
+/// (SPEC §12 "Memory"): a session that asks for many slots and uses few costs only those.
+#[test]
+fn slot_memory_is_allocated_on_use_and_given_back_when_idle() {
+    use std::os::unix::fs::MetadataExt;
+    const MIB: usize = 1 << 20;
+    let sidecar = Sidecar::start(&[("SHMPIPE_READ_RESERVE", "4")]);
+    let mut a = Agent::connect(&sidecar.socket, &hello(&[("slot_count", json!(8)), ("slot_size", json!(MIB))])).unwrap();
+    let allocated = |a: &Agent| a.segment_file.metadata().unwrap().blocks() as usize * 512;
+    let rings = a.layout.slot_offset as usize;
+    assert_eq!(allocated(&a), rings, "only the header and rings are allocated up front");
+    assert_eq!(a.grants.len(), 4, "four slots granted, four FREE (the read reserve)");
+
+    // The agent fills one of its slots, and (misbehaving) one it does not hold.
+    let held = a.grants[0].slot_id;
+    let free = (0..8).find(|id| a.grants.iter().all(|g| g.slot_id != *id)).unwrap();
+    a.slot_write(held, 0, &vec![1u8; MIB]);
+    a.slot_write(free, 0, &vec![2u8; MIB]);
+    assert_eq!(allocated(&a), rings + 2 * MIB);
+    // The FREE slot's pages go back within two sweeps; the held one's stay.
+    wait_until("the idle FREE slot released", || allocated(&a) == rings + MIB);
+    assert!(a.slot_read(free, 0, 16).iter().all(|&b| b == 0), "a released slot reads as zeros");
+    assert_eq!(a.slot_read(held, MIB - 16, 16), vec![1u8; 16]);
+    assert_eq!(a.nop().status, 0);
+}

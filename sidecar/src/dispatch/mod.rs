@@ -52,6 +52,9 @@ const RETRY_POLL: Duration = Duration::from_millis(1);
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(50);
 /// How long a finishing session may wait for its last completions to fit into the CQ.
 const FINISH_LIMIT: Duration = Duration::from_secs(2);
+/// Period of the idle-memory sweep: a slot that stays FREE for a whole period has its pages
+/// given back (`SlotTable::idle_resident`, SPEC §12 "Memory").
+const IDLE_SWEEP: Duration = Duration::from_secs(1);
 
 /// What the control task wants of the dispatcher; only ever moves forward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -292,6 +295,7 @@ impl Dispatcher {
     fn run_loop(&mut self) -> Result<EndReason, RingError> {
         let mut spin = AdaptiveSpin::new(self.cfg.spin);
         let mut last_beat = Instant::now();
+        let mut last_sweep = last_beat;
         let mut finishing_since: Option<Instant> = None;
         self.beat();
         // The initial grants were published before READY without a doorbell; one spurious
@@ -307,6 +311,10 @@ impl Dispatcher {
             if now.duration_since(last_beat) >= HEARTBEAT_EVERY {
                 self.beat();
                 last_beat = now;
+            }
+            if now.duration_since(last_sweep) >= IDLE_SWEEP {
+                self.release_idle_slots();
+                last_sweep = now;
             }
             if mode == Mode::Finishing {
                 if self.in_flight_async == 0 && self.overflow.is_empty() {
@@ -334,6 +342,16 @@ impl Dispatcher {
             }
             self.beat();
             last_beat = Instant::now();
+        }
+    }
+
+    /// Gives the memory of slots that stayed FREE for a whole sweep period back to the system:
+    /// a session keeps allocated only the slots it actually cycles through.
+    fn release_idle_slots(&mut self) {
+        for id in self.session.slots.idle_resident() {
+            if let Err(e) = crate::peer::memory::release_slot(&self.segment, id) {
+                tracing::debug!(session = self.session.id, slot = id, error = %e, "cannot release an idle slot's pages");
+            }
         }
     }
 

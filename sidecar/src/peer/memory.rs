@@ -93,6 +93,21 @@ pub async fn copy_to_private(segment: &Segment, range: SlotRange, pool: &std::sy
     Ok(buf)
 }
 
+/// Gives the memory of FREE slot `id` back to the system (`madvise(MADV_REMOVE)`: the memfd's
+/// pages are freed, and the slot reads as zeros and is allocated again when next touched).
+/// The caller holds the slot FREE — neither side should touch it; an agent that writes it
+/// anyway just allocates its pages again. A mapping that is not shared memory (the tests'
+/// heap segments) refuses with `EINVAL`, which is reported and changes nothing.
+pub fn release_slot(segment: &Segment, id: u32) -> Result<(), nix::errno::Errno> {
+    let len = segment.layout().params.slot_size as usize;
+    let base = segment.slot_ptr(id).ok_or(nix::errno::Errno::EINVAL)?;
+    // SAFETY: `base..base + slot_size` is slot `id`, inside the mapping `segment` keeps alive
+    // (checked by `slot_ptr`), page-aligned (slots are page multiples at a page-aligned
+    // offset). No reference into it exists in this process (this module hands out none), and
+    // the slot is FREE: dropping its contents loses nothing anyone owns.
+    unsafe { nix::sys::mman::madvise(base.cast(), len, nix::sys::mman::MmapAdvise::MADV_REMOVE) }
+}
+
 /// Bytes copied at a time by [`crc32c`]: small enough for the stack and L1, large enough that
 /// the copy's setup cost vanishes.
 const CRC_PIECE: usize = 16 * 1024;

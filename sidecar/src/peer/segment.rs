@@ -124,17 +124,20 @@ fn new_name() -> String {
     format!("{NAME_PREFIX}{}-{:016x}", std::process::id(), rand::random::<u64>())
 }
 
-/// Creates a zeroed segment of `size` bytes as a sealed memfd and maps it; with `prefault`,
-/// reserves (fallocate, so a memory shortage is an error now rather than a fault later) and
-/// touches every page.
-pub fn create(size: usize, prefault: bool, stats: Arc<GlobalStats>) -> Result<Created, SegmentError> {
+/// Creates a zeroed segment of `size` bytes as a sealed memfd and maps it. Its first
+/// `prefault` bytes (rounded to pages, at most `size`: the header and rings, or everything)
+/// are reserved (fallocate, so a memory shortage is an error now rather than a fault later)
+/// and touched; the rest is allocated when first used (and given back when idle:
+/// [`crate::peer::memory::release_slot`]).
+pub fn create(size: usize, prefault: usize, stats: Arc<GlobalStats>) -> Result<Created, SegmentError> {
     let name = new_name();
     let fd = memfd_create(name.as_str(), MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
     let file = File::from(fd);
     file.set_len(size as u64)?;
     fcntl(&file, FcntlArg::F_ADD_SEALS(SEALS))?;
-    if prefault {
-        reserve(&file, size)?;
+    let prefault = prefault.min(size);
+    if prefault > 0 {
+        reserve(&file, prefault)?;
     }
     // SAFETY: the memfd is ours alone until its fd is sent, and it is sealed: its length can
     // no longer change, by us or by the agent, so the mapping never has pages past the end.
@@ -142,9 +145,7 @@ pub fn create(size: usize, prefault: bool, stats: Arc<GlobalStats>) -> Result<Cr
     let base = NonNull::new(map.as_mut_ptr()).ok_or_else(|| io::Error::other("mmap returned null"))?;
     stats.segments_live.fetch_add(1, Ordering::Relaxed);
     let memory = Arc::new(SegmentMemory { base, len: size, _map: map, name, stats });
-    if prefault {
-        touch_pages(&memory);
-    }
+    touch_pages(&memory, prefault);
     Ok(Created { memory, fd: file.into() })
 }
 
@@ -154,10 +155,11 @@ fn reserve(file: &File, size: usize) -> Result<(), SegmentError> {
     Ok(())
 }
 
-/// Writes one byte per page so the page tables are populated before the agent sees READY.
-fn touch_pages(memory: &SegmentMemory) {
+/// Writes one byte per page of the first `len` bytes so the page tables are populated before
+/// the agent sees READY.
+fn touch_pages(memory: &SegmentMemory, len: usize) {
     let base = memory.base.as_ptr();
-    for offset in (0..memory.len).step_by(PAGE_SIZE) {
+    for offset in (0..len.min(memory.len)).step_by(PAGE_SIZE) {
         // SAFETY: `offset < len`, inside the mapping; the segment is brand new and nobody else
         // has it mapped yet, so writing the zero it already holds races with nothing.
         unsafe { base.add(offset).write_volatile(0) };
@@ -220,7 +222,7 @@ mod tests {
     #[test]
     fn a_segment_is_a_sealed_memfd_the_fd_cannot_resize() {
         let stats = Arc::new(GlobalStats::default());
-        let created = create(3 * PAGE_SIZE, true, stats.clone()).unwrap();
+        let created = create(3 * PAGE_SIZE, usize::MAX, stats.clone()).unwrap();
         assert_eq!(stats.segments_live.load(Ordering::Relaxed), 1);
         assert!(created.memory.describe().starts_with(&format!("memfd:shmpipe-{}-", std::process::id())));
         let seals = fcntl(created.fd.as_fd(), FcntlArg::F_GET_SEALS).unwrap();
@@ -239,6 +241,18 @@ mod tests {
         assert_eq!(byte[0], 0x5a);
         drop(created);
         assert_eq!(stats.segments_live.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn only_the_prefaulted_part_is_allocated_up_front() {
+        use std::os::unix::fs::MetadataExt;
+        let stats = Arc::new(GlobalStats::default());
+        let created = create(8 * PAGE_SIZE, 2 * PAGE_SIZE, stats).unwrap();
+        let allocated = || File::from(created.fd.try_clone().unwrap()).metadata().unwrap().blocks() * 512;
+        assert_eq!(allocated(), 2 * PAGE_SIZE as u64);
+        // SAFETY: in bounds of the 8-page mapping; nobody else touches it.
+        unsafe { created.memory.base().as_ptr().add(5 * PAGE_SIZE).write_volatile(1) };
+        assert_eq!(allocated(), 3 * PAGE_SIZE as u64, "a page is allocated when first touched");
     }
 
     #[test]

@@ -25,6 +25,11 @@ struct SlotEntry {
     state: SlotState,
     /// Current generation; 0 = never granted. Bumped at every grant.
     generation: u32,
+    /// The slot's pages may be allocated: it left FREE since its memory was last given back
+    /// (`idle_resident`). True at first: a segment may be pre-faulted.
+    resident: bool,
+    /// The `idle_resident` sweep during which the slot last became FREE.
+    freed_in: u64,
 }
 
 /// A slot range that passed every ownership and range check, for a slot now IN_FLIGHT. Only
@@ -110,12 +115,14 @@ pub struct SlotTable {
     grants_total: u64,
     returns_total: u64,
     refused_finishes: u64,
+    /// `idle_resident` sweeps so far.
+    sweeps: u64,
 }
 
 impl SlotTable {
     pub fn new(slot_count: u32, slot_size: u32) -> Self {
         Self {
-            slots: vec![SlotEntry { state: SlotState::Free, generation: 0 }; slot_count as usize],
+            slots: vec![SlotEntry { state: SlotState::Free, generation: 0, resident: true, freed_in: 0 }; slot_count as usize],
             stream_tags: vec![0; slot_count as usize],
             freed_tags: Vec::new(),
             free: (0..slot_count).rev().collect(),
@@ -125,6 +132,7 @@ impl SlotTable {
             grants_total: 0,
             returns_total: 0,
             refused_finishes: 0,
+            sweeps: 0,
         }
     }
 
@@ -159,6 +167,7 @@ impl SlotTable {
         };
         entry.generation = generation;
         entry.state = SlotState::InFlight;
+        entry.resident = true;
         self.in_flight += 1;
         self.grants_total += 1;
         Some(Lease { id, generation, offset: 0, length: self.slot_size })
@@ -204,6 +213,7 @@ impl SlotTable {
         self.free.pop();
         entry.generation = generation;
         entry.state = SlotState::Granted;
+        entry.resident = true;
         self.granted += 1;
         self.grants_total += 1;
         true
@@ -246,6 +256,7 @@ impl SlotTable {
         self.in_flight -= 1;
         if release {
             entry.state = SlotState::Free;
+            entry.freed_in = self.sweeps;
             self.free.push(lease.id);
             self.returns_total += 1;
             self.untag(lease.id);
@@ -271,12 +282,33 @@ impl SlotTable {
     /// GRANTED→FREE for SLOT_RELEASE.
     pub fn release_granted(&mut self, r: &SlotRef) -> Result<(), ErrorCode> {
         self.check(r)?;
-        self.slots[r.id as usize].state = SlotState::Free;
+        let entry = &mut self.slots[r.id as usize];
+        entry.state = SlotState::Free;
+        entry.freed_in = self.sweeps;
         self.free.push(r.id);
         self.granted -= 1;
         self.returns_total += 1;
         self.untag(r.id);
         Ok(())
+    }
+
+    /// One sweep for idle memory (the dispatcher runs one about every second): the FREE slots
+    /// that have stayed FREE since before the previous sweep and may still have pages
+    /// allocated. They are marked not resident: the caller gives their memory back
+    /// (`peer::memory::release_slot`). A slot in use at least once per sweep period is never
+    /// listed, so a busy session keeps its working set warm.
+    pub fn idle_resident(&mut self) -> Vec<u32> {
+        let sweep = self.sweeps;
+        self.sweeps += 1;
+        let mut idle = Vec::new();
+        for &id in &self.free {
+            let entry = &mut self.slots[id as usize];
+            if entry.resident && entry.freed_in < sweep {
+                entry.resident = false;
+                idle.push(id);
+            }
+        }
+        idle
     }
 
     /// Slots not FREE: what a session's end takes back from the agent.
@@ -453,6 +485,30 @@ mod tests {
         }
         assert_eq!(t.refused_finishes(), 3);
         assert_eq!(t.finish(mine, false), SlotOutcome::ToAgent { id: 1, generation: 1 });
+    }
+
+    #[test]
+    fn slots_free_for_a_whole_sweep_period_are_released_once() {
+        let mut t = SlotTable::new(4, 4096);
+        assert!(t.idle_resident().is_empty(), "the first sweep only starts the clock");
+        // Slots 0 and 1 go out; 2 and 3 stay FREE (and may be pre-faulted).
+        assert!(t.grant_with(|_| true) && t.grant_with(|_| true));
+        let mut idle = t.idle_resident();
+        idle.sort();
+        assert_eq!(idle, [2, 3]);
+        assert!(t.idle_resident().is_empty(), "released once, until used again");
+        // Slot 0 comes back: listed only after it stayed FREE over a whole period.
+        t.release_granted(&r(0, 1, 0, 0)).unwrap();
+        assert!(t.idle_resident().is_empty());
+        assert_eq!(t.idle_resident(), [0]);
+        // Used again (a stream takes it), returned, idle again: listed again.
+        let l = t.take_free().unwrap();
+        assert_eq!(l.id(), 0);
+        t.finish(l, true);
+        assert!(t.idle_resident().is_empty());
+        assert_eq!(t.idle_resident(), [0]);
+        // Slots 2 and 3 were never used since: nothing to give back.
+        assert!(t.idle_resident().is_empty());
     }
 
     #[test]

@@ -94,8 +94,10 @@ pub struct Config {
     #[arg(long, env = "SHMPIPE_BASELINE_SOCKET")]
     pub baseline_socket: Option<PathBuf>,
 
-    /// Touch every page of a new segment before publishing it.
-    #[arg(long, env = "SHMPIPE_PREFAULT", default_value = "true", value_parser = BoolishValueParser::new(),
+    /// Also touch (and so allocate) every slot page of a new segment before publishing it:
+    /// the whole segment is then charged to the sidecar's memory cgroup up front (Kubernetes).
+    /// Off by default: the header and rings are always faulted in, slots when first used.
+    #[arg(long, env = "SHMPIPE_PREFAULT", default_value = "false", value_parser = BoolishValueParser::new(),
           action = clap::ArgAction::Set)]
     pub prefault: bool,
 
@@ -365,7 +367,8 @@ mod tests {
         assert_eq!(c.max_in_flight, 4096);
         assert_eq!(c.spin_us, 50);
         assert_eq!(c.shutdown_grace, Duration::from_secs(20));
-        assert!(c.prefault);
+        assert!(!c.prefault);
+        assert!(load(&["--socket", "/s", "--prefault", "yes"]).unwrap().prefault);
         assert_eq!(c.allow_uids, UidList::default());
         assert!(c.segment_dir.is_none() && c.baseline_socket.is_none());
         assert_eq!(c.admin_addr, AdminAddr(Some("127.0.0.1:9464".parse().unwrap())));

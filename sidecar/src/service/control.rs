@@ -207,7 +207,9 @@ impl NewSession {
     fn create(ctx: &ServerCtx, params: Params) -> Result<Self, (&'static str, String)> {
         let internal = |what: &str, e: &dyn std::fmt::Display| (codes::HANDSHAKE, format!("{what}: {e}"));
         let layout = Layout::new(params).map_err(|e| internal("layout", &e))?;
-        let created = segment::create(layout.segment_size as usize, ctx.cfg.prefault, ctx.global.clone())
+        // The header and rings are always faulted in; the slots too with SHMPIPE_PREFAULT.
+        let prefault = if ctx.cfg.prefault { layout.segment_size } else { layout.slot_offset };
+        let created = segment::create(layout.segment_size as usize, prefault as usize, ctx.global.clone())
             .map_err(|e| match e {
                 SegmentError::NoSpace(_) => (codes::BUSY, e.to_string()),
                 SegmentError::Other(_) => (codes::HANDSHAKE, e.to_string()),
