@@ -5,6 +5,7 @@
 mod support;
 
 use shm_protocol::entry::cq_flags;
+use shm_protocol::RingStorage;
 use support::*;
 
 const ECHO: u8 = 1;
@@ -343,4 +344,44 @@ fn a_flood_of_blocking_store_work_is_capped_by_the_blocking_pool() {
         a.pop_grants();
     }
     assert!(peak <= before + 2, "threads grew from {before} to {peak} with a blocking pool of 2");
+}
+
+/// The doorbells are open file descriptions shared with the agent, so it can clear their
+/// `O_NONBLOCK` and fill a counter: the sidecar's next read of an empty counter, or write to a
+/// full one, would then block its dispatcher thread for good — and the session would never
+/// end, its client place never come back. The sidecar drains without blocking whatever the
+/// flag says, and a session's teardown frees a dispatcher stuck ringing a filled counter.
+#[test]
+fn doorbells_made_blocking_and_filled_cannot_wedge_a_session() {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let sidecar = Sidecar::start(&[("SHMPIPE_MAX_CLIENTS", "2")]);
+    let mut honest = sidecar.connect();
+    for round in 0..2 {
+        let mut hostile = sidecar.connect();
+        fcntl(&hostile.sq_bell, FcntlArg::F_SETFL(OFlag::empty())).unwrap();
+        // Let the dispatcher go to sleep and wake from its poll timeout: it drains the
+        // (empty) sq doorbell then, and must not block doing so.
+        let heartbeat = hostile.segment.heartbeat().load(std::sync::atomic::Ordering::Relaxed);
+        wait_until("the dispatcher slept and woke", || hostile.segment.heartbeat().load(std::sync::atomic::Ordering::Relaxed) > heartbeat + 2);
+        // Empty the cq counter (the dispatcher rang it once at start) while our own read cannot
+        // block, then fill it and ask for a doorbell: the dispatcher's ring after this NOP
+        // blocks.
+        let _ = nix::unistd::read(&hostile.cq_bell, &mut [0u8; 8]);
+        fcntl(&hostile.cq_bell, FcntlArg::F_SETFL(OFlag::empty())).unwrap();
+        nix::unistd::write(&hostile.cq_bell, &(u64::MAX - 1).to_ne_bytes()).unwrap();
+        hostile.segment.agent_need_wakeup().store(1, std::sync::atomic::Ordering::SeqCst);
+        let cq = hostile.segment.cq();
+        let cq_tail = || cq.tail().load(std::sync::atomic::Ordering::Acquire);
+        let before = cq_tail();
+        let request_id = hostile.next_id();
+        hostile.submit(shm_protocol::RawSubmission { request_id, slot_id: shm_protocol::layout::NO_SLOT, ..Default::default() });
+        wait_until("the NOP's completion published (the ring comes next)", || cq_tail() > before);
+        drop(cq);
+        drop(hostile);
+        // The session ends, its place comes back, the other session never noticed.
+        wait_until("the wedged session closed", || honest.stats()["global"]["sessions_closed"] == round + 1);
+        honest_round_trip(&mut honest);
+    }
+    let extra = sidecar.connect();
+    assert_eq!(extra.state(), Some(shm_protocol::SessionState::Ready));
 }

@@ -264,6 +264,21 @@ impl NewSession {
     }
 }
 
+/// Waits for a stopping dispatcher's end. A dispatcher blocks only in one place an agent can
+/// arrange — ringing a cq doorbell whose counter the agent filled after clearing its
+/// `O_NONBLOCK` (`peer::doorbell`) — so while it has not ended, the counter is drained every
+/// few milliseconds.
+async fn dispatcher_gone(end_rx: &mut oneshot::Receiver<DispatchEnd>, cq_bell: BorrowedFd<'_>) -> Option<DispatchEnd> {
+    let mut kick = tokio::time::interval(Duration::from_millis(10));
+    kick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            end = &mut *end_rx => return end.ok(),
+            _ = kick.tick() => Doorbell::unblock(cq_bell),
+        }
+    }
+}
+
 /// Sends `bytes` with `fds` attached (SCM_RIGHTS) to the first sendmsg; any rest follows.
 async fn send_with_fds(stream: &mut UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
@@ -363,6 +378,15 @@ async fn run_session(stream: &mut UnixStream, ctx: &ServerCtx, session: NewSessi
     let NewSession { memory, segment, segment_fd, dispatcher, control, abort, .. } = session;
     let [sq_fd, cq_fd] = dispatcher.doorbell_fds();
     let fds = [segment_fd.as_fd(), sq_fd, cq_fd];
+    // For the teardown: a dispatcher stuck ringing a cq doorbell the agent filled is freed by
+    // draining it (`Doorbell::unblock`).
+    let cq_handle = match cq_fd.try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(e) => {
+            segment.set_state(SessionState::Closed);
+            return SessionEnd::Handshake(format!("cannot duplicate the cq doorbell: {e}"));
+        }
+    };
     let handshake = async {
         send_with_fds(stream, &welcome, &fds).await.map_err(|e| Some(format!("sending welcome: {e}")))?;
         let frame = handshake_frame(stream, ctx, "mapped").await?;
@@ -455,7 +479,7 @@ async fn run_session(stream: &mut UnixStream, ctx: &ServerCtx, session: NewSessi
     abort.cancel();
     let dispatch_end = match dispatch_end {
         Some(end) => end,
-        None => end_rx.await.ok(),
+        None => dispatcher_gone(&mut end_rx, cq_handle.as_fd()).await,
     };
     segment.set_state(SessionState::Closed);
     match dispatch_end {
