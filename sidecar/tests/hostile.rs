@@ -385,3 +385,157 @@ fn doorbells_made_blocking_and_filled_cannot_wedge_a_session() {
     let extra = sidecar.connect();
     assert_eq!(extra.state(), Some(shm_protocol::SessionState::Ready));
 }
+
+/// xorshift64*: a seeded, reproducible stream of choices.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// One burst of whatever a hostile agent can do to its own session: random and almost-valid
+/// entries, slots rewritten while in flight, ring positions moved backwards or past capacity,
+/// garbage in the heads it owns, resize attempts and holes punched in its segment, doorbells
+/// made blocking and filled, and hanging up mid-request.
+fn hostile_burst(rng: &mut Rng, a: &mut Agent, actions: usize) {
+    use nix::fcntl::{fallocate, fcntl, FallocateFlags, FcntlArg, OFlag};
+    use std::sync::atomic::Ordering::{Relaxed, Release};
+    let slot_size = a.layout.params.slot_size as u64;
+    let slot_count = u64::from(a.layout.params.slot_count);
+    for _ in 0..actions {
+        // Its own consumers may find positions it broke itself: it just stops reading.
+        while let Ok(Some(b)) = a.gq.try_pop() {
+            a.grants.push(shm_protocol::Grant::decode(&b));
+        }
+        a.gq.release();
+        match rng.below(16) {
+            0..=3 => {
+                // Random bytes as an entry.
+                let raw: [u8; 64] = rng.bytes(64).try_into().unwrap();
+                if a.sq.try_push(&raw).is_ok() {
+                    a.publish();
+                }
+            }
+            4..=8 => {
+                // A known opcode on a slot it holds (or held), with arguments near the edges.
+                let opcode = shm_protocol::Opcode::ALL[rng.below(shm_protocol::Opcode::ALL.len() as u64) as usize] as u8;
+                let g = a.grants.get(rng.below(a.grants.len() as u64 + 1) as usize).copied();
+                let (slot_id, slot_gen) = g.map_or((shm_protocol::layout::NO_SLOT, 0), |g| (g.slot_id, g.slot_gen));
+                let edge = |rng: &mut Rng| [0, 1, 7, slot_size - 1, slot_size, u64::MAX, rng.next()][rng.below(7) as usize];
+                let (offset, length) = (edge(rng) as u32, edge(rng) as u32);
+                let args = [rng.below(4), edge(rng), rng.below(3), rng.below(70)];
+                let request_id = a.next_id();
+                let raw = shm_protocol::RawSubmission { request_id, opcode, flags: (rng.below(4) == 0) as u8, slot_id, slot_gen, offset, length, args, ..Default::default() };
+                if a.sq.try_push(&raw.encode()).is_ok() {
+                    a.publish();
+                }
+            }
+            9 | 10 => {
+                // Rewrite any slot, in flight or not.
+                let id = rng.below(slot_count) as u32;
+                let at = rng.below(slot_size) as usize;
+                let len = (rng.below(512) as usize).min(slot_size as usize - at);
+                let bytes = rng.bytes(len);
+                a.slot_write(id, at, &bytes);
+            }
+            11 => {
+                // The positions the agent owns, moved anywhere: backwards, past capacity, wrapped.
+                let s = &a.segment;
+                let v = [0, 1, u64::MAX, 1 << 40, rng.next()][rng.below(5) as usize];
+                match rng.below(3) {
+                    0 => s.sq().tail().store(v, Release),
+                    1 => s.cq().head().store(v, Release),
+                    _ => s.gq().head().store(v, Release),
+                }
+                s.sidecar_need_wakeup().store(rng.next() as u32, Relaxed);
+            }
+            12 => {
+                // Resize (sealed: fails) or punch a hole (allowed: zeros, no SIGBUS).
+                let size = a.layout.segment_size;
+                assert!(a.segment_file.set_len(rng.below(size)).is_err(), "a segment could be resized");
+                let off = rng.below(size / 4096) * 4096;
+                let _ = fallocate(&a.segment_file, FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE, off as i64, (rng.below(64) * 4096) as i64);
+            }
+            13 => {
+                // Doorbells made blocking, written with anything.
+                let _ = fcntl(&a.sq_bell, FcntlArg::F_SETFL(OFlag::empty()));
+                let _ = fcntl(&a.cq_bell, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+                let _ = fcntl(&a.cq_bell, FcntlArg::F_SETFL(OFlag::empty()));
+                let v = [1u64, u64::MAX - 1, rng.next() >> 1][rng.below(3) as usize];
+                let _ = fcntl(&a.cq_bell, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+                let _ = nix::unistd::write(&a.cq_bell, &v.to_ne_bytes());
+                let _ = fcntl(&a.cq_bell, FcntlArg::F_SETFL(OFlag::empty()));
+                a.segment.agent_need_wakeup().store(1, Relaxed);
+                let _ = nix::unistd::write(&a.sq_bell, &1u64.to_ne_bytes());
+            }
+            14 => {
+                // Garbage on the control socket after the handshake.
+                let n = rng.below(64) as usize;
+                let junk = rng.bytes(n);
+                let _ = std::io::Write::write_all(&mut a.stream, &junk);
+            }
+            _ => {
+                // Read what came back, if the rings still make sense to us.
+                while let Ok(Some(_)) = a.cq.try_pop() {}
+                a.cq.release();
+            }
+        }
+    }
+}
+
+/// A seeded hostile agent (reproduce a run with SHMPIPE_HOSTILE_SEED=<seed>, printed at the
+/// start) attacks its own sessions over and over, reconnecting whenever the sidecar closes one,
+/// while an honest session of the same sidecar round-trips data exactly after every burst. The
+/// sidecar never dies, never lets the honest session see a wrong byte, and still shuts down
+/// cleanly at the end (no session wedged).
+#[test]
+fn a_seeded_hostile_agent_never_hurts_the_sidecar_or_an_honest_session() {
+    let seed = std::env::var("SHMPIPE_HOSTILE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_0000_0000_0011u64);
+    eprintln!("hostile agent seed: {seed} (SHMPIPE_HOSTILE_SEED={seed} reproduces this run)");
+    let mut rng = Rng(seed | 1);
+    let mut sidecar = Sidecar::start(&[("SHMPIPE_MAX_IN_FLIGHT", "16"), ("SHMPIPE_SHUTDOWN_GRACE", "2")]);
+    let small = |n: u64| hello(&[("slot_count", serde_json::json!(n)), ("slot_size", serde_json::json!(65536)), ("sq_capacity", serde_json::json!(16)), ("cq_capacity", serde_json::json!(16))]);
+    let mut honest = Agent::connect(&sidecar.socket, &small(4)).unwrap();
+    let mut sessions = 0;
+    let mut hostile: Option<Agent> = None;
+    for burst in 0..150 {
+        let closed = hostile.as_ref().is_none_or(|h| h.state() != Some(shm_protocol::SessionState::Ready));
+        if closed || rng.below(8) == 0 {
+            drop(hostile.take()); // hang up (mid-request, as often as not)
+            hostile = Some(Agent::connect(&sidecar.socket, &small(1 + rng.below(6))).unwrap_or_else(|e| panic!("burst {burst}: refused: {e}\n{}", sidecar.log_text())));
+            sessions += 1;
+        }
+        hostile_burst(&mut rng, hostile.as_mut().unwrap(), 40);
+        // The honest session: exact bytes back.
+        let g = honest.alloc();
+        let n = 1 + rng.below(65535) as usize;
+        let data = rng.bytes(n);
+        honest.slot_write(g.slot_id, 0, &data);
+        let c = honest.slot_op(ECHO, g, 0, data.len() as u32, 0);
+        assert_eq!((c.status, c.result, c.aux[0]), (0, data.len() as u64, u64::from(crc32c::crc32c(&data))), "burst {burst} (seed {seed})");
+        honest.grants.push(g);
+        assert_alive(&mut sidecar);
+    }
+    drop(hostile);
+    // Every hostile session ended (none wedged), and only by its own doing.
+    wait_until("every hostile session closed", || honest.stats()["global"]["sessions_closed"] == sessions);
+    let stats = honest.stats();
+    eprintln!("{sessions} hostile sessions; protocol violations seen: {}", stats["global"]["protocol_violations"]);
+    assert!(sessions >= 2);
+    // Nothing wedged: SIGTERM drains and exits 0.
+    sidecar.signal(nix::sys::signal::Signal::SIGTERM);
+    drop(honest);
+    let status = sidecar.wait_exit();
+    assert!(status.success(), "exit after SIGTERM: {status:?}\n{}", sidecar.log_text());
+}

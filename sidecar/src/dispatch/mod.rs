@@ -740,3 +740,5 @@ mod store_tests;
 mod backup_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod fuzz_tests;
