@@ -1,7 +1,9 @@
 /**
- * The Client: one session with the sidecar. connect() performs the handshake (SPEC §10) through
- * the addon, maps the segment and adopts the control socket; the Client then submits requests
- * into the SQ, completes them from the CQ and takes slot grants from the GQ.
+ * The Client: one session with the sidecar, and connect(), which makes one. The handshake is in
+ * handshake.ts, the control socket in control.ts, the request table in requests.ts, slots in
+ * slots.ts, the rings in ring.ts, the object-store calls in store.ts; this module ties them
+ * together: it submits requests into the SQ, completes them from the CQ and takes slot grants
+ * from the GQ.
  *
  * Threading and waiting: everything runs on the JS thread, which never blocks and never spins.
  * - Submissions are written into the SQ at once; the tail is published once per microtask tick
@@ -20,151 +22,25 @@
  * close(), or with the ShmpipeError that ended the session.
  */
 
-import * as net from 'node:net';
-import { z } from 'zod';
-import { errorFromStatus, ShmpipeError, type ErrorCode } from './errors';
+import { settle } from './completion';
+import { ControlChannel } from './control';
+import { ShmpipeError } from './errors';
 import { Fifo } from './fifo';
+import { closeAll, handshake, type ClientLayout } from './handshake';
 import * as native from './native';
 import { parseOptions, type ConnectOptions, type ResolvedOptions } from './options';
-import {
-  computeLayout,
-  CQ_MORE,
-  CQ_SLOT,
-  decodeCompletion,
-  decodeHeader,
-  ENTRY_SIZE,
-  GRANT_ENTRY_SIZE,
-  HEADER,
-  HEADER_SIZE,
-  HeaderMismatch,
-  MAX_DELAY_US,
-  MAX_FRAME,
-  NO_SLOT,
-  OPCODES,
-  OP_DELAY,
-  OP_ECHO,
-  OP_NOP,
-  OP_SLOT_RELEASE,
-  OP_STATS,
-  STATE,
-  VERSION,
-  type Layout,
-} from './protocol';
+import { CQ_MORE, CQ_SLOT, ENTRY_SIZE, HEADER, MAX_DELAY_US, OP_DELAY, OP_ECHO, OP_NOP, OP_SLOT_RELEASE, OP_STATS } from './protocol';
+import { K_DELAY, K_ECHO, K_NOP, K_RAW, K_RELEASE, K_STATS, Request, RequestTable, TWO_32, writeSubmission } from './requests';
+import type { EchoResult, RawAccess, RawCompletion, Stats } from './results';
 import { Consumer, Producer, RingCorrupt, SegmentViews } from './ring';
 import { Slot, type SlotOwner } from './slot';
+import { SlotPool } from './slots';
 import * as store from './store';
-import {
-  K_ABORT,
-  K_COMMIT,
-  K_DELETE,
-  K_ENGINE,
-  K_FIRST_STORE,
-  K_LIST,
-  K_OPEN_READ,
-  K_OPEN_WRITE,
-  K_PUT,
-  K_STAT,
-  K_WRITE,
-  type StoreCompletion,
-  type StoreRequest,
-  type StreamSink,
-} from './store-request';
+import type { StoreCompletion, StoreRequest } from './store-request';
 
-/** The negotiated session layout (from the welcome, checked against the segment header). */
-export interface ClientLayout {
-  readonly session: number;
-  readonly generation: string;
-  readonly segment: string;
-  readonly segmentSize: number;
-  readonly sqOffset: number;
-  readonly sqCapacity: number;
-  readonly cqOffset: number;
-  readonly cqCapacity: number;
-  readonly gqOffset: number;
-  readonly gqCapacity: number;
-  readonly slotOffset: number;
-  readonly slotCount: number;
-  readonly slotSize: number;
-  /** Requests this client keeps in flight at most: min(sidecar limit, cqCapacity). */
-  readonly maxInFlight: number;
-  /** Slots the sidecar keeps out of the GQ for read streams (SPEC §9). */
-  readonly readReserve: number;
-  /** Slots alloc() can get while no read stream runs: slotCount - readReserve. */
-  readonly grantWindow: number;
-  /** The store's multipart part size in bytes (what one streaming upload may pin). */
-  readonly partSize: number;
-}
+export type { ClientLayout } from './handshake';
+export type { EchoResult, RawAccess, RawCompletion, Stats, SessionStats, GlobalStats } from './results';
 
-export interface EchoResult {
-  /** Bytes the sidecar checksummed. */
-  length: number;
-  /** CRC-32C (Castagnoli) of the bytes, as an unsigned 32-bit number. */
-  checksum: number;
-}
-
-/** A completion exactly as the sidecar wrote it (raw diagnostics). */
-export interface RawCompletion {
-  requestId: bigint;
-  status: number;
-  /** The wire code name for a negative status, or null for 0 / unknown codes. */
-  code: string | null;
-  flags: number;
-  slotId: number;
-  slotGen: number;
-  result: bigint;
-  aux: [bigint, bigint, bigint];
-}
-
-export interface RawAccess {
-  /** Submits entry bytes 8..64 verbatim; the client fills request_id. Resolves with the completion, whatever its status. */
-  submit(bytes56: Uint8Array): Promise<RawCompletion>;
-  /** The whole mapping (header, rings, slots). Throws SHMPIPE_E_CLOSED after close. */
-  readonly segment: Buffer;
-  /** Rings the sq doorbell without publishing anything. */
-  ringDoorbell(): void;
-}
-
-type Counts = Record<string, number>;
-export interface SessionStats {
-  id: number;
-  slot_count: number;
-  slots_free: number;
-  slots_granted: number;
-  slots_in_flight: number;
-  grants_total: number;
-  returns_total: number;
-  requests_total: number;
-  requests_by_op: Counts;
-  errors_by_code: Counts;
-  in_flight_async: number;
-}
-export interface GlobalStats {
-  clients: number;
-  sessions_opened: number;
-  sessions_closed: number;
-  slots_reclaimed_total: number;
-  segments_live: number;
-  requests_total: number;
-  requests_by_op: Counts;
-  errors_by_code: Counts;
-  protocol_violations: number;
-}
-export interface Stats {
-  session: SessionStats;
-  global: GlobalStats;
-}
-
-// What to do with a request's completion.
-const K_NOP = 0;
-const K_ECHO = 1;
-const K_RELEASE = 2;
-const K_STATS = 3;
-const K_DELAY = 4;
-const K_RAW = 5;
-/** The sidecar's default part size, for a welcome without limits.part_size. */
-const DEFAULT_PART_SIZE = 8 << 20;
-
-const TWO_32 = 4294967296;
 /** Completions handled in one doorbell callback before yielding to other I/O. */
 const DRAIN_BUDGET = 65_536;
 /** While calls wait because the SQ is full, re-check its head this often (ms). */
@@ -173,210 +49,11 @@ const SQ_FULL_RETRY_MS = 1;
 const noop = (): void => {};
 const RESOLVED = Promise.resolve();
 
-/** One request: waiting in the FIFO, then in flight. */
-class Request {
-  /** The request id, assigned when it enters the SQ. */
-  id = 0;
-  constructor(
-    readonly kind: number,
-    readonly opcode: number,
-    readonly slot: Slot | null,
-    readonly offset: number,
-    readonly length: number,
-    readonly arg0: number,
-    readonly raw: Uint8Array | null,
-    readonly resolve: (v: never) => void,
-    readonly reject: (e: ShmpipeError) => void,
-  ) {}
-  /** Store ops: arg1 (u64 as number or bigint) and arg2. */
-  arg1: number | bigint = 0;
-  arg2 = 0;
-  /** In-flight units this request takes. */
-  weight = 1;
-  /** The op consumes its slot (SPEC §7.2). */
-  consumes = false;
-  stream: StreamSink | null = null;
-}
-
-interface AllocWaiter {
-  resolve: (s: Slot) => void;
-  reject: (e: ShmpipeError) => void;
-}
-
-const welcomeSchema = z.object({
-  type: z.literal('welcome'),
-  version: z.number().int(),
-  session: z.number().int().nonnegative(),
-  segment: z.string(),
-  segment_size: z.number().int().positive(),
-  generation: z.string().regex(/^[0-9]{1,20}$/),
-  layout: z.object({
-    sq_offset: z.number().int(),
-    sq_capacity: z.number().int(),
-    cq_offset: z.number().int(),
-    cq_capacity: z.number().int(),
-    gq_offset: z.number().int(),
-    gq_capacity: z.number().int(),
-    slot_offset: z.number().int(),
-    slot_count: z.number().int(),
-    slot_size: z.number().int(),
-  }),
-  limits: z.object({
-    max_in_flight: z.number().int().positive(),
-    read_reserve: z.number().int().nonnegative().optional(),
-    part_size: z.number().int().positive().optional(),
-  }),
-});
-type Welcome = z.infer<typeof welcomeSchema>;
-
-const REFUSAL_CODES: ReadonlySet<string> = new Set([
-  'SHMPIPE_E_PERMISSION',
-  'SHMPIPE_E_VERSION',
-  'SHMPIPE_E_BUSY',
-  'SHMPIPE_E_HANDSHAKE',
-]);
-
-function frame(msg: object): Buffer {
-  const body = Buffer.from(JSON.stringify(msg), 'utf8');
-  if (body.length > MAX_FRAME) throw new ShmpipeError('SHMPIPE_E_INVALID_ARGUMENT', 'control frame too large');
-  const out = Buffer.allocUnsafe(4 + body.length);
-  out.writeUInt32LE(body.length, 0);
-  body.copy(out, 4);
-  return out;
-}
-
 /** Connects to the sidecar at `options.socketPath` and completes the handshake. */
 export async function connect(options: ConnectOptions): Promise<Client> {
   const o = parseOptions(options);
-  const hello = {
-    type: 'hello',
-    version: VERSION,
-    slot_count: o.slotCount,
-    slot_size: o.slotSize,
-    sq_capacity: o.sqCapacity,
-    cq_capacity: o.cqCapacity,
-    client: o.clientName ?? `node-${process.pid}`,
-  };
-  const { sock, reply, fds } = await native.connect(o.socketPath, frame(hello), o.connectTimeoutMs);
-  // Until the Client owns them, every failure closes what the handshake handed us.
-  let session: Established;
-  try {
-    session = establish(reply, fds);
-  } catch (e) {
-    for (const fd of [sock, ...fds]) {
-      if (fd < 0) continue;
-      try {
-        native.close(fd);
-      } catch {
-        // already failing; the first error is the one to report
-      }
-    }
-    throw e;
-  }
-  return new Client(o, session.layout, session.views, session.rings, sock, session.sqFd, session.cqFd);
-}
-
-interface Established {
-  layout: ClientLayout;
-  views: SegmentViews;
-  rings: { sq: Producer; cq: Consumer; gq: Consumer };
-  sqFd: number;
-  cqFd: number;
-}
-
-function handshakeError(code: ErrorCode, message: string, cause?: unknown): ShmpipeError {
-  return new ShmpipeError(code, `handshake: ${message}`, { cause });
-}
-
-/** Checks the reply and the segment (SPEC §10 step 3); maps it. Closes the segment fd. */
-function establish(reply: string, fds: number[]): Established {
-  let msg: unknown;
-  try {
-    msg = JSON.parse(reply);
-  } catch (e) {
-    throw handshakeError('SHMPIPE_E_HANDSHAKE', 'the reply is not JSON', e);
-  }
-  const m = msg as { type?: unknown; code?: unknown; message?: unknown };
-  if (m !== null && typeof m === 'object' && m.type === 'error') {
-    const code = typeof m.code === 'string' && REFUSAL_CODES.has(m.code) ? (m.code as ErrorCode) : 'SHMPIPE_E_HANDSHAKE';
-    throw new ShmpipeError(code, `the sidecar refused the connection: ${String(m.message ?? m.code)}`);
-  }
-  const parsed = welcomeSchema.safeParse(msg);
-  if (!parsed.success) {
-    throw handshakeError('SHMPIPE_E_HANDSHAKE', `unexpected reply: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  }
-  const w: Welcome = parsed.data;
-  if (w.version !== VERSION) throw handshakeError('SHMPIPE_E_VERSION', `the sidecar speaks version ${w.version}, this client ${VERSION}`);
-  if (fds.length !== 3) throw handshakeError('SHMPIPE_E_HANDSHAKE', `expected 3 file descriptors, got ${fds.length}`);
-  const [segFd, sqFd, cqFd] = fds as [number, number, number];
-
-  // The layout this side computes from the negotiated parameters must equal the welcome's ...
-  let expected: Layout;
-  try {
-    expected = computeLayout(w.layout);
-  } catch (e) {
-    throw handshakeError('SHMPIPE_E_HANDSHAKE', `bad layout parameters: ${(e as Error).message}`, e);
-  }
-  const mismatch = (['sq_offset', 'cq_offset', 'gq_offset', 'gq_capacity', 'slot_offset'] as const).find((k) => expected[k] !== w.layout[k]);
-  if (mismatch !== undefined || expected.segment_size !== w.segment_size) {
-    throw handshakeError('SHMPIPE_E_HANDSHAKE', `welcome layout field ${mismatch ?? 'segment_size'} disagrees with SPEC §4`);
-  }
-
-  // ... and the header the sidecar wrote into the segment (SPEC §10 step 3).
-  const segment = native.map(segFd, w.segment_size);
-  native.close(segFd); // the mapping keeps the memory; the fd is no longer needed
-  fds[0] = -1;
-  const views = new SegmentViews(segment);
-  // READY is stored last with Release; this SeqCst load acquires the whole layout (SPEC §3).
-  const state = Atomics.load(views.u32, HEADER.state / 4);
-  if (state !== STATE.READY) throw handshakeError('SHMPIPE_E_HANDSHAKE', `segment state is ${state}, not READY`);
-  let header: { layout: Layout; generation: bigint };
-  try {
-    header = decodeHeader(new Uint8Array(segment, 0, HEADER_SIZE));
-  } catch (e) {
-    if (e instanceof HeaderMismatch) {
-      throw handshakeError(e.field === 'version' ? 'SHMPIPE_E_VERSION' : 'SHMPIPE_E_HANDSHAKE', e.message, e);
-    }
-    throw e;
-  }
-  const bad = (Object.keys(expected) as (keyof Layout)[]).find((k) => header.layout[k] !== expected[k]);
-  if (bad !== undefined) throw handshakeError('SHMPIPE_E_HANDSHAKE', `segment header ${bad} disagrees with the welcome`);
-  if (header.generation !== BigInt(w.generation)) throw handshakeError('SHMPIPE_E_HANDSHAKE', 'segment generation disagrees with the welcome');
-
-  const layout: ClientLayout = Object.freeze({
-    session: w.session,
-    generation: w.generation,
-    segment: w.segment,
-    segmentSize: expected.segment_size,
-    sqOffset: expected.sq_offset,
-    sqCapacity: expected.sq_capacity,
-    cqOffset: expected.cq_offset,
-    cqCapacity: expected.cq_capacity,
-    gqOffset: expected.gq_offset,
-    gqCapacity: expected.gq_capacity,
-    slotOffset: expected.slot_offset,
-    slotCount: expected.slot_count,
-    slotSize: expected.slot_size,
-    // Requests count one unit each, read streams 1 + read-ahead (their most completions at
-    // once), so keeping at most cq_capacity units in flight means the CQ can never overflow: a
-    // full CQ would park completions in the sidecar's overflow list, which it retries on a 1 ms
-    // poll (measured: 3x lower throughput).
-    maxInFlight: Math.min(w.limits.max_in_flight, expected.cq_capacity),
-    readReserve: Math.min(w.limits.read_reserve ?? 0, expected.slot_count),
-    grantWindow: expected.slot_count - Math.min(w.limits.read_reserve ?? 0, expected.slot_count),
-    partSize: w.limits.part_size ?? DEFAULT_PART_SIZE,
-  });
-  let rings: { sq: Producer; cq: Consumer; gq: Consumer };
-  try {
-    rings = {
-      sq: new Producer(views, 'SQ', layout.sqOffset, layout.sqCapacity, ENTRY_SIZE),
-      cq: new Consumer(views, 'CQ', layout.cqOffset, layout.cqCapacity, ENTRY_SIZE),
-      gq: new Consumer(views, 'GQ', layout.gqOffset, layout.gqCapacity, GRANT_ENTRY_SIZE),
-    };
-  } catch (e) {
-    throw handshakeError('SHMPIPE_E_PROTOCOL', (e as Error).message, e);
-  }
-  return { layout, views, rings, sqFd, cqFd };
+  const s = await handshake(o);
+  return new Client(o, s.layout, s.views, s.rings, s.sock, s.sqFd, s.cqFd);
 }
 
 export class Client implements SlotOwner {
@@ -386,38 +63,25 @@ export class Client implements SlotOwner {
   readonly raw: RawAccess;
 
   private views: SegmentViews | null;
-  private sq: Producer;
-  private cq: Consumer;
-  private gq: Consumer;
-  private readonly socket: net.Socket;
+  private readonly sq: Producer;
+  private readonly cq: Consumer;
+  private readonly gq: Consumer;
+  private readonly control: ControlChannel;
   private readonly sqFd: number;
   private readonly cqFd: number;
   private watchHandle: native.WatchHandle | null = null;
   private readonly maxQueued: number;
-  private readonly maxInFlight: number;
   private readonly sidecarWakeIndex: number;
   private readonly agentWakeIndex: number;
 
-  /**
-   * In-flight requests by `id & pendingMask`. An array, not a Map: a Map's old-space backing
-   * store made every request survive scavenges (measured: half the CPU in GC, 1.1 M vs 2+ M
-   * req/s). Twice the in-flight budget, so a free index is always near.
-   */
-  private readonly pending: (Request | null)[];
-  private readonly pendingMask: number;
-  private nextId = 1;
-  private inFlight = 0;
+  private readonly requests: RequestTable;
   private readonly queue = new Fifo<Request>();
-  private readonly allocWaiters = new Fifo<AllocWaiter>();
-  private freeSlots: Slot[] = [];
-  private readonly slotBuffers: (Buffer | undefined)[];
+  private readonly slots: SlotPool;
   private flushScheduled = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private drainScheduled = false;
   private failure: ShmpipeError | null = null;
   private resolveClosed!: (v: ShmpipeError | undefined) => void;
-  private socketClosed: Promise<void>;
-  private frameBuf: Buffer = Buffer.alloc(0);
   private drainingFlag = false;
 
   /** @internal Created by connect(). */
@@ -438,35 +102,26 @@ export class Client implements SlotOwner {
     this.sqFd = sqFd;
     this.cqFd = cqFd;
     this.maxQueued = o.maxQueued;
-    this.maxInFlight = layout.maxInFlight;
     this.sidecarWakeIndex = HEADER.sidecar_need_wakeup / 4;
     this.agentWakeIndex = HEADER.agent_need_wakeup / 4;
-    this.slotBuffers = new Array<Buffer | undefined>(layout.slotCount);
-    const tableSize = 2 ** Math.ceil(Math.log2(Math.max(2, layout.maxInFlight) * 2));
-    this.pending = new Array<Request | null>(tableSize).fill(null);
-    this.pendingMask = tableSize - 1;
+    this.requests = new RequestTable(layout.maxInFlight);
+    this.slots = new SlotPool(this, views, layout.slotOffset, layout.slotSize, layout.slotCount);
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
 
-    // Node adopts the control socket: it gives EOF detection and frame writes without more
-    // native code. The socket is only used for the `mapped` frame, `draining`, and EOF.
     try {
-      this.socket = new net.Socket({ fd: sock, readable: true, writable: true });
+      this.control = new ControlChannel(sock, {
+        onDraining: () => {
+          this.drainingFlag = true;
+        },
+        onEnd: (err) => this.fail(err),
+      });
     } catch (e) {
-      for (const fd of [sock, sqFd, cqFd]) native.close(fd);
+      closeAll([sock, sqFd, cqFd]);
       throw new ShmpipeError('SHMPIPE_E_HANDSHAKE', 'cannot adopt the control socket', { cause: e });
     }
-    this.socketClosed = new Promise((resolve) => this.socket.once('close', () => resolve()));
-    this.socket.on('data', (chunk: Buffer) => this.onFrameBytes(chunk));
-    const gone = (why: string) => () =>
-      this.fail(new ShmpipeError('SHMPIPE_E_DISCONNECTED', `the sidecar is gone (${why} on the control socket)`));
-    this.socket.on('end', gone('EOF'));
-    this.socket.on('close', gone('close'));
-    this.socket.on('error', (e: Error) =>
-      this.fail(new ShmpipeError('SHMPIPE_E_DISCONNECTED', `control socket error: ${e.message}`, { cause: e })),
-    );
-    this.socket.write(frame({ type: 'mapped' }));
+    this.control.send({ type: 'mapped' });
 
     this.raw = this.makeRaw();
     try {
@@ -575,18 +230,18 @@ export class Client implements SlotOwner {
   /** A free slot; waits (FIFO) for a grant when none is free. No round trip when one is. */
   alloc(): Promise<Slot> {
     if (this.failure !== null) return Promise.reject(this.failed());
-    const slot = this.freeSlots.pop();
+    const slot = this.slots.take();
     if (slot !== undefined) return Promise.resolve(slot);
-    if (this.queue.length + this.allocWaiters.length >= this.maxQueued) {
+    if (this.queue.length + this.slots.waiting >= this.maxQueued) {
       return Promise.reject(new ShmpipeError('SHMPIPE_E_QUEUE_FULL', `alloc: ${this.maxQueued} calls are already waiting (maxQueued)`));
     }
-    return new Promise((resolve, reject) => this.allocWaiters.push({ resolve, reject }));
+    return this.slots.wait();
   }
 
   /** A free slot, or null when none is granted right now. */
   tryAlloc(): Slot | null {
     if (this.failure !== null) throw this.failed();
-    return this.freeSlots.pop() ?? null;
+    return this.slots.take() ?? null;
   }
 
   /**
@@ -598,7 +253,7 @@ export class Client implements SlotOwner {
    */
   async close(): Promise<void> {
     this.shutdown(new ShmpipeError('SHMPIPE_E_CLOSED', 'the client was closed'), undefined);
-    await this.socketClosed;
+    await this.control.closed;
   }
 
   // ---- SlotOwner ----------------------------------------------------------------------------
@@ -642,7 +297,7 @@ export class Client implements SlotOwner {
       const r = new Request(q.kind, q.opcode, q.slot, q.offset, q.length, Number(q.args[0]), null, resolve as (v: never) => void, reject);
       r.arg1 = q.args[1];
       r.arg2 = q.args[2];
-      r.weight = Math.max(1, Math.min(q.weight, this.maxInFlight));
+      r.weight = Math.max(1, Math.min(q.weight, this.requests.maxInFlight));
       r.consumes = q.consumes;
       r.stream = q.stream;
       this.enqueue(r);
@@ -654,7 +309,7 @@ export class Client implements SlotOwner {
     const slot = r.slot;
     if (slot !== null) slot.busy++;
     if (this.queue.length === 0 && this.tryPush(r)) return;
-    if (this.queue.length + this.allocWaiters.length >= this.maxQueued && r.kind !== K_RELEASE) {
+    if (this.queue.length + this.slots.waiting >= this.maxQueued && r.kind !== K_RELEASE) {
       if (slot !== null) slot.busy--;
       r.reject(new ShmpipeError('SHMPIPE_E_QUEUE_FULL', `${this.maxQueued} calls are already waiting for ring space (maxQueued)`));
       return;
@@ -663,57 +318,15 @@ export class Client implements SlotOwner {
     this.armRetry();
   }
 
-
-
   /** Writes `r` into the SQ (unpublished) if ring space and in-flight budget allow. */
   private tryPush(r: Request): boolean {
-    if (this.inFlight + r.weight > this.maxInFlight) return false;
+    if (!this.requests.fits(r)) return false;
     const at = this.sq.reserve();
     if (at < 0) return false;
-    const u32 = (this.views as SegmentViews).u32;
-    // Ids count up; one whose table index is still held by a long-running request is skipped.
-    let id = this.nextId;
-    while (this.pending[id & this.pendingMask] !== null) id++;
-    this.nextId = id + 1;
-    r.id = id;
-    const w = at >>> 2;
-    u32[w] = id >>> 0;
-    u32[w + 1] = (id / TWO_32) >>> 0;
-    if (r.raw !== null) {
-      (this.views as SegmentViews).u8.set(r.raw, at + 8);
-    } else {
-      const slot = r.slot;
-      u32[w + 2] = r.opcode; // flags 0, reserved0 0
-      u32[w + 3] = slot === null ? NO_SLOT : slot.id;
-      u32[w + 4] = slot === null ? 0 : slot.generation;
-      u32[w + 5] = r.offset;
-      u32[w + 6] = r.length;
-      u32[w + 7] = 0;
-      u32[w + 8] = r.arg0 >>> 0;
-      u32[w + 9] = (r.arg0 / TWO_32) >>> 0;
-      if (r.kind < K_FIRST_STORE) {
-        u32[w + 10] = 0;
-        u32[w + 11] = 0;
-        u32[w + 12] = 0;
-        u32[w + 13] = 0;
-      } else {
-        const a1 = r.arg1;
-        if (typeof a1 === 'bigint') {
-          u32[w + 10] = Number(a1 & 0xffff_ffffn);
-          u32[w + 11] = Number(a1 >> 32n);
-        } else {
-          u32[w + 10] = a1 >>> 0;
-          u32[w + 11] = (a1 / TWO_32) >>> 0;
-        }
-        u32[w + 12] = r.arg2 >>> 0;
-        u32[w + 13] = 0;
-      }
-      u32[w + 14] = 0;
-      u32[w + 15] = 0;
-    }
+    const views = this.views as SegmentViews;
+    this.requests.add(r);
+    writeSubmission(views.u32, views.u8, at, r);
     this.sq.commit();
-    this.pending[id & this.pendingMask] = r;
-    this.inFlight += r.weight;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       // A resolved-promise reaction rather than queueMicrotask, which allocates an AsyncResource.
@@ -754,7 +367,8 @@ export class Client implements SlotOwner {
    */
   private armRetry(): void {
     if (this.retryTimer !== null || this.failure !== null) return;
-    if (this.inFlight + (this.queue.peek()?.weight ?? 1) > this.maxInFlight) return; // completions will pump
+    const next = this.queue.peek();
+    if (next === undefined || !this.requests.fits(next)) return; // completions will pump
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       if (this.failure === null) this.guard(() => this.pumpQueue());
@@ -791,7 +405,7 @@ export class Client implements SlotOwner {
       Atomics.store(i32, this.agentWakeIndex, 0); // C6: awake
       let budget = DRAIN_BUDGET;
       for (;;) {
-        const n = this.drainCq() + this.drainGq();
+        const n = this.cq.consume(this.onCompletion) + this.gq.consume(this.onGrant);
         if (this.queue.length > 0) this.pumpQueue();
         if (this.failure !== null) return;
         budget -= n;
@@ -813,15 +427,21 @@ export class Client implements SlotOwner {
     });
   }
 
-  private drainCq(): number {
-    const n = this.cq.available();
-    if (n === 0) return 0;
-    for (let i = 0; i < n && this.failure === null; i++) this.complete(this.cq.offsetAt(i));
-    if (this.failure !== null) return 0;
-    this.cq.advance(n);
-    this.cq.release();
-    return n;
-  }
+  /** A CQ entry (SPEC §5.2) at byte offset `at`; false once the session has ended. */
+  private readonly onCompletion = (at: number): boolean => {
+    this.complete(at);
+    return this.failure === null;
+  };
+
+  /** A GQ entry (SPEC §5.3) at byte offset `at`. */
+  private readonly onGrant = (at: number): boolean => {
+    const u32 = (this.views as SegmentViews).u32;
+    const w = at >>> 2;
+    const id = u32[w]!;
+    if (id >= this.layout.slotCount) throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `grant names slot ${id} beyond slot_count`);
+    this.slots.grant(id, u32[w + 1]!);
+    return true;
+  };
 
   private complete(at: number): void {
     const views = this.views as SegmentViews;
@@ -833,22 +453,20 @@ export class Client implements SlotOwner {
     if (u32[w + 14] !== 0 || u32[w + 15] !== 0 || (flags & ~(CQ_MORE | CQ_SLOT)) !== 0 || status > 0) {
       throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `malformed completion for request ${id}`);
     }
-    const r = this.pending[id & this.pendingMask];
-    if (r === null || r === undefined || r.id !== id) throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `completion for unknown request ${id}`);
+    const r = this.requests.get(id);
+    if (r === null) throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `completion for unknown request ${id}`);
     if ((flags & CQ_SLOT) !== 0 && u32[w + 4]! >= this.layout.slotCount) {
       throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `completion names slot ${u32[w + 4]} beyond slot_count`);
     }
     if ((flags & CQ_MORE) !== 0) {
       // A stream chunk: a filled slot granted to us (SPEC §7.2 OPEN_READ).
       if (r.stream !== null && (flags & CQ_SLOT) !== 0) {
-        const sid = u32[w + 4]!;
-        const chunk = new Slot(this, sid, u32[w + 5]!, this.slotBuffer(sid));
+        const chunk = this.slots.slot(u32[w + 4]!, u32[w + 5]!);
         r.stream.chunk(chunk, u32[w + 6]! + u32[w + 7]! * TWO_32, u32[w + 8]! + u32[w + 9]! * TWO_32, u32[w + 10]! + u32[w + 11]! * TWO_32);
       }
       return;
     }
-    this.pending[id & this.pendingMask] = null;
-    this.inFlight -= r.weight;
+    this.requests.remove(r);
     const slot = r.slot;
     if (slot !== null) {
       slot.busy--;
@@ -861,129 +479,7 @@ export class Client implements SlotOwner {
         this.submit(K_RELEASE, OP_SLOT_RELEASE, slot, 0, 0, 0, null).catch(noop);
       }
     }
-    if (r.kind === K_RAW) {
-      const c = decodeCompletion(views.u8, at);
-      const code = c.status < 0 ? errorFromStatus(c.status, 'raw').code : null;
-      (r.resolve as (v: RawCompletion) => void)({
-        requestId: c.request_id,
-        status: c.status,
-        code: code === 'SHMPIPE_E_PROTOCOL' ? null : code,
-        flags: c.flags,
-        slotId: c.slot_id,
-        slotGen: c.slot_gen,
-        result: c.result,
-        aux: c.aux,
-      });
-      return;
-    }
-    if (status !== 0) {
-      // Store failures whose slot came back carry the store's message in it (SPEC §7.2).
-      let detail: string | undefined;
-      const n = u32[w + 6]!;
-      if (r.kind >= K_FIRST_STORE && slot !== null && (flags & CQ_SLOT) !== 0 && n > 0 && n <= slot.capacity && u32[w + 7] === 0) {
-        detail = slot.buffer.toString('utf8', 0, n);
-      }
-      r.reject(errorFromStatus(status, (r.kind === K_ENGINE ? ENGINE_OP_NAMES.get(r.opcode) : OP_NAMES[r.kind]) ?? 'request', detail));
-      return;
-    }
-    const result = u32[w + 6]! + u32[w + 7]! * TWO_32;
-    switch (r.kind) {
-      case K_ECHO:
-        (r.resolve as (v: EchoResult) => void)({ length: result, checksum: u32[w + 8]! });
-        return;
-      case K_DELAY:
-        (r.resolve as (v: number) => void)(result);
-        return;
-      case K_STATS:
-        this.completeStats(r, result);
-        return;
-      case K_PUT:
-      case K_OPEN_WRITE:
-      case K_WRITE:
-      case K_COMMIT:
-      case K_ABORT:
-      case K_OPEN_READ:
-      case K_STAT:
-      case K_LIST:
-      case K_DELETE:
-      case K_ENGINE:
-        (r.resolve as (v: StoreCompletion) => void)({ result, aux0: u32[w + 8]! + u32[w + 9]! * TWO_32, aux1: u32[w + 10]! + u32[w + 11]! * TWO_32 });
-        return;
-      default:
-        (r.resolve as (v: undefined) => void)(undefined);
-    }
-  }
-
-  private completeStats(r: Request, length: number): void {
-    const slot = r.slot as Slot;
-    if (length > slot.capacity) {
-      r.reject(new ShmpipeError('SHMPIPE_E_PROTOCOL', `STATS result ${length} exceeds the slot`));
-      return;
-    }
-    try {
-      (r.resolve as (v: Stats) => void)(JSON.parse(slot.buffer.toString('utf8', 0, length)) as Stats);
-    } catch (e) {
-      r.reject(new ShmpipeError('SHMPIPE_E_PROTOCOL', 'STATS returned invalid JSON', { cause: e }));
-    }
-  }
-
-  private drainGq(): number {
-    const n = this.gq.available();
-    if (n === 0) return 0;
-    const u32 = (this.views as SegmentViews).u32;
-    for (let i = 0; i < n; i++) {
-      const w = this.gq.offsetAt(i) >>> 2;
-      const id = u32[w]!;
-      const gen = u32[w + 1]!;
-      if (id >= this.layout.slotCount) throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `grant names slot ${id} beyond slot_count`);
-      const slot = new Slot(this, id, gen, this.slotBuffer(id));
-      const waiter = this.allocWaiters.shift();
-      if (waiter !== undefined) waiter.resolve(slot);
-      else this.freeSlots.push(slot);
-    }
-    this.gq.advance(n);
-    this.gq.release();
-    return n;
-  }
-
-  /** The Buffer viewing slot `id`, made once per slot and reused for every grant of it. */
-  private slotBuffer(id: number): Buffer {
-    let b = this.slotBuffers[id];
-    if (b === undefined) {
-      const views = this.views as SegmentViews;
-      b = Buffer.from(views.buffer, this.layout.slotOffset + id * this.layout.slotSize, this.layout.slotSize);
-      this.slotBuffers[id] = b;
-    }
-    return b;
-  }
-
-  // ---- control socket -----------------------------------------------------------------------
-
-  private onFrameBytes(chunk: Buffer): void {
-    this.frameBuf = this.frameBuf.length === 0 ? chunk : Buffer.concat([this.frameBuf, chunk]);
-    while (this.frameBuf.length >= 4) {
-      const len = this.frameBuf.readUInt32LE(0);
-      if (len > MAX_FRAME) {
-        this.fail(new ShmpipeError('SHMPIPE_E_PROTOCOL', `control frame of ${len} bytes exceeds ${MAX_FRAME}`));
-        return;
-      }
-      if (this.frameBuf.length < 4 + len) return;
-      const body = this.frameBuf.subarray(4, 4 + len).toString('utf8');
-      this.frameBuf = this.frameBuf.subarray(4 + len);
-      let msg: { type?: unknown; code?: unknown; message?: unknown };
-      try {
-        msg = JSON.parse(body) as typeof msg;
-      } catch {
-        this.fail(new ShmpipeError('SHMPIPE_E_PROTOCOL', 'control frame is not JSON'));
-        return;
-      }
-      if (msg.type === 'draining') this.drainingFlag = true;
-      else if (msg.type === 'error') {
-        this.fail(new ShmpipeError('SHMPIPE_E_DISCONNECTED', `the sidecar ended the session: ${String(msg.code)} ${String(msg.message ?? '')}`));
-        return;
-      }
-      // Unknown frame types are ignored: later versions may add notices.
-    }
+    settle(r, views, at);
   }
 
   // ---- raw diagnostics ----------------------------------------------------------------------
@@ -1035,47 +531,15 @@ export class Client implements SlotOwner {
     this.retryTimer = null;
     if (this.watchHandle !== null) native.unwatch(this.watchHandle);
     this.watchHandle = null;
-    for (const fd of [this.sqFd, this.cqFd]) {
-      try {
-        native.close(fd);
-      } catch {
-        // closing is best effort; nothing more can be done with the fd
-      }
-    }
-    this.socket.destroy();
+    closeAll([this.sqFd, this.cqFd]);
+    this.control.destroy();
     const reject = (e: { reject: (x: ShmpipeError) => void }): void => e.reject(new ShmpipeError(err.code, err.message));
-    const inFlight = this.pending.filter((r): r is Request => r !== null).sort((a, b) => a.id - b.id);
-    this.pending.fill(null);
-    this.inFlight = 0;
-    for (const r of inFlight) reject(r);
+    for (const r of this.requests.drain()) reject(r);
     for (const r of this.queue.drain()) reject(r);
-    for (const w of this.allocWaiters.drain()) reject(w);
-    for (const s of this.freeSlots) s.owner = null;
-    this.freeSlots = [];
     // Drop this client's references to the mapping; the addon's finalizer munmaps it once no
     // Slot buffer references it either.
+    this.slots.close(err);
     this.views = null;
-    this.slotBuffers.fill(undefined);
     this.resolveClosed(closedValue);
   }
 }
-
-/** Backup-engine ops by opcode, for error messages: REPO_OPEN → "repo_open". */
-const ENGINE_OP_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(OPCODES).map(([name, code]) => [code, name.toLowerCase()]));
-
-const OP_NAMES: Record<number, string> = {
-  [K_NOP]: 'nop',
-  [K_ECHO]: 'echo',
-  [K_RELEASE]: 'release',
-  [K_STATS]: 'stats',
-  [K_DELAY]: 'delay',
-  [K_PUT]: 'put',
-  [K_OPEN_WRITE]: 'openWrite',
-  [K_WRITE]: 'write',
-  [K_COMMIT]: 'commit',
-  [K_ABORT]: 'abort',
-  [K_OPEN_READ]: 'openRead',
-  [K_STAT]: 'stat',
-  [K_LIST]: 'list',
-  [K_DELETE]: 'delete',
-};
