@@ -24,13 +24,13 @@
 
 import { settle } from './completion';
 import { ControlChannel } from './control';
-import { ShmpipeError } from './errors';
+import { ShmpipeError, WIRE_ERROR_CODES } from './errors';
 import { Fifo } from './fifo';
 import { closeAll, handshake, type ClientLayout } from './handshake';
 import * as native from './native';
 import { parseOptions, type ConnectOptions, type ResolvedOptions } from './options';
 import { CQ_MORE, CQ_SLOT, ENTRY_SIZE, HEADER, MAX_DELAY_US, OP_DELAY, OP_ECHO, OP_NOP, OP_SLOT_RELEASE, OP_STATS } from './protocol';
-import { K_DELAY, K_ECHO, K_NOP, K_RAW, K_RELEASE, K_STATS, Request, RequestTable, TWO_32, writeSubmission } from './requests';
+import { K_DELAY, K_ECHO, K_NOP, K_RAW, K_RELEASE, K_STATS, opName, Request, RequestTable, TWO_32, writeSubmission } from './requests';
 import type { EchoResult, RawAccess, RawCompletion, Stats } from './results';
 import { Consumer, Producer, RingCorrupt, SegmentViews } from './ring';
 import { Slot, type SlotOwner } from './slot';
@@ -47,6 +47,20 @@ const DRAIN_BUDGET = 65_536;
 const SQ_FULL_RETRY_MS = 1;
 
 const noop = (): void => {};
+const violation = (message: string): ShmpipeError => new ShmpipeError('SHMPIPE_E_PROTOCOL', message);
+const { SHMPIPE_E_INVALID_SLOT: INVALID_SLOT, SHMPIPE_E_STALE_SLOT: STALE_SLOT, SHMPIPE_E_OUT_OF_RANGE: OUT_OF_RANGE, SHMPIPE_E_UNKNOWN_OPCODE: UNKNOWN_OPCODE } = WIRE_ERROR_CODES;
+
+/**
+ * Whether a consuming op (PUT, WRITE, OPEN_READ, FILE_WRITE, CONTENT_READ) that ended with
+ * `status` and without `SLOT` was refused before the sidecar took its slot (SPEC §7.2 steps 1–2:
+ * nothing changed), so the slot is still the caller's. `otherUses`: the caller's other requests
+ * still naming the slot (INVALID_SLOT then means "in flight", not "not yours"). MALFORMED and
+ * SHUTTING_DOWN are also what an accepted op that then failed ends with: the slot may be gone,
+ * so it is never reused. Any other status: the op was accepted and consumed the slot.
+ */
+function untaken(status: number, otherUses: number): boolean {
+  return status === UNKNOWN_OPCODE || status === OUT_OF_RANGE || (status === INVALID_SLOT && otherUses > 0);
+}
 const RESOLVED = Promise.resolve();
 
 /** Connects to the sidecar at `options.socketPath` and completes the handshake. */
@@ -326,6 +340,10 @@ export class Client implements SlotOwner {
     const views = this.views as SegmentViews;
     this.requests.add(r);
     writeSubmission(views.u32, views.u8, at, r);
+    // From here the sidecar may take the slot (and grant it again before we see the completion).
+    if (r.slot !== null) {
+      if (r.givesUpSlot) this.slots.giveUp(r.slot);
+    } else if (r.rawSlot !== null) this.slots.giveUp(r.rawSlot);
     this.sq.commit();
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -437,9 +455,7 @@ export class Client implements SlotOwner {
   private readonly onGrant = (at: number): boolean => {
     const u32 = (this.views as SegmentViews).u32;
     const w = at >>> 2;
-    const id = u32[w]!;
-    if (id >= this.layout.slotCount) throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `grant names slot ${id} beyond slot_count`);
-    this.slots.grant(id, u32[w + 1]!);
+    this.slots.grant(u32[w]!, u32[w + 1]!);
     return true;
   };
 
@@ -451,35 +467,64 @@ export class Client implements SlotOwner {
     const status = views.i32[w + 2]!;
     const flags = u32[w + 3]!;
     if (u32[w + 14] !== 0 || u32[w + 15] !== 0 || (flags & ~(CQ_MORE | CQ_SLOT)) !== 0 || status > 0) {
-      throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `malformed completion for request ${id}`);
+      throw violation(`malformed completion for request ${id}`);
     }
     const r = this.requests.get(id);
-    if (r === null) throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `completion for unknown request ${id}`);
-    if ((flags & CQ_SLOT) !== 0 && u32[w + 4]! >= this.layout.slotCount) {
-      throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `completion names slot ${u32[w + 4]} beyond slot_count`);
-    }
+    if (r === null) throw violation(`completion for unknown request ${id}`);
+    const sid = u32[w + 4]!;
+    if ((flags & CQ_SLOT) !== 0 && sid >= this.layout.slotCount) throw violation(`completion names slot ${sid} beyond slot_count`);
     if ((flags & CQ_MORE) !== 0) {
       // A stream chunk: a filled slot granted to us (SPEC §7.2 OPEN_READ).
-      if (r.stream !== null && (flags & CQ_SLOT) !== 0) {
-        const chunk = this.slots.slot(u32[w + 4]!, u32[w + 5]!);
-        r.stream.chunk(chunk, u32[w + 6]! + u32[w + 7]! * TWO_32, u32[w + 8]! + u32[w + 9]! * TWO_32, u32[w + 10]! + u32[w + 11]! * TWO_32);
-      }
+      if (r.stream === null || (flags & CQ_SLOT) === 0 || status !== 0) throw violation(`request ${id} (${opName(r)}) got a completion with MORE that is not a stream chunk`);
+      const chunk = this.slots.handOver(sid, u32[w + 5]!, 'stream chunk');
+      r.stream.chunk(chunk, u32[w + 6]! + u32[w + 7]! * TWO_32, u32[w + 8]! + u32[w + 9]! * TWO_32, u32[w + 10]! + u32[w + 11]! * TWO_32);
       return;
     }
     this.requests.remove(r);
-    const slot = r.slot;
-    if (slot !== null) {
-      slot.busy--;
-      if (r.consumes && (flags & CQ_SLOT) === 0) {
-        // Consumed (PUT, WRITE, an opened OPEN_READ): the slot is the sidecar's now.
-        slot.owner = null;
-        slot.releaseDeferred = false;
-      } else if (slot.busy === 0 && slot.releaseDeferred) {
-        slot.releaseDeferred = false;
-        this.submit(K_RELEASE, OP_SLOT_RELEASE, slot, 0, 0, 0, null).catch(noop);
-      }
-    }
+    if (r.slot !== null) this.settleSlot(r, r.slot, flags, status, sid, u32[w + 5]!);
+    else if (r.rawSlot !== null) this.settleRawSlot(r.rawSlot, flags, status, sid);
+    else if ((flags & CQ_SLOT) !== 0 && r.kind !== K_RAW) throw violation(`completion of request ${id} (${opName(r)}) hands over slot ${sid}; the request named none`);
     settle(r, views, at);
+  }
+
+  /**
+   * Who holds the request's slot after its final completion (SPEC §7, §7.2 "Consumed slots").
+   * A completion with `SLOT` hands that very slot back. Without it: SLOT_RELEASE and consumed
+   * slots are gone; a refusal that did not take the slot (steps 1–2: nothing changed) leaves it
+   * the caller's, usable; a non-consuming op must not succeed without handing it back.
+   */
+  private settleSlot(r: Request, slot: Slot, flags: number, status: number, sid: number, sgen: number): void {
+    slot.busy--;
+    if ((flags & CQ_SLOT) !== 0) {
+      if (sid !== slot.id || sgen !== slot.generation || r.kind === K_RELEASE) {
+        throw violation(`completion of request ${r.id} (${opName(r)}) hands back slot ${sid} generation ${sgen}; it named slot ${slot.id} generation ${slot.generation}`);
+      }
+      if (r.givesUpSlot) this.slots.retake(slot);
+    } else if (r.kind === K_RELEASE) {
+      return; // back in the sidecar's pool (a refused release leaves it there for the session)
+    } else if (r.givesUpSlot) {
+      if (!untaken(status, slot.busy)) {
+        this.slots.drop(slot);
+        return;
+      }
+      this.slots.retake(slot);
+    } else if (status === 0) {
+      throw violation(`request ${r.id} (${opName(r)}) succeeded without handing back slot ${slot.id}`);
+    } else if (status === STALE_SLOT || (status === INVALID_SLOT && slot.busy === 0)) {
+      // The sidecar does not count the slot as ours (so it may grant it again): never use it.
+      this.slots.drop(slot);
+      return;
+    }
+    if (slot.busy === 0 && slot.releaseDeferred) {
+      slot.releaseDeferred = false;
+      this.submit(K_RELEASE, OP_SLOT_RELEASE, slot, 0, 0, 0, null).catch(noop);
+    }
+  }
+
+  /** A raw request named a slot the client holds: it is gone if the request succeeded and kept it. */
+  private settleRawSlot(slot: Slot, flags: number, status: number, sid: number): void {
+    if ((flags & CQ_SLOT) !== 0 ? sid === slot.id : status !== 0) this.slots.retake(slot);
+    else this.slots.drop(slot);
   }
 
   // ---- raw diagnostics ----------------------------------------------------------------------
@@ -493,7 +538,16 @@ export class Client implements SlotOwner {
             new ShmpipeError('SHMPIPE_E_INVALID_ARGUMENT', 'raw.submit: expects a Uint8Array of exactly 56 bytes (entry bytes 8..64)'),
           );
         }
-        return this.submit<RawCompletion>(K_RAW, -1, null, 0, 0, 0, Uint8Array.from(bytes56));
+        if (this.failure !== null) return Promise.reject(this.failed());
+        const bytes = Uint8Array.from(bytes56);
+        const v = new DataView(bytes.buffer);
+        // Entry bytes 12..20 (here 4..12): slot_id, slot_gen.
+        const named = this.slots.find(v.getUint32(4, true), v.getUint32(8, true));
+        return new Promise<RawCompletion>((resolve, reject) => {
+          const r = new Request(K_RAW, -1, null, 0, 0, 0, bytes, resolve as (v: never) => void, reject);
+          r.rawSlot = named;
+          this.enqueue(r);
+        });
       },
       ringDoorbell: (): void => {
         if (this.failure !== null) throw this.failed();

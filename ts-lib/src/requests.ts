@@ -60,6 +60,13 @@ export class Request {
   /** The op consumes its slot (SPEC §7.2). */
   consumes = false;
   stream: StreamSink | null = null;
+  /** A raw submission naming a slot the client holds (the sidecar may take it away). */
+  rawSlot: Slot | null = null;
+
+  /** Whether the slot stops being the agent's once this is in the SQ (SLOT_RELEASE, consuming ops). */
+  get givesUpSlot(): boolean {
+    return this.consumes || this.kind === K_RELEASE;
+  }
 }
 
 export class RequestTable {

@@ -9,9 +9,10 @@
  * ending in `#<digits>`), so a bad key fails locally with a message that says why.
  *
  * Slot ownership: put() and Writer.write() consume the slot they are given (it is released, and
- * must not be touched again — the sidecar may still be uploading its bytes); on a failure that
- * hands the slot back (a refused argument) it stays the caller's. openRead() yields chunks in
- * slots it releases itself when the iteration moves on.
+ * must not be touched again — the sidecar may still be uploading its bytes); when the sidecar
+ * refused the op without taking the slot (SPEC §7.2 steps 1–3) it stays the caller's, usable
+ * (`slot.released` says which). openRead() yields chunks in slots it releases itself when the
+ * iteration moves on.
  */
 
 import { randomBytes } from 'node:crypto';
@@ -176,6 +177,15 @@ export function put(c: Client, key: string, slot: Slot, length: number, offset =
     });
     return { size: r.result, checksum: r.aux0 >>> 0 };
   });
+}
+
+/** put() of a slot this module allocated: released if the put fails without consuming it. */
+async function putOwnSlot(c: Client, key: string, slot: Slot, length: number): Promise<PutResult> {
+  try {
+    return await put(c, key, slot, length);
+  } finally {
+    if (!slot.released) slot.release();
+  }
 }
 
 /** Runs a key-only op (STAT, DELETE) in a fresh slot, released afterwards. */
@@ -655,7 +665,7 @@ export function putFile(c: Client, file: string, key: string, options?: FileOpti
         slot.release();
         throw fsError(e, 'putFile', f);
       }
-      return put(c, key, slot, st0.size);
+      return putOwnSlot(c, key, slot, st0.size);
     }
     let fd: number;
     let size: number;
@@ -681,7 +691,7 @@ export function putFile(c: Client, file: string, key: string, options?: FileOpti
           slot.release();
           throw fsError(e, 'putFile', f);
         }
-        return await put(c, key, slot, size);
+        return await putOwnSlot(c, key, slot, size);
       }
       return await putStreaming(c, fd, f, key, size, o.window);
     } finally {
@@ -732,6 +742,7 @@ async function putStreaming(c: Client, fd: number, file: string, key: string, si
       const p = w.write(slot, len);
       p.catch((e: unknown) => {
         failed ??= e;
+        if (!slot.released) slot.release(); // refused without taking the slot: it is still ours
       });
       writes.push(p);
       if (failed !== null) break;
