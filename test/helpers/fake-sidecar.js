@@ -66,22 +66,19 @@ async function startFakeSidecar(o = {}) {
     exited = true;
     waiter?.();
   });
-  /** Resolves with the first unseen line starting with `prefix` (rejects after `ms`). */
-  let seen = 0;
+  /** Resolves with the first line not taken yet that starts with `prefix` (rejects after `ms`). */
+  const taken = new Set();
   const next = (prefix, ms = 10_000) =>
     new Promise((resolve, reject) => {
       const timer = setTimeout(() => ((waiter = null), reject(new Error(`fake sidecar: no "${prefix}" line within ${ms} ms; got ${JSON.stringify(lines)}`))), ms);
       const check = () => {
-        for (; seen < lines.length; seen++) {
-          if (lines[seen].startsWith(prefix)) {
-            const l = lines[seen++];
-            clearTimeout(timer);
-            waiter = null;
-            resolve(l);
-            return;
-          }
-        }
-        if (exited) {
+        const i = lines.findIndex((l, k) => !taken.has(k) && l.startsWith(prefix));
+        if (i >= 0) {
+          taken.add(i);
+          clearTimeout(timer);
+          waiter = null;
+          resolve(lines[i]);
+        } else if (exited) {
           clearTimeout(timer);
           waiter = null;
           reject(new Error(`fake sidecar exited; lines: ${JSON.stringify(lines)}`));

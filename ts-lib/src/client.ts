@@ -47,8 +47,16 @@ const DRAIN_BUDGET = 65_536;
 const SQ_FULL_RETRY_MS = 1;
 
 const noop = (): void => {};
+const RESOLVED = Promise.resolve();
 const violation = (message: string): ShmpipeError => new ShmpipeError('SHMPIPE_E_PROTOCOL', message);
 const { SHMPIPE_E_INVALID_SLOT: INVALID_SLOT, SHMPIPE_E_STALE_SLOT: STALE_SLOT, SHMPIPE_E_OUT_OF_RANGE: OUT_OF_RANGE, SHMPIPE_E_UNKNOWN_OPCODE: UNKNOWN_OPCODE } = WIRE_ERROR_CODES;
+
+/** What ends the session for an exception thrown while acting on the sidecar's memory. */
+function sessionError(e: unknown): ShmpipeError {
+  if (e instanceof ShmpipeError) return e;
+  if (e instanceof RingCorrupt) return violation(e.message);
+  throw e; // a bug of ours: let it surface
+}
 
 /**
  * Whether a consuming op (PUT, WRITE, OPEN_READ, FILE_WRITE, CONTENT_READ) that ended with
@@ -61,7 +69,6 @@ const { SHMPIPE_E_INVALID_SLOT: INVALID_SLOT, SHMPIPE_E_STALE_SLOT: STALE_SLOT, 
 function untaken(status: number, otherUses: number): boolean {
   return status === UNKNOWN_OPCODE || status === OUT_OF_RANGE || (status === INVALID_SLOT && otherUses > 0);
 }
-const RESOLVED = Promise.resolve();
 
 /** Connects to the sidecar at `options.socketPath` and completes the handshake. */
 export async function connect(options: ConnectOptions): Promise<Client> {
@@ -323,6 +330,11 @@ export class Client implements SlotOwner {
     const slot = r.slot;
     if (slot !== null) slot.busy++;
     if (this.queue.length === 0 && this.tryPush(r)) return;
+    if (this.failure !== null) {
+      if (slot !== null) slot.busy--;
+      r.reject(this.failed());
+      return;
+    }
     if (this.queue.length + this.slots.waiting >= this.maxQueued && r.kind !== K_RELEASE) {
       if (slot !== null) slot.busy--;
       r.reject(new ShmpipeError('SHMPIPE_E_QUEUE_FULL', `${this.maxQueued} calls are already waiting for ring space (maxQueued)`));
@@ -335,7 +347,13 @@ export class Client implements SlotOwner {
   /** Writes `r` into the SQ (unpublished) if ring space and in-flight budget allow. */
   private tryPush(r: Request): boolean {
     if (!this.requests.fits(r)) return false;
-    const at = this.sq.reserve();
+    let at: number;
+    try {
+      at = this.sq.reserve(); // may re-read the SQ head the sidecar wrote
+    } catch (e) {
+      this.fail(sessionError(e));
+      return false;
+    }
     if (at < 0) return false;
     const views = this.views as SegmentViews;
     this.requests.add(r);
@@ -408,9 +426,7 @@ export class Client implements SlotOwner {
     try {
       f();
     } catch (e) {
-      if (e instanceof ShmpipeError) this.fail(e);
-      else if (e instanceof RingCorrupt) this.fail(new ShmpipeError('SHMPIPE_E_PROTOCOL', e.message, { cause: e }));
-      else throw e;
+      this.fail(sessionError(e));
     }
   }
 
@@ -480,10 +496,11 @@ export class Client implements SlotOwner {
       r.stream.chunk(chunk, u32[w + 6]! + u32[w + 7]! * TWO_32, u32[w + 8]! + u32[w + 9]! * TWO_32, u32[w + 10]! + u32[w + 11]! * TWO_32);
       return;
     }
-    this.requests.remove(r);
+    // The slot first: a violation found there leaves `r` in the table, which rejects it.
     if (r.slot !== null) this.settleSlot(r, r.slot, flags, status, sid, u32[w + 5]!);
     else if (r.rawSlot !== null) this.settleRawSlot(r.rawSlot, flags, status, sid);
     else if ((flags & CQ_SLOT) !== 0 && r.kind !== K_RAW) throw violation(`completion of request ${id} (${opName(r)}) hands over slot ${sid}; the request named none`);
+    this.requests.remove(r);
     settle(r, views, at);
   }
 
