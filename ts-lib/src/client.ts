@@ -35,6 +35,7 @@ import type { EchoResult, RawAccess, RawCompletion, Stats } from './results';
 import { Consumer, Producer, RingCorrupt, SegmentViews } from './ring';
 import { Slot, type SlotOwner } from './slot';
 import { SlotPool } from './slots';
+import { Watchdog } from './watchdog';
 import * as store from './store';
 import type { StoreCompletion, StoreRequest } from './store-request';
 
@@ -98,6 +99,7 @@ export class Client implements SlotOwner {
   private readonly requests: RequestTable;
   private readonly queue = new Fifo<Request>();
   private readonly slots: SlotPool;
+  private readonly watchdog: Watchdog;
   private flushScheduled = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private drainScheduled = false;
@@ -127,6 +129,14 @@ export class Client implements SlotOwner {
     this.agentWakeIndex = HEADER.agent_need_wakeup / 4;
     this.requests = new RequestTable(layout.maxInFlight);
     this.slots = new SlotPool(this, views, layout.slotOffset, layout.slotSize, layout.slotCount);
+    this.watchdog = new Watchdog(views.b64, o.unresponsiveMs, () => this.busy(), (silentMs) =>
+      this.fail(
+        new ShmpipeError(
+          'SHMPIPE_E_UNRESPONSIVE',
+          `the sidecar made no progress for ${silentMs} ms (its heartbeat did not move; unresponsiveMs ${o.unresponsiveMs}): the session is closed`,
+        ),
+      ),
+    );
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
@@ -256,6 +266,7 @@ export class Client implements SlotOwner {
     if (this.queue.length + this.slots.waiting >= this.maxQueued) {
       return Promise.reject(new ShmpipeError('SHMPIPE_E_QUEUE_FULL', `alloc: ${this.maxQueued} calls are already waiting (maxQueued)`));
     }
+    this.watchdog.arm();
     return this.slots.wait();
   }
 
@@ -325,8 +336,14 @@ export class Client implements SlotOwner {
     });
   }
 
+  /** Whether calls are pending: in flight, waiting for ring space or budget, or for a slot. */
+  private busy(): boolean {
+    return this.requests.inFlight > 0 || this.queue.length > 0 || this.slots.waiting > 0;
+  }
+
   /** Into the SQ now, or into the FIFO behind earlier calls (bounded by maxQueued). */
   private enqueue(r: Request): void {
+    this.watchdog.arm();
     const slot = r.slot;
     if (slot !== null) slot.busy++;
     if (this.queue.length === 0 && this.tryPush(r)) return;
@@ -598,6 +615,7 @@ export class Client implements SlotOwner {
   private shutdown(err: ShmpipeError, closedValue: ShmpipeError | undefined): void {
     if (this.failure !== null) return;
     this.failure = err;
+    this.watchdog.stop();
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     this.retryTimer = null;
     if (this.watchHandle !== null) native.unwatch(this.watchHandle);

@@ -1,8 +1,11 @@
 /**
  * ResilientClient: a Client that survives a sidecar restart (a crash, or a Kubernetes sidecar
  * container coming back after SIGTERM). It owns one Client at a time; when that session ends
- * with SHMPIPE_E_DISCONNECTED or SHMPIPE_E_SHUTTING_DOWN it reconnects to the same socket with
- * capped, jittered exponential backoff.
+ * with SHMPIPE_E_DISCONNECTED or SHMPIPE_E_SHUTTING_DOWN, or with SHMPIPE_E_UNRESPONSIVE (the
+ * sidecar stopped making progress: stopped or wedged; the client closed its end, so the sidecar
+ * reclaims the session if it ever resumes), it reconnects to the same socket with capped,
+ * jittered exponential backoff. Against a sidecar that is still stopped each attempt waits
+ * `connectTimeoutMs` for the handshake, then backs off.
  *
  * What happens to calls across a restart:
  * - Idempotent calls — nop, stats, delay, stat, list, delete, putFile (it re-reads the file
@@ -37,7 +40,7 @@ const reconnectSchema = z
 export type ReconnectOptions = z.input<typeof reconnectSchema>;
 
 /** Errors that mean "the session is gone, a new one may work". */
-const SESSION_ENDED: ReadonlySet<string> = new Set(['SHMPIPE_E_DISCONNECTED', 'SHMPIPE_E_SHUTTING_DOWN']);
+const SESSION_ENDED: ReadonlySet<string> = new Set(['SHMPIPE_E_DISCONNECTED', 'SHMPIPE_E_SHUTTING_DOWN', 'SHMPIPE_E_UNRESPONSIVE']);
 
 function sessionLost(what: string, cause: unknown): ShmpipeError {
   return new ShmpipeError('SHMPIPE_E_SESSION_LOST', `${what}: the sidecar session it belonged to ended; its outcome is unknown — allocate again and redo it`, { cause });
