@@ -106,6 +106,8 @@ export class Client implements SlotOwner {
   private failure: ShmpipeError | null = null;
   private resolveClosed!: (v: ShmpipeError | undefined) => void;
   private drainingFlag = false;
+  /** Whether an idle open client keeps the event loop alive (ref()/unref()). */
+  private refed = true;
 
   /** @internal Created by connect(). */
   constructor(
@@ -168,6 +170,34 @@ export class Client implements SlotOwner {
   /** True once the sidecar announced a graceful shutdown. */
   get draining(): boolean {
     return this.drainingFlag;
+  }
+
+  /**
+   * Lets the process (or worker) exit while this client is open with nothing pending, like
+   * net.Socket#unref(): its doorbell watcher and control socket stop keeping the event loop
+   * alive. Pending calls always keep it alive (the watchdog's timer runs while any is pending).
+   * No effect after the client ended. Returns the client.
+   */
+  unref(): this {
+    if (this.failure !== null || !this.refed) return this;
+    this.refed = false;
+    this.setRefs(false);
+    if (!this.busy()) this.watchdog.stop();
+    return this;
+  }
+
+  /** Undoes unref(): an open client keeps the event loop alive again (the default). */
+  ref(): this {
+    if (this.failure !== null || this.refed) return this;
+    this.refed = true;
+    this.setRefs(true);
+    return this;
+  }
+
+  private setRefs(ref: boolean): void {
+    native.watchRef(this.watchHandle as native.WatchHandle, ref);
+    this.control.setRef(ref);
+    this.watchdog.setKeepAlive(!ref);
   }
 
   // ---- public operations --------------------------------------------------------------------
@@ -451,32 +481,37 @@ export class Client implements SlotOwner {
   private drain(): void {
     this.drainScheduled = false;
     if (this.views === null) return;
-    const i32 = this.views.i32;
-    this.guard(() => {
-      Atomics.store(i32, this.agentWakeIndex, 0); // C6: awake
-      let budget = DRAIN_BUDGET;
-      for (;;) {
-        const n = this.cq.consume(this.onCompletion) + this.gq.consume(this.onGrant);
-        if (this.queue.length > 0) this.pumpQueue();
-        if (this.failure !== null) return;
-        budget -= n;
-        if (n > 0 && budget > 0) continue;
-        if (n > 0) {
-          // Long burst: let other I/O in, stay awake (flag 0) and come back right after.
-          if (!this.drainScheduled) {
-            this.drainScheduled = true;
-            setImmediate(() => this.drain());
-          }
-          return;
-        }
-        // C1: SeqCst store (Atomics), which is also the C2 fence.
-        Atomics.store(i32, this.agentWakeIndex, 1);
-        // C3: re-check both tails; C4: work arrived meanwhile, so consume instead of sleeping.
-        if (!this.cq.hasNew() && !this.gq.hasNew()) return; // C5: sleep in the event loop
-        Atomics.store(i32, this.agentWakeIndex, 0);
-      }
-    });
+    this.guard(this.consumeAll);
+    // An unref()'d client that has nothing pending any more must not hold the loop for the
+    // watchdog's next check.
+    if (!this.refed && !this.busy()) this.watchdog.stop();
   }
+
+  private readonly consumeAll = (): void => {
+    const i32 = (this.views as SegmentViews).i32;
+    Atomics.store(i32, this.agentWakeIndex, 0); // C6: awake
+    let budget = DRAIN_BUDGET;
+    for (;;) {
+      const n = this.cq.consume(this.onCompletion) + this.gq.consume(this.onGrant);
+      if (this.queue.length > 0) this.pumpQueue();
+      if (this.failure !== null) return;
+      budget -= n;
+      if (n > 0 && budget > 0) continue;
+      if (n > 0) {
+        // Long burst: let other I/O in, stay awake (flag 0) and come back right after.
+        if (!this.drainScheduled) {
+          this.drainScheduled = true;
+          setImmediate(() => this.drain());
+        }
+        return;
+      }
+      // C1: SeqCst store (Atomics), which is also the C2 fence.
+      Atomics.store(i32, this.agentWakeIndex, 1);
+      // C3: re-check both tails; C4: work arrived meanwhile, so consume instead of sleeping.
+      if (!this.cq.hasNew() && !this.gq.hasNew()) return; // C5: sleep in the event loop
+      Atomics.store(i32, this.agentWakeIndex, 0);
+    }
+  };
 
   /** A CQ entry (SPEC §5.2) at byte offset `at`; false once the session has ended. */
   private readonly onCompletion = (at: number): boolean => {

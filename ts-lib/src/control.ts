@@ -50,6 +50,12 @@ export class ControlChannel {
     this.socket.write(encodeFrame(msg));
   }
 
+  /** Whether the socket keeps the event loop alive (net.Socket#ref/unref). */
+  setRef(ref: boolean): void {
+    if (ref) this.socket.ref();
+    else this.socket.unref();
+  }
+
   /** Closes the socket (the sidecar then reclaims the session). */
   destroy(): void {
     this.socket.destroy();
