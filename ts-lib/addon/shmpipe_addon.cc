@@ -550,30 +550,33 @@ Napi::Value SetTimes(const Napi::CallbackInfo& info) {
 
 Napi::Value Noop(const Napi::CallbackInfo& info) { return info.Env().Undefined(); }
 
-// ---- atomicsAdder(buffer, byteOffset, width, count) -> handle; atomicsJoin(handle): test-only --
-// Starts a native thread that adds 1, `count` times, to the naturally aligned u32 (width 4) or
-// u64 (width 8) at `byteOffset` of an ArrayBuffer (the external one a segment is mapped as), with
-// sequentially consistent atomic read-modify-writes, once the word is non-zero (the JS side
-// starts both sides at once by storing 1). atomicsJoin() waits for it and returns how many of its
-// adds found the word changed by someone else since its own previous add, so the test knows both
-// sides really interleaved. The caller keeps the buffer alive until atomicsJoin() returned.
+// ---- atomicsAdder(buffer, byteOffset, width, stopOffset) -> handle; atomicsJoin(handle): test-only
+// Starts a native thread that adds 1 to the naturally aligned u32 (width 4) or u64 (width 8) at
+// `byteOffset` of an ArrayBuffer (the external one a segment is mapped as), with sequentially
+// consistent atomic read-modify-writes, from the moment the word is non-zero (the JS side starts
+// both sides at once by storing 1) until the u32 at `stopOffset` is non-zero. atomicsJoin() waits
+// for it and returns [adds, interleaved]: how many it made, and how many of them found the word
+// changed by someone else since its own previous add (so a test knows both sides really ran at
+// once). The caller keeps the buffer alive, and sets the stop word, before atomicsJoin().
 
 struct Adder {
   std::thread thread;
+  uint64_t adds = 0;
   uint64_t interleaved = 0;
 };
 
 template <typename T>
-uint64_t AddLoop(T* word, uint64_t count) {
+void AddLoop(Adder* a, T* word, uint32_t* stop) {
   while (__atomic_load_n(word, __ATOMIC_SEQ_CST) == 0) std::this_thread::yield();
-  uint64_t interleaved = 0;
   T expected = __atomic_load_n(word, __ATOMIC_SEQ_CST);
-  for (uint64_t i = 0; i < count; i++) {
-    T before = __atomic_fetch_add(word, T(1), __ATOMIC_SEQ_CST);
-    if (before != expected) interleaved++;
-    expected = T(before + 1);
+  while (__atomic_load_n(stop, __ATOMIC_SEQ_CST) == 0) {
+    for (int i = 0; i < 1024; i++) {
+      T before = __atomic_fetch_add(word, T(1), __ATOMIC_SEQ_CST);
+      if (before != expected) a->interleaved++;
+      expected = T(before + 1);
+    }
+    a->adds += 1024;
   }
-  return interleaved;
 }
 
 void FinalizeAdder(Napi::Env /*env*/, Adder* a) {
@@ -584,18 +587,20 @@ void FinalizeAdder(Napi::Env /*env*/, Adder* a) {
 Napi::Value AtomicsAdder(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() != 4 || !info[0].IsArrayBuffer() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber())
-    return BadArgs(info, "atomicsAdder(buffer: ArrayBuffer, byteOffset: number, width: 4 | 8, count: number)");
+    return BadArgs(info, "atomicsAdder(buffer: ArrayBuffer, byteOffset: number, width: 4 | 8, stopOffset: number)");
   Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
   int64_t offset = info[1].As<Napi::Number>().Int64Value();
   int64_t width = info[2].As<Napi::Number>().Int64Value();
-  int64_t count = info[3].As<Napi::Number>().Int64Value();
-  if ((width != 4 && width != 8) || offset < 0 || offset % width != 0 || static_cast<uint64_t>(offset + width) > ab.ByteLength() || count < 0)
-    return BadArgs(info, "atomicsAdder: an aligned word inside the buffer and a count >= 0");
-  uint8_t* p = static_cast<uint8_t*>(ab.Data()) + offset;
+  int64_t stop = info[3].As<Napi::Number>().Int64Value();
+  uint64_t size = ab.ByteLength();
+  if ((width != 4 && width != 8) || offset < 0 || offset % width != 0 || uint64_t(offset + width) > size || stop < 0 || stop % 4 != 0 ||
+      uint64_t(stop + 4) > size || (stop + 4 > offset && offset + width > stop))
+    return BadArgs(info, "atomicsAdder: two aligned, separate words inside the buffer");
+  uint8_t* base = static_cast<uint8_t*>(ab.Data());
   auto* a = new Adder();
-  uint64_t n = uint64_t(count);
-  if (width == 4) a->thread = std::thread([a, p, n] { a->interleaved = AddLoop(reinterpret_cast<uint32_t*>(p), n); });
-  else a->thread = std::thread([a, p, n] { a->interleaved = AddLoop(reinterpret_cast<uint64_t*>(p), n); });
+  auto* halt = reinterpret_cast<uint32_t*>(base + stop);
+  if (width == 4) a->thread = std::thread([a, base, offset, halt] { AddLoop(a, reinterpret_cast<uint32_t*>(base + offset), halt); });
+  else a->thread = std::thread([a, base, offset, halt] { AddLoop(a, reinterpret_cast<uint64_t*>(base + offset), halt); });
   return Napi::External<Adder>::New(env, a, FinalizeAdder);
 }
 
@@ -603,7 +608,10 @@ Napi::Value AtomicsJoin(const Napi::CallbackInfo& info) {
   if (info.Length() != 1 || !info[0].IsExternal()) return BadArgs(info, "atomicsJoin(handle)");
   Adder* a = info[0].As<Napi::External<Adder>>().Data();
   if (a->thread.joinable()) a->thread.join();
-  return Napi::Number::New(info.Env(), double(a->interleaved));
+  Napi::Array out = Napi::Array::New(info.Env(), 2);
+  out.Set(uint32_t(0), Napi::Number::New(info.Env(), double(a->adds)));
+  out.Set(uint32_t(1), Napi::Number::New(info.Env(), double(a->interleaved)));
+  return out;
 }
 
 // ---- the environment ends ------------------------------------------------------------------------
