@@ -5,11 +5,19 @@
 'use strict';
 
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
 const { startSidecar, waitFor } = require('./helpers/sidecar');
 const { startFakeSidecar, PeerRings, tick } = require('./helpers/fake-sidecar');
 const { bundle } = require('./helpers/paths');
 
 const { connect, connectResilient } = require(bundle);
+
+/** SIGSTOPs `pid` and waits until every thread of it is stopped (kill() returns before that). */
+async function sigstop(pid) {
+  process.kill(pid, 'SIGSTOP');
+  const all = () => fs.readdirSync(`/proc/${pid}/task`).every((t) => /^\d+ \(.*\) [Tt] /.test(fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8')));
+  assert.ok(await waitFor(all, 5000, 5), `sidecar ${pid} did not stop`);
+}
 
 const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -68,6 +76,19 @@ describe('client: an unresponsive sidecar', function () {
       assert.equal(await Promise.race([client.closed, tick().then(() => 'open')]), 'open');
     });
 
+    it('a freeze of this process longer than the deadline is not blamed on the sidecar at once', async function () {
+      const nop = client.nop();
+      nop.catch(() => {});
+      await sleep(DEADLINE / 4); // a few checks ran
+      // This thread blocked (no CPU used) for 3x the deadline; the fake sidecar does not beat.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 3 * DEADLINE);
+      await sleep(DEADLINE / 8 + 50); // the first check after the freeze has run
+      assert.equal(await Promise.race([client.closed, tick().then(() => 'open')]), 'open', 'one late check counts as at most two periods of silence');
+      const t0 = performance.now();
+      await assert.rejects(nop, (e) => e.code === 'SHMPIPE_E_UNRESPONSIVE');
+      assert.ok(performance.now() - t0 <= LATEST, 'then the silence adds up again');
+    });
+
     it('an idle client has no timer and does not give up on a silent sidecar', async function () {
       await tick(); // mocha's own timeout timer starts after the test function returned its promise
       const base = timers();
@@ -106,7 +127,7 @@ describe('client: an unresponsive sidecar', function () {
       await client.echo(slot, 100);
       const delays = Array.from({ length: 50 }, () => client.delay(30_000_000));
       await waitFor(async () => (await other.stats()).global.requests_total >= base.requests_total + 52);
-      process.kill(sidecar.pid, 'SIGSTOP');
+      await sigstop(sidecar.pid);
       const t0 = performance.now();
       const pending = [...delays, client.nop(), client.echo(slot, 100)];
       const results = await Promise.allSettled(pending);
@@ -133,7 +154,7 @@ describe('client: an unresponsive sidecar', function () {
     it('an idle client survives a stopped sidecar and works after SIGCONT', async function () {
       const client = await connect({ socketPath: sidecar.socketPath, slotCount: 4, slotSize: 65536, unresponsiveMs: DEADLINE });
       await client.nop();
-      process.kill(sidecar.pid, 'SIGSTOP');
+      await sigstop(sidecar.pid);
       await sleep(2 * DEADLINE);
       process.kill(sidecar.pid, 'SIGCONT');
       await client.nop();
@@ -151,7 +172,7 @@ describe('client: an unresponsive sidecar', function () {
         const events = [];
         client.on('disconnected', (e) => events.push(e.code));
         const reconnected = new Promise((r) => client.once('reconnected', r));
-        process.kill(sidecar.pid, 'SIGSTOP');
+        await sigstop(sidecar.pid);
         const nop = client.nop(); // idempotent: waits for the next session
         const echo = client.echo(slot, 10); // bound to this session: lost
         await assert.rejects(echo, (e) => e.code === 'SHMPIPE_E_SESSION_LOST');

@@ -8,9 +8,10 @@
  *
  * Cheap by construction: one Atomics.load of a header word per check, a check every
  * `unresponsiveMs / 8`, and no timer at all while nothing is pending, so an idle client neither
- * wakes the sidecar (a load wakes nobody) nor keeps a timer running. The clock is only counted
- * while this side itself runs: a check that comes much later than planned (this process was
- * stopped, or its event loop blocked) restarts it rather than blaming the sidecar.
+ * wakes the sidecar (a load wakes nobody) nor keeps a timer running. Silence is counted per
+ * check, at most two periods per check: a check that comes much later than planned (this
+ * process was stopped with the sidecar, the machine was suspended, the event loop blocked)
+ * cannot by itself blame the sidecar, while checks that are merely late under load still add up.
  *
  * While armed, its timer also keeps the event loop alive: an unref()'d client relies on that to
  * stay up while calls are pending (client.ts).
@@ -27,8 +28,8 @@ export class Watchdog {
   private timer: NodeJS.Timeout | null = null;
   private readonly period: number;
   private lastBeat = 0n;
-  /** When the heartbeat was last seen to move (or the clock restarted), performance.now(). */
-  private since = 0;
+  /** How long the heartbeat has stood still, as counted (ms). */
+  private silent = 0;
   private lastCheck = 0;
   /** Whether the timer must exist while nothing is watched (deadline 0): an unref()'d client. */
   private keepAlive = false;
@@ -71,7 +72,7 @@ export class Watchdog {
 
   private restartClock(now: number): void {
     this.lastBeat = Atomics.load(this.b64, HEADER.sidecar_heartbeat / 8);
-    this.since = now;
+    this.silent = 0;
     this.lastCheck = now;
   }
 
@@ -84,17 +85,21 @@ export class Watchdog {
     }
     if (this.deadlineMs > 0) {
       const now = performance.now();
+      const gap = now - this.lastCheck;
+      this.lastCheck = now;
       // Relaxed on the sidecar's side: only a change matters, any load sees one eventually.
       const beat = Atomics.load(this.b64, HEADER.sidecar_heartbeat / 8);
-      if (beat !== this.lastBeat || now - this.lastCheck > 3 * this.period) {
-        this.lastBeat = beat; // it moved, or we were not running to see it: count afresh
-        this.since = now;
-      } else if (now - this.since >= this.deadlineMs) {
-        this.timer = null;
-        this.onUnresponsive(Math.round(now - this.since));
-        return;
+      if (beat !== this.lastBeat) {
+        this.lastBeat = beat;
+        this.silent = 0;
+      } else {
+        this.silent += Math.min(gap, 2 * this.period);
+        if (this.silent >= this.deadlineMs) {
+          this.timer = null;
+          this.onUnresponsive(Math.round(this.silent));
+          return;
+        }
       }
-      this.lastCheck = now;
     }
     timer.refresh();
   };
