@@ -36,6 +36,8 @@ import { Consumer, Producer, RingCorrupt, SegmentViews } from './ring';
 import { Slot, type SlotOwner } from './slot';
 import { SlotPool } from './slots';
 import { Watchdog } from './watchdog';
+import * as files from './files';
+import * as reads from './read-stream';
 import * as store from './store';
 import type { StoreCompletion, StoreRequest } from './store-request';
 
@@ -259,8 +261,8 @@ export class Client implements SlotOwner {
    * Reads `key` (or `options.range`) as an async iterable of filled slots, each released when the
    * iteration moves on. Throws SHMPIPE_E_INVALID_ARGUMENT at once for bad arguments.
    */
-  openRead(key: string, options?: store.ReadOptions): store.ReadStream {
-    return store.openRead(this, key, options);
+  openRead(key: string, options?: reads.ReadOptions): reads.ReadStream {
+    return reads.openRead(this, key, options);
   }
 
   /** Size, CRC-32C and modification time of `key`; SHMPIPE_E_NOT_FOUND if there is none. */
@@ -280,12 +282,12 @@ export class Client implements SlotOwner {
 
   /** Uploads the file at `path` as `key`, reading it straight into slots. */
   putFile(path: string, key: string, options?: store.FileOptions): Promise<store.PutResult> {
-    return store.putFile(this, path, key, options);
+    return files.putFile(this, path, key, options);
   }
 
   /** Downloads `key` into the file at `path` (via a temporary file, renamed when verified). */
   getFile(key: string, path: string, options?: store.FileOptions): Promise<store.ReadResult> {
-    return store.getFile(this, key, path, options);
+    return files.getFile(this, key, path, options);
   }
 
   /** A free slot; waits (FIFO) for a grant when none is free. No round trip when one is. */
