@@ -476,13 +476,15 @@ func (c *Client) reactor() {
 		if n > 0 {
 			continue
 		}
-		// C5: sleep on the doorbell. Wake on a timer only when calls wait for SQ space (its head
-		// moves without a doorbell) or to watch the heartbeat while calls are pending.
+		// C5: sleep on the doorbell. Wake on a timer when calls wait for SQ space (its head moves
+		// without a doorbell), and every UnresponsiveAfter/4 to watch the heartbeat (a timer in
+		// the reactor, not on the call path: a call made while it sleeps is watched from the
+		// next tick on).
 		var deadline time.Time
 		switch {
 		case sqBlocked:
 			deadline = time.Now().Add(time.Millisecond)
-		case waiting && c.opts.UnresponsiveAfter > 0:
+		case c.opts.UnresponsiveAfter > 0:
 			deadline = time.Now().Add(c.opts.UnresponsiveAfter / 4)
 		}
 		c.cqFile.SetReadDeadline(deadline)
