@@ -419,3 +419,27 @@ func threads(t *testing.T) int {
 	}
 	return len(ents)
 }
+
+// 8 slots of 64 KiB and parts of 8 MiB: a writer's partial part would pin every slot, so the
+// slot-allocating adapters refuse instead of deadlocking.
+func TestStreamingWriterRefusedWhenAPartCouldTakeEverySlot(t *testing.T) {
+	s := testsidecar.Start(t)
+	c := connectT(t, s, Options{SlotCount: 8, SlotSize: 65536})
+	ctx := ctxT(t)
+	w, err := c.OpenWrite(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(make([]byte, 100_000)); CodeOf(err) != CodeInvalidArgument {
+		t.Fatalf("Write: %v", err)
+	}
+	if _, err := w.ReadFrom(bytes.NewReader(make([]byte, 100_000))); CodeOf(err) != CodeInvalidArgument {
+		t.Fatalf("ReadFrom: %v", err)
+	}
+	w.Abort(ctx)
+	src := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(src, make([]byte, 100_000), 0o644)
+	if _, err := c.PutFile(ctx, src, "k"); CodeOf(err) != CodeInvalidArgument {
+		t.Fatalf("PutFile: %v", err)
+	}
+}

@@ -114,10 +114,24 @@ func (w *Writer) flushCur() error {
 	return w.settle(w.ctx, max(w.Window, 1)-1)
 }
 
+// checkWindow refuses the slot-allocating adapters in a session where a writer's partial part
+// (pinned until the part is complete, SPEC §9) could take every slot the client can hold.
+func (w *Writer) checkWindow(op string) error {
+	l := w.c.layout
+	perPart := (l.PartSize + uint64(l.SlotSize) - 1) / uint64(l.SlotSize)
+	if perPart+1 > uint64(l.GrantWindow) {
+		return invalidArg(op, "a streaming upload pins up to %d slots (part size %d) but this session can hold only %d: connect with more or larger slots", perPart, l.PartSize, l.GrantWindow)
+	}
+	return nil
+}
+
 // Write copies p into slots and sends each full one (io.Writer). Errors of WRITEs in flight
 // surface in a later call or in Commit.
 func (w *Writer) Write(p []byte) (int, error) {
 	if err := w.usable("write"); err != nil {
+		return 0, err
+	}
+	if err := w.checkWindow("write"); err != nil {
 		return 0, err
 	}
 	n := 0
@@ -145,6 +159,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 // ReadFrom reads r straight into slots until EOF and sends them (io.ReaderFrom).
 func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 	if err := w.usable("write"); err != nil {
+		return 0, err
+	}
+	if err := w.checkWindow("write"); err != nil {
 		return 0, err
 	}
 	if err := w.flushCur(); err != nil {
