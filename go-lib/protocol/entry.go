@@ -141,7 +141,7 @@ var needsSlot = map[Opcode]bool{
 	OpRepoInit: true, OpRepoOpen: true, OpBackupBegin: true, OpFileWrite: true,
 	OpFileFinish: true, OpFilePut: true, OpAddEntries: true, OpBackupCommit: true,
 	OpSnapshots: true, OpEntriesOpen: true, OpEntriesNext: true, OpContentRead: true,
-	OpCheck: true,
+	OpCheck: true, OpJobStart: true, OpJobNext: true,
 }
 
 // NeedsSlot reports whether op requires a slot (SPEC §7).

@@ -136,6 +136,8 @@ const (
 	OpEntriesNext  Opcode = 77
 	OpContentRead  Opcode = 78
 	OpCheck        Opcode = 79
+	OpJobStart     Opcode = 80
+	OpJobNext      Opcode = 81
 )
 
 // Opcodes names every opcode, as the vectors file does.
@@ -148,7 +150,7 @@ var Opcodes = map[string]Opcode{
 	"FILE_PUT": OpFilePut, "ADD_ENTRIES": OpAddEntries, "BACKUP_COMMIT": OpBackupCommit,
 	"BACKUP_ABORT": OpBackupAbort, "CLOSE": OpClose, "SNAPSHOTS": OpSnapshots,
 	"ENTRIES_OPEN": OpEntriesOpen, "ENTRIES_NEXT": OpEntriesNext, "CONTENT_READ": OpContentRead,
-	"CHECK": OpCheck,
+	"CHECK": OpCheck, "JOB_START": OpJobStart, "JOB_NEXT": OpJobNext,
 }
 
 // WireCodes maps the SPEC §8 code names to their completion status.
