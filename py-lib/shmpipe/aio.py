@@ -301,11 +301,13 @@ class AsyncClient:
         self._in_flight += r.weight
         r.queued = False
         if not self._flush_scheduled:
-            if self._loop.is_running():
+            if self._loop.is_running() and self._in_flight > r.weight:
                 self._flush_scheduled = True
-                self._loop.call_soon(self._flush)  # one publish per loop iteration: a batch
+                self._loop.call_soon(self._flush)  # others in flight: one publish per loop iteration
             else:
-                self._flush()  # the blocking Client between calls (a slot release)
+                # Alone in flight (a round trip waits on it), or the blocking Client between
+                # calls (a slot release): publish now rather than one loop iteration later.
+                self._flush()
         return True
 
     def _flush(self) -> None:
