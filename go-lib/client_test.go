@@ -443,3 +443,46 @@ func TestStreamingWriterRefusedWhenAPartCouldTakeEverySlot(t *testing.T) {
 		t.Fatalf("PutFile: %v", err)
 	}
 }
+
+// A read stream closed after its first chunk is ABORTed: its slots come back and the session
+// goes on; a writer abandoned by its context leaves nothing in the store.
+func TestStreamClosedEarlyGivesItsSlotsBack(t *testing.T) {
+	s := testsidecar.Start(t)
+	c := connectT(t, s, Options{SlotCount: 16, SlotSize: 1 << 20})
+	ctx := ctxT(t)
+	w, _ := c.OpenWrite(ctx, "obj")
+	if _, err := w.Write(randomBytes(8 << 20)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	window := int(c.Layout().GrantWindow)
+	for round := 0; round < 3; round++ {
+		rs, err := c.OpenRead(ctx, "obj", &ReadOptions{ReadAhead: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ch, err := rs.Next(ctx); err != nil || len(ch.Data) == 0 {
+			t.Fatalf("first chunk: %v", err)
+		}
+		rs.Close()
+	}
+	// Every slot the session may hold is allocatable again (the streams' slots came back).
+	var held []*Slot
+	deadline, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for len(held) < window {
+		sl, err := c.Alloc(deadline)
+		if err != nil {
+			t.Fatalf("only %d of %d slots came back: %v", len(held), window, err)
+		}
+		held = append(held, sl)
+	}
+	for _, sl := range held {
+		sl.Release()
+	}
+	if err := c.Nop(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
