@@ -486,3 +486,22 @@ func TestStreamClosedEarlyGivesItsSlotsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A Put whose data fills the slot leaves no room for the key: it goes as a one-WRITE upload.
+func TestPutOfAFullSlot(t *testing.T) {
+	s := testsidecar.Start(t)
+	c := connectT(t, s, Options{SlotCount: 16, SlotSize: 1 << 20})
+	ctx := ctxT(t)
+	sl, _ := c.Alloc(ctx)
+	data := randomBytes(sl.Len())
+	copy(sl.Bytes(), data)
+	if r, err := c.Put(ctx, "full", sl, 0, len(data)); err != nil || r.Size != uint64(len(data)) || r.Checksum != crc32.Checksum(data, castagnoli) {
+		t.Fatalf("put of a full slot: %+v %v", r, err)
+	}
+	rs, _ := c.OpenRead(ctx, "full", nil)
+	back, err := io.ReadAll(rs)
+	rs.Close()
+	if err != nil || !bytes.Equal(back, data) {
+		t.Fatalf("read back %d bytes: %v", len(back), err)
+	}
+}

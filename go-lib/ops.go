@@ -79,10 +79,8 @@ func (c *Client) Delay(ctx context.Context, us uint32) error {
 }
 
 func (c *Client) echoRequest(s *Slot, offset, length int) (*request, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.checkSlotLocked(s, "echo"); err != nil {
-		return nil, err
+	if s == nil {
+		return nil, invalidArg("echo", "no slot")
 	}
 	if err := checkRange(s, offset, length, "echo"); err != nil {
 		return nil, err
@@ -96,7 +94,10 @@ func (c *Client) EchoAsync(s *Slot, offset, length int) (*Call, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.startCall(r)
+	if err := c.startChecked(r); err != nil {
+		return nil, err
+	}
+	return &Call{c, r}, nil
 }
 
 // Echo has the sidecar checksum length bytes at offset in s, in place; returns the CRC-32C.
@@ -105,7 +106,7 @@ func (c *Client) Echo(ctx context.Context, s *Slot, offset, length int) (uint32,
 	if err != nil {
 		return 0, err
 	}
-	comp, err := c.call(ctx, r)
+	comp, err := c.slotCall(ctx, r)
 	return uint32(comp.Aux[0]), err
 }
 

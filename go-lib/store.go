@@ -96,24 +96,28 @@ func (c *Client) payloadSlot(ctx context.Context, payload []byte, op string) (*S
 	return s, nil
 }
 
-// slotOp checks s and starts r with it under one lock, then waits.
+// slotCall checks r's slot and starts r under one lock, then waits.
 func (c *Client) slotCall(ctx context.Context, r *request) (protocol.Completion, error) {
 	if err := ctx.Err(); err != nil {
 		return protocol.Completion{}, &Error{Code: CodeCancelled, Op: r.name, Err: err}
 	}
-	c.mu.Lock()
-	if r.slot != nil {
-		if err := c.checkSlotLocked(r.slot, r.name); err != nil {
-			c.mu.Unlock()
-			return protocol.Completion{}, err
-		}
-	}
-	err := c.startLocked(r)
-	c.mu.Unlock()
-	if err != nil {
+	if err := c.startChecked(r); err != nil {
 		return protocol.Completion{}, err
 	}
 	return c.wait(ctx, r)
+}
+
+// startChecked checks r's slot (held by this client) and starts r, under one lock, so the slot
+// cannot be released in between.
+func (c *Client) startChecked(r *request) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r.slot != nil {
+		if err := c.checkSlotLocked(r.slot, r.name); err != nil {
+			return err
+		}
+	}
+	return c.startLocked(r)
 }
 
 // Put stores length bytes at offset of s as the object key, replacing it atomically. The slot is

@@ -60,15 +60,7 @@ func (w *Writer) startWrite(s *Slot, offset, length int) error {
 	r := c.newRequest(protocol.OpWrite, "write", s, uint32(offset), uint32(length))
 	r.args[0] = w.handle
 	r.consumes = true
-	var err error
-	c.mu.Lock()
-	if e := c.checkSlotLocked(s, "write"); e != nil {
-		err = e
-	} else {
-		err = c.startLocked(r)
-	}
-	c.mu.Unlock()
-	if err != nil {
+	if err := c.startChecked(r); err != nil {
 		return err
 	}
 	w.inflight.push(r)

@@ -243,3 +243,14 @@ def test_streaming_writer_refused_when_a_part_could_take_every_slot(sidecar, tmp
         with pytest.raises(ShmpipeError) as e:
             c.put_file(str(src), "k")
         assert e.value.code == E.INVALID_ARGUMENT
+
+
+def test_put_of_a_full_slot(sidecar):
+    # No room for the key after the data: the put goes as a one-WRITE streaming upload.
+    with Client(sidecar.socket, slot_count=16, slot_size=1 << 20) as c:
+        s = c.alloc()
+        data = os.urandom(len(s))
+        s.buffer[:] = data
+        assert c.put("full", s, len(data))["size"] == len(data)
+        with c.open_read("full") as rs:
+            assert rs.read_all() == data
