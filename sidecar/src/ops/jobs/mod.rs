@@ -21,9 +21,9 @@ use shmpipe_engine::Repository;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::backup_ops::{OpError, OpResult, CODE_MALFORMED, CODE_OUT_OF_RANGE};
+use crate::ops::error::{OpError, OpResult, CODE_MALFORMED, CODE_OUT_OF_RANGE};
 
-mod snapshots;
+pub mod snapshots;
 #[cfg(test)]
 mod tests;
 
