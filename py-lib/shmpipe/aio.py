@@ -182,6 +182,7 @@ class AsyncClient:
         self._beat = self._q[self._beat_i]
         self._beat_seen = time.monotonic()
         self._watchdog = None
+        self._lock = None  # set by the blocking Client, which serialises its calls with it
         loop.add_reader(cq_fd, self._on_doorbell)
         loop.add_reader(sock.fileno(), self._on_control)
         if unresponsive_after:
@@ -494,6 +495,14 @@ class AsyncClient:
             pass
 
     def _release_slot(self, s: Slot) -> None:
+        lock = self._lock
+        if lock is not None:  # the blocking Client: a release from another thread waits its turn
+            with lock:
+                self._release_slot_locked(s)
+        else:
+            self._release_slot_locked(s)
+
+    def _release_slot_locked(self, s: Slot) -> None:
         if not s._owned:
             return
         s._owned = False

@@ -25,6 +25,7 @@ class Client:
         except BaseException:
             self._loop.close()
             raise
+        self._a._lock = self._lock
 
     def _run(self, coro):
         with self._lock:
