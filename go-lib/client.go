@@ -322,7 +322,7 @@ func (c *Client) startLocked(r *request) error {
 	}
 	if c.queue.len()+c.allocs.len() >= c.opts.MaxQueued && r.op != protocol.OpSlotRelease {
 		if r.slot != nil {
-			r.slot.busy--
+			c.unbusy(r.slot)
 		}
 		return &Error{Code: CodeQueueFull, Op: r.name, Msg: fmt.Sprintf("%d calls are already waiting for ring space (MaxQueued)", c.opts.MaxQueued)}
 	}
@@ -421,7 +421,7 @@ func (c *Client) wait(ctx context.Context, r *request) (protocol.Completion, err
 	case stQueued:
 		r.state = stDone
 		if r.slot != nil {
-			r.slot.busy--
+			c.unbusy(r.slot)
 		}
 	default:
 		r.abandoned = true
@@ -572,13 +572,12 @@ func (c *Client) complete(comp protocol.Completion) error {
 	c.pending[comp.RequestID&c.pendingMask] = nil
 	c.inFlight -= r.weight
 	if s := r.slot; s != nil {
-		s.busy--
 		if r.consumes && !hasSlot {
+			s.busy--
 			s.owned = false // consumed: the sidecar's now
 			s.releaseDeferred = false
-		} else if s.busy == 0 && s.releaseDeferred {
-			s.releaseDeferred = false
-			c.sendRelease(s)
+		} else {
+			c.unbusy(s)
 		}
 	}
 	r.comp = comp
@@ -601,6 +600,15 @@ func (c *Client) complete(comp protocol.Completion) error {
 	}
 	r.finish(err)
 	return nil
+}
+
+// unbusy ends one request's use of s, sending a Release deferred until then.
+func (c *Client) unbusy(s *Slot) {
+	s.busy--
+	if s.busy == 0 && s.releaseDeferred {
+		s.releaseDeferred = false
+		c.sendRelease(s)
+	}
 }
 
 // ---- the control socket ----------------------------------------------------------------------

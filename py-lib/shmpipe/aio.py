@@ -275,6 +275,7 @@ class AsyncClient:
         if len(self._queue) + len(self._allocs) >= self._max_queued and r.op != P.OP_SLOT_RELEASE:
             if r.slot is not None:
                 r.slot._busy -= 1
+                self._maybe_deferred_release(r.slot)
             raise ShmpipeError(E.QUEUE_FULL, f"{self._max_queued} calls are already waiting for ring space")
         r.queued = True
         self._queue.append(r)
