@@ -585,7 +585,16 @@ impl Dispatcher {
         self.session.count_op(sub.opcode);
         let op = stats::op_label(Some(sub.opcode));
         if mode >= Mode::Draining {
-            self.post(op, Completion::error(sub.request_id, ErrorCode::ShuttingDown))?;
+            // Not accepted: a slot it validly names goes straight back with SLOT, whatever the
+            // op and RELEASE_SLOT (SPEC §7.2), so an agent can tell this refusal of a consuming
+            // op from a SHUTTING_DOWN after acceptance (no SLOT: the slot was consumed).
+            let mut c = Completion::error(sub.request_id, ErrorCode::ShuttingDown);
+            if let Some(lease) = sub.slot.and_then(|slot| self.session.slots.acquire(&slot).ok()) {
+                if let SlotOutcome::ToAgent { id, generation } = self.session.slots.finish(lease, false) {
+                    c = c.with_slot(id, generation);
+                }
+            }
+            self.post(op, c)?;
             return Ok(Handled::Inline(op));
         }
         let id = sub.request_id;

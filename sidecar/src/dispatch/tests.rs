@@ -197,15 +197,23 @@ fn metrics_count_each_completion_once_with_its_labels() {
 }
 
 #[test]
-fn draining_refuses_new_work_without_touching_slots() {
-    let (mut r, mut d) = rig(8, 8, 2, 16);
-    let g = r.grants()[1];
-    r.push(slot_op(1, Opcode::Echo, g, 0, 1));
+fn draining_refuses_new_work_and_hands_valid_slots_straight_back() {
+    let (mut r, mut d) = rig(8, 8, 3, 16);
+    let gs = r.grants();
+    r.push(slot_op(1, Opcode::Echo, gs[1], 0, 1));
     r.push(nop(2));
+    // A consuming op, with RELEASE_SLOT: refused before acceptance, so its slot comes back.
+    r.push(RawSubmission { flags: 1, args: [1, 100, 0, 0], ..slot_op(3, Opcode::Put, gs[2], 0, 10) });
+    // A slot the agent does not hold: no SLOT.
+    r.push(slot_op(4, Opcode::Echo, Grant { slot_id: 0, slot_gen: 7 }, 0, 1));
     d.turn(Mode::Draining).unwrap();
     let c = r.completions();
-    assert!(c.iter().all(|c| c.status == ErrorCode::ShuttingDown.status() && c.flags == 0));
-    assert_eq!(d.session.slots.state(g.slot_id), Some((crate::peer::slots::SlotState::Granted, 1)));
+    assert!(c.iter().all(|c| c.status == ErrorCode::ShuttingDown.status()), "{c:?}");
+    let flags: Vec<_> = c.iter().map(|c| (c.request_id, c.flags, c.slot_id, c.slot_gen)).collect();
+    assert_eq!(flags, [(1, cq_flags::SLOT, gs[1].slot_id, 1), (2, 0, NO_SLOT, 0), (3, cq_flags::SLOT, gs[2].slot_id, 1), (4, 0, NO_SLOT, 0)]);
+    for g in &gs {
+        assert_eq!(d.session.slots.state(g.slot_id), Some((crate::peer::slots::SlotState::Granted, 1)));
+    }
 }
 
 #[test]
