@@ -31,9 +31,8 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use shm_protocol::entry::EntryBytes;
 use shm_protocol::shm::{CqProducer, GqProducer, Segment, SqConsumer};
-use shm_protocol::{Completion, ErrorCode, Opcode, RawSubmission, RingError, Submission};
+use shm_protocol::{Completion, ErrorCode, Opcode, RawSubmission, RingError};
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ops::core as ops;
@@ -153,17 +152,6 @@ pub struct DispatchEnd {
     pub outstanding_slots: u32,
 }
 
-/// Result of an async op, sent back to the dispatcher.
-struct AsyncDone {
-    op: Opcode,
-    /// Start of the turn that took the request.
-    started: Instant,
-    request_id: u64,
-    result: Result<(u64, u64), ErrorCode>,
-    lease: Option<Lease>,
-    release: bool,
-}
-
 /// Decrements the global in-flight count when an async op's task ends, however it ends.
 struct InFlightGuard(Arc<GlobalStats>);
 
@@ -212,8 +200,6 @@ pub struct Dispatcher {
     links: Links,
     cfg: DispatcherConfig,
     overflow: VecDeque<Completion>,
-    done_tx: mpsc::UnboundedSender<AsyncDone>,
-    done_rx: mpsc::UnboundedReceiver<AsyncDone>,
     /// Async ops, store ops and open read streams in flight.
     in_flight_async: u32,
     store: store::StoreState,
@@ -235,7 +221,6 @@ impl Dispatcher {
     /// Attaches to a fresh segment (positions 0) whose header is written, and fills the GQ
     /// with every slot so the agent can allocate right after the handshake.
     pub fn new(session: Session, segment: Segment, links: Links, cfg: DispatcherConfig) -> Result<Self, RingError> {
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let store = store::StoreState::new(links.store.clone(), links.control.clone());
         let mut d = Self {
             sq: SqConsumer::new(segment.sq(), 0),
@@ -246,8 +231,6 @@ impl Dispatcher {
             links,
             cfg,
             overflow: VecDeque::new(),
-            done_tx,
-            done_rx,
             in_flight_async: 0,
             store,
             inline_done: [0; OP_LABELS],
@@ -368,7 +351,7 @@ impl Dispatcher {
     /// Whether a turn would find work from this process: a mode change, async results, store
     /// events.
     fn has_internal_work(&self, mode: Mode) -> bool {
-        self.links.control.mode() != mode || !self.done_rx.is_empty() || self.store.has_events()
+        self.links.control.mode() != mode || self.store.has_events()
     }
 
     /// Whether a turn would find work from the agent: submissions we may take, CQ space for
@@ -442,14 +425,8 @@ impl Dispatcher {
 
     /// One pass over everything; returns whether anything was done.
     pub(crate) fn turn(&mut self, mode: Mode) -> Result<bool, RingError> {
-        let mut worked = false;
         let mut now: Option<Instant> = None;
-        while let Ok(done) = self.done_rx.try_recv() {
-            let now = *now.get_or_insert_with(Instant::now);
-            self.finish_async(done, now)?;
-            worked = true;
-        }
-        worked |= self.store_turn()?;
+        let mut worked = self.store_turn()?;
         let mut taken = 0;
         while taken < BATCH && self.can_accept() {
             let Some(bytes) = self.sq.try_pop()? else { break };
@@ -602,7 +579,7 @@ impl Dispatcher {
             (Opcode::Nop, _) => self.post(op, Completion::ok(id, 0))?,
             (Opcode::Delay, _) => {
                 let us = sub.args[0];
-                self.spawn_async(&sub, started, None, async move { ops::delay(us).await });
+                self.spawn_store(&sub, started, None, core_result(ops::delay(us)));
                 return Ok(Handled::Async);
             }
             (Opcode::SlotRelease, Some(slot)) => {
@@ -620,7 +597,7 @@ impl Dispatcher {
                 }
                 Ok(lease) => {
                     let (segment, range) = (self.segment.clone(), SlotRange::from(&lease));
-                    self.spawn_async(&sub, started, Some(lease), ops::echo_chunked(segment, range));
+                    self.spawn_store(&sub, started, Some(lease), core_result(ops::echo_chunked(segment, range)));
                     return Ok(Handled::Async);
                 }
             },
@@ -687,46 +664,14 @@ impl Dispatcher {
         StatsDocument { session: SessionSnapshot::new(figures, &self.session.counts), global: self.links.global.snapshot() }
             .to_json()
     }
+}
 
-    /// Runs `work` on the runtime; its result comes back through `done_rx`.
-    fn spawn_async<F>(&mut self, sub: &Submission, started: Instant, lease: Option<Lease>, work: F)
-    where
-        F: std::future::Future<Output = Result<(u64, u64), ErrorCode>> + Send + 'static,
-    {
-        self.in_flight_async += 1;
-        self.links.global.in_flight_async.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlightGuard(self.links.global.clone());
-        let (op, request_id, release) = (sub.opcode, sub.request_id, sub.releases_slot());
-        let tx = self.done_tx.clone();
-        let control = self.links.control.clone();
-        let abort = self.links.abort.clone();
-        let closing = self.links.closing.clone();
-        self.links.runtime.spawn(async move {
-            let _guard = guard;
-            let result = tokio::select! {
-                biased;
-                _ = abort.cancelled() => return,
-                _ = closing.cancelled() => Err(ErrorCode::ShuttingDown),
-                r = work => r,
-            };
-            // A closed channel means the session ended meanwhile: nothing left to tell.
-            if tx.send(AsyncDone { op, started, request_id, result, lease, release }).is_ok() {
-                control.notify();
-            }
-        });
-    }
-
-    /// Posts an async op's result; `now` (read once per turn) ends its latency.
-    fn finish_async(&mut self, done: AsyncDone, now: Instant) -> Result<(), RingError> {
-        self.in_flight_async -= 1;
-        let op = stats::op_label(Some(done.op));
-        let ns = u64::try_from(now.saturating_duration_since(done.started).as_nanos()).unwrap_or(u64::MAX);
-        self.links.global.observe_latency(op, ns, 1);
-        match done.lease {
-            Some(lease) => self.complete_leased(done.op, done.request_id, done.result, lease, done.release),
-            None => self.post(op, completion(done.request_id, done.result)),
-        }
-    }
+/// A core op's `(result, aux0)` as the one result type every op on the runtime reports
+/// (`spawn_store`): one spawn path and one way back for all of them.
+async fn core_result(work: impl std::future::Future<Output = Result<(u64, u64), ErrorCode>>) -> crate::ops::store::OpResult {
+    work.await
+        .map(|(result, aux0)| crate::ops::store::Outcome { result, aux: [aux0, 0, 0], ..Default::default() })
+        .map_err(crate::ops::store::Failure::code)
 }
 
 fn completion(request_id: u64, result: Result<(u64, u64), ErrorCode>) -> Completion {

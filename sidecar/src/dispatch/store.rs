@@ -299,7 +299,9 @@ impl Dispatcher {
         }
     }
 
-    /// Runs a one-shot store op on the runtime; its result comes back as `StoreEvent::Done`.
+    /// Runs a one-shot op (a store, backup or core op) on the runtime; its result comes back
+    /// as `StoreEvent::Done`. The dispatcher's only way to start work on the runtime besides
+    /// read streams.
     pub(super) fn spawn_store<F>(&mut self, sub: &Submission, started: Instant, lease: Option<Lease>, work: F)
     where
         F: std::future::Future<Output = OpResult> + Send + 'static,
@@ -336,8 +338,9 @@ impl Dispatcher {
                 StoreEvent::Done { request_id, op, started, result, lease, release } => {
                     self.in_flight_async -= 1;
                     self.observe_store(op, started);
-                    if let (Opcode::Put | Opcode::Write, Ok(o)) = (op, &result) {
-                        // PUT's result is the object size, WRITE's the bytes taken.
+                    if let (Opcode::Put | Opcode::Write | Opcode::Echo, Ok(o)) = (op, &result) {
+                        // PUT's result is the object size, WRITE's the bytes taken, ECHO's the
+                        // bytes checksummed.
                         self.session.count_bytes_in(o.result);
                     }
                     self.complete_store(op, request_id, result, lease, release)?;
