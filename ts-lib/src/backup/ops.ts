@@ -23,6 +23,7 @@ import type { Slot } from '../slot';
 import { checkRange, checkSlot, guard, invalid, payloadSlot, ReadStream, startStream } from '../store';
 import { K_ENGINE, type StoreCompletion } from '../store-request';
 import type { Change } from './incremental';
+import { pathNames, targetBytes } from './names';
 import type { EntryKind, SourceEntry } from './walk';
 
 /** A sidecar handle: a repository, backup, file writer or entry cursor. */
@@ -170,7 +171,10 @@ function u32(v: unknown, field: string): number {
  * (required), `x` only when not "new" (the sidecar's default).
  */
 export function encodeEntry(e: TreeEntry, change: Change = 'new'): string {
-  if (typeof e.path !== 'string' || e.path === '' || e.path.startsWith('/')) throw invalid(`entry path must be a non-empty relative path, got ${JSON.stringify(e.path)}`);
+  // The names as restore will decode them (names.ts): no entry a restore would refuse is stored.
+  if (typeof e.path !== 'string') throw invalid(`entry path must be a string, got ${typeof e.path}`);
+  pathNames(e.path);
+  if (e.kind === 'symlink') targetBytes(e.path, e.target);
   if (!KINDS.has(e.kind)) throw invalid(`entry ${JSON.stringify(e.path)}: kind must be file, dir, symlink or other, got ${String(e.kind)}`);
   if (change !== 'new' && change !== 'changed' && change !== 'unchanged') throw invalid(`entry ${JSON.stringify(e.path)}: change must be new, changed or unchanged`);
   const line: Record<string, unknown> = {
