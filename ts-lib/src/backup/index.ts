@@ -7,7 +7,11 @@
 export { escapeName, unescapeName } from './names';
 export { walk, rootNames, type SourceEntry, type WalkError, type EntryKind } from './walk';
 export { classify, type ParentFile, type Change } from './incremental';
-export { RestoreTarget, includeFilter, type RestoreEntry, type FileSink } from './restore-fs';
+export { RestoreTarget, OVERWRITE_MODES, type RestoreEntry, type FileSink, type SyncFileSink, type Overwrite, type Action, type Xattr } from './restore-fs';
+export { RestorePlan } from './restore-plan';
+export { selector, compile as compilePattern, matches as patternMatches, childMayMatch } from './pattern';
+export { pathNames, targetBytes, PATH_MAX } from './names';
+export * as fsops from './fsops';
 export { Progress, progressLine, progressRecord, formatBytes, formatDuration, summaryLines, type ProgressCounts, type ProgressSink, type BackupSummary } from './progress';
 export { resolveRepo, resolvePassword, defaultRepoDir, PasswordError, type PasswordSources } from './credentials';
 export * as ops from './ops';

@@ -18,6 +18,7 @@
 import { promises as fsp, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { escapeName } from './names';
+import type { Xattr } from './restore-fs';
 
 export type EntryKind = 'file' | 'dir' | 'symlink' | 'other';
 
@@ -38,6 +39,15 @@ export interface SourceEntry {
   dev: bigint;
   /** Symlinks: the target, escaped like names. */
   target?: string;
+  ctimeNs: bigint;
+  /** Character and block devices: st_rdev. */
+  rdev?: bigint;
+  /** Files with more than one link: st_nlink (hard links are restored as such). */
+  links?: number;
+  /** Extended attributes (read by backup.ts, not the walk). */
+  xattrs?: Xattr[];
+  /** Files with fewer blocks allocated than their size: holes, kept at restore. */
+  sparse?: boolean;
 }
 
 export interface WalkError {
@@ -74,7 +84,11 @@ async function describe(abs: Buffer, repoPath: string): Promise<SourceEntry> {
     size: st.size,
     inode: st.ino,
     dev: st.dev,
+    ctimeNs: st.ctimeNs,
   };
+  if (st.isCharacterDevice() || st.isBlockDevice()) e.rdev = st.rdev;
+  if (kind === 'file' && st.nlink > 1n) e.links = Number(st.nlink);
+  if (kind === 'file' && st.blocks * 512n < st.size) e.sparse = true;
   if (kind === 'symlink') e.target = escapeName(await fsp.readlink(abs, { encoding: 'buffer' }));
   return e;
 }
