@@ -5,11 +5,12 @@
  */
 
 export { escapeName, unescapeName } from './names';
+export { PatternList, PatternError, parsePattern, matchPattern, cleanPath, expandGlob, type Pattern } from './pattern';
 export { walk, rootNames, type SourceEntry, type WalkError, type EntryKind } from './walk';
 export { classify, type ParentFile, type Change } from './incremental';
 export { RestoreTarget, OVERWRITE_MODES, type RestoreEntry, type FileSink, type SyncFileSink, type Overwrite, type Action, type Xattr } from './restore-fs';
 export { RestorePlan } from './restore-plan';
-export { selector, compile as compilePattern, matches as patternMatches, childMayMatch } from './pattern';
+export { selector } from './restore-select';
 export { pathNames, targetBytes, PATH_MAX } from './names';
 export * as fsops from './fsops';
 export { Progress, progressLine, progressRecord, formatBytes, formatDuration, summaryLines, type ProgressCounts, type ProgressSink, type BackupSummary } from './progress';

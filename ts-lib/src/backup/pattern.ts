@@ -1,121 +1,278 @@
 /**
- * Include/exclude patterns with restic's meaning (restic `internal/filter`), for restore's
- * `--include/--exclude/--iinclude/--iexclude`. A pattern is matched against a snapshot path
- * (`data/sub/file`, repository text) name by name:
+ * restic's filter patterns (its `internal/filter`, documented in restic's "Excluding files"),
+ * for `backup --exclude` and friends (select.ts) and restore's `--include/--exclude`:
  *
- * - `*`, `?`, `[a-z]`, `[^a-z]` and `\x` within one name, as Go's filepath.Match;
- * - `**` for any number of names (none included);
- * - a pattern starting with `/` is anchored at the snapshot's root; one without matches at any
- *   depth (`*.log` matches `data/a/x.log`);
- * - a pattern that matches a directory matches everything below it.
+ * - A pattern is cleaned like a path (`//`, `.`, `..` and a trailing `/` go away) and split
+ *   into components. Each component is a glob of Go's `filepath.Match`: `*` any run of
+ *   characters, `?` one character, `[a-z]`, `[^a-z]`, `\x` a literal `x` (never across `/`).
+ * - `**` as a whole component matches any number of components (zero included).
+ * - A pattern matches when its components match a contiguous run of the path's components:
+ *   `foo` matches `/a/foo` and `/a/foo/b` (so everything below a matched directory), not
+ *   `/a/foobar`. A leading `/` anchors it at the root: `/bin` matches `/bin/bash`, not
+ *   `/usr/bin`.
+ * - In a list, a pattern starting with `!` cancels the matches of the patterns before it
+ *   (as in gitignore; a directory excluded stays excluded with everything below it).
+ * - Case-insensitive lists (`--iexclude`) lower-case patterns and paths.
  *
- * `childMayMatch` says whether something below a directory could match (restore creates the
- * directories above an included path). The `i` variants compare lowercased.
+ * Paths are `/`-separated text. Nothing here touches the file system except `expandGlob`
+ * (`--files-from` lines, like Go's `filepath.Glob`).
  */
 
-export interface Pattern {
-  readonly text: string;
-  readonly anchored: boolean;
-  readonly parts: readonly (RegExp | '**')[];
-}
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
 
-function componentRegExp(glob: string, ci: boolean): RegExp {
-  let re = '';
-  for (let i = 0; i < glob.length; i++) {
-    const c = glob[i]!;
-    if (c === '*') re += '.*';
-    else if (c === '?') re += '.';
-    else if (c === '\\' && i + 1 < glob.length) re += escapeRe(glob[++i]!);
-    else if (c === '[') {
-      const close = glob.indexOf(']', i + 2);
-      if (close < 0) throw new Error(`pattern ${JSON.stringify(glob)}: unterminated [`);
-      let body = glob.slice(i + 1, close);
-      const neg = body.startsWith('^') || body.startsWith('!');
-      if (neg) body = body.slice(1);
-      re += `[${neg ? '^' : ''}${body.replace(/[\\\]]/g, '\\$&')}]`;
-      i = close;
-    } else re += escapeRe(c);
+/** A pattern that cannot be parsed (a bad `[...]` class or a trailing `\`). */
+export class PatternError extends Error {
+  constructor(
+    readonly pattern: string,
+    why: string,
+  ) {
+    super(`invalid pattern ${JSON.stringify(pattern)}: ${why}`);
   }
-  return new RegExp(`^${re}$`, ci ? 'si' : 's');
 }
 
-const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
+/** One component of a pattern. */
+type Part = { kind: 'root' } | { kind: 'any-depth' } | { kind: 'literal'; text: string } | { kind: 'glob'; re: RegExp };
 
-export function compile(text: string, caseInsensitive = false): Pattern {
-  const t = text.trim();
-  if (t === '') throw new Error('an empty pattern');
-  const anchored = t.startsWith('/');
-  const parts = t
-    .split('/')
-    .filter((p) => p !== '')
-    .map((p) => (p === '**' ? ('**' as const) : componentRegExp(p, caseInsensitive)));
-  return { text, anchored, parts };
+export interface Pattern {
+  /** As given (with its `!`). */
+  readonly original: string;
+  readonly negated: boolean;
+  readonly parts: readonly Part[];
 }
 
-/** Whether `p` matches `names` or a directory above them. */
-export function matches(p: Pattern, names: readonly string[]): boolean {
-  const at = (pi: number, ci: number): boolean => {
-    if (pi === p.parts.length) return true;
-    const part = p.parts[pi]!;
-    if (part === '**') return at(pi + 1, ci) || (ci < names.length && at(pi, ci + 1));
-    return ci < names.length && part.test(names[ci]!) && at(pi + 1, ci + 1);
+const STAR: Part = { kind: 'glob', re: /^.*$/su };
+
+/** Go's `path.Clean`: one `/` between components, no `.`, `..` resolved, no trailing `/`. */
+export function cleanPath(p: string): string {
+  const n = path.posix.normalize(p);
+  return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n;
+}
+
+/** Components of a cleaned path; an absolute one starts with the component `/`. */
+export function splitPath(p: string): string[] {
+  const parts = p.split('/');
+  if (parts[0] === '') parts[0] = '/';
+  if (parts.length === 2 && parts[1] === '') parts.pop(); // "/" itself
+  return parts;
+}
+
+const regexLiteral = (c: string): string => `\\u{${c.codePointAt(0)!.toString(16)}}`;
+
+/**
+ * One component as a RegExp, with `filepath.Match`'s syntax and errors (a class that is empty,
+ * unclosed or has a dangling `-`, a trailing `\`), or null when it has no special character.
+ */
+export function compileComponent(glob: string, original = glob): RegExp | null {
+  if (!/[*?[\\]/.test(glob)) return null;
+  const chars = [...glob];
+  let re = '^';
+  let i = 0;
+  const bad = (why: string): never => {
+    throw new PatternError(original, why);
   };
-  if (p.parts.length === 0) return true;
-  if (p.anchored) return at(0, 0);
-  for (let start = 0; start < names.length; start++) if (at(0, start)) return true;
+  /** A class character: `\x` is `x`; `-` and `]` must be escaped. */
+  const classChar = (): string => {
+    let c = chars[i];
+    if (c === undefined) bad('unclosed [');
+    if (c === '-' || c === ']') bad(`'${c}' must be escaped in a character class`);
+    if (c === '\\') {
+      i++;
+      c = chars[i];
+      if (c === undefined) bad('unclosed [');
+    }
+    i++;
+    return c!;
+  };
+  while (i < chars.length) {
+    const c = chars[i]!;
+    if (c === '*') {
+      re += '.*';
+      i++;
+    } else if (c === '?') {
+      re += '.';
+      i++;
+    } else if (c === '\\') {
+      if (i + 1 >= chars.length) bad('trailing \\');
+      re += regexLiteral(chars[i + 1]!);
+      i += 2;
+    } else if (c === '[') {
+      i++;
+      let negated = false;
+      if (chars[i] === '^') {
+        negated = true;
+        i++;
+      }
+      let ranges = '';
+      let n = 0;
+      for (;;) {
+        if (chars[i] === ']' && n > 0) {
+          i++;
+          break;
+        }
+        const lo = classChar();
+        let hi = lo;
+        if (chars[i] === '-') {
+          i++;
+          hi = classChar();
+        }
+        n++;
+        // A reversed range is valid and matches nothing (as in Go).
+        if (lo.codePointAt(0)! <= hi.codePointAt(0)!) ranges += lo === hi ? regexLiteral(lo) : `${regexLiteral(lo)}-${regexLiteral(hi)}`;
+      }
+      re += ranges === '' ? (negated ? '[^]' : '[]') : `[${negated ? '^' : ''}${ranges}]`;
+    } else {
+      re += regexLiteral(c);
+      i++;
+    }
+  }
+  return new RegExp(re + '$', 'su');
+}
+
+/** Parses one pattern (`!` negates it); throws PatternError. `fold`: case-insensitive. */
+export function parsePattern(pattern: string, fold = false): Pattern {
+  let text = fold ? pattern.toLowerCase() : pattern;
+  const negated = text.startsWith('!');
+  if (negated) text = text.slice(1);
+  if (text === '') throw new PatternError(pattern, 'empty');
+  const parts = splitPath(cleanPath(text)).map((c, i): Part => {
+    if (i === 0 && c === '/') return { kind: 'root' };
+    if (c === '**') return { kind: 'any-depth' };
+    const re = compileComponent(c, pattern);
+    return re === null ? { kind: 'literal', text: c } : { kind: 'glob', re };
+  });
+  return { original: pattern, negated, parts };
+}
+
+function partMatches(p: Part, s: string): boolean {
+  switch (p.kind) {
+    case 'root':
+      return s === '/';
+    case 'literal':
+      return p.text === s;
+    case 'glob':
+      return s !== '/' && p.re.test(s);
+    case 'any-depth':
+      return false; // expanded before matching
+  }
+}
+
+/** The parts against the path components (see the module comment). */
+function matchParts(parts: readonly Part[], strs: readonly string[]): boolean {
+  const deep = parts.findIndex((p) => p.kind === 'any-depth');
+  if (deep >= 0) {
+    // `**` stands for k `*` components, k = 0, 1, …: as few as possible first.
+    const before = parts.slice(0, deep);
+    const after = parts.slice(deep + 1);
+    for (let k = 0; k <= strs.length - parts.length + 1; k++) {
+      if (matchParts([...before, ...Array<Part>(k).fill(STAR), ...after], strs)) return true;
+    }
+    return false;
+  }
+  if (parts.length === 0) return strs.length === 0;
+  if (parts.length > strs.length) return false;
+  const anchored = parts[0]!.kind === 'root';
+  // A relative pattern never matches the root marker itself.
+  const minOffset = !anchored && strs[0] === '/' ? 1 : 0;
+  const maxOffset = anchored ? 0 : strs.length - parts.length;
+  outer: for (let offset = maxOffset; offset >= minOffset; offset--) {
+    for (let i = parts.length - 1; i >= 0; i--) if (!partMatches(parts[i]!, strs[offset + i]!)) continue outer;
+    return true;
+  }
   return false;
 }
 
-/** Whether something below the directory `names` could match `p`. */
-export function childMayMatch(p: Pattern, names: readonly string[]): boolean {
-  if (!p.anchored) return true;
-  const at = (pi: number, ci: number): boolean => {
-    if (pi === p.parts.length || ci === names.length) return true;
-    const part = p.parts[pi]!;
-    if (part === '**') return true;
-    return part.test(names[ci]!) && at(pi + 1, ci + 1);
-  };
-  return at(0, 0);
+/** Whether something below `strs` could match (relative patterns: always). */
+function childMayMatchParts(parts: readonly Part[], strs: readonly string[]): boolean {
+  if (parts[0]?.kind !== 'root') return true;
+  const deep = parts.findIndex((p) => p.kind === 'any-depth');
+  const s = deep >= 0 && strs.length >= deep ? strs.slice(0, deep) : strs;
+  const n = Math.min(s.length, parts.length);
+  return matchParts(parts.slice(0, n), s);
 }
 
-export interface Selection {
-  /** Restore this entry. */
-  restore: boolean;
-  /** A directory not restored itself but with something below it that may be. */
-  descend: boolean;
-}
-
-export interface PatternOptions {
-  include?: readonly string[];
-  exclude?: readonly string[];
-  iinclude?: readonly string[];
-  iexclude?: readonly string[];
+/** `file` (a `/`-separated path) against one pattern, its `!` ignored. */
+export function matchPattern(pattern: Pattern | string, file: string, fold = false): boolean {
+  const p = typeof pattern === 'string' ? parsePattern(pattern, fold) : pattern;
+  return matchParts(p.parts, splitPath(cleanPath(fold ? file.toLowerCase() : file)));
 }
 
 /**
- * The selection of restore (restic's): with includes, an entry is restored when a pattern
- * matches it (or a directory above it), and a directory is entered when something below it
- * may match; with excludes, an entry is restored unless a pattern matches it; with neither,
- * everything. Includes and excludes together are refused (as restic does).
+ * An ordered list of patterns, as `--exclude`/`--include` lists are: a path matches when a
+ * pattern matches it and no later `!` pattern does.
  */
-export function selector(o: PatternOptions): (path: string, isDir: boolean) => Selection {
-  const inc = [...(o.include ?? []).map((t) => compile(t)), ...(o.iinclude ?? []).map((t) => compile(t, true))];
-  const exc = [...(o.exclude ?? []).map((t) => compile(t)), ...(o.iexclude ?? []).map((t) => compile(t, true))];
-  if (inc.length > 0 && exc.length > 0) throw new Error('include and exclude patterns exclude each other');
-  if (inc.length > 0) {
-    return (p, isDir) => {
-      const names = p.split('/');
-      const restore = inc.some((pat) => matches(pat, names));
-      const descend = !restore && isDir && inc.some((pat) => childMayMatch(pat, names));
-      return { restore, descend };
-    };
+export class PatternList {
+  readonly patterns: readonly Pattern[];
+  private readonly hasNegated: boolean;
+
+  /** Empty strings are ignored; throws PatternError for the first bad pattern. */
+  constructor(
+    patterns: readonly string[],
+    private readonly fold = false,
+  ) {
+    this.patterns = patterns.filter((p) => p !== '').map((p) => parsePattern(p, fold));
+    this.hasNegated = this.patterns.some((p) => p.negated);
   }
-  if (exc.length > 0) {
-    return (p) => {
-      const names = p.split('/');
-      const restore = !exc.some((pat) => matches(pat, names));
-      return { restore, descend: false };
-    };
+
+  get empty(): boolean {
+    return this.patterns.length === 0;
   }
-  return () => ({ restore: true, descend: false });
+
+  /** Whether `path` matches; `childMayMatch`: whether a path below it could (for includes). */
+  test(file: string): { matched: boolean; childMayMatch: boolean } {
+    if (this.patterns.length === 0) return { matched: false, childMayMatch: false };
+    const strs = splitPath(cleanPath(this.fold ? file.toLowerCase() : file));
+    let matched = false;
+    let child = false;
+    for (const pat of this.patterns) {
+      const m = matchParts(pat.parts, strs);
+      if (pat.negated) {
+        matched &&= !m;
+        child &&= !m;
+      } else {
+        matched ||= m;
+        child ||= childMayMatchParts(pat.parts, strs);
+        // Without `!` patterns nothing later can change the answer.
+        if (matched && child && !this.hasNegated) break;
+      }
+    }
+    return { matched, childMayMatch: child };
+  }
+
+  matches(file: string): boolean {
+    return this.test(file).matched;
+  }
+}
+
+/**
+ * The existing paths a glob names (Go's `filepath.Glob`: `*`, `?`, `[...]` per component, no
+ * `**`; sorted; unreadable directories are skipped). Relative globs stay relative to the cwd.
+ */
+export async function expandGlob(glob: string): Promise<string[]> {
+  const parts = splitPath(cleanPath(glob));
+  const res = parts.map((c, i) => (i === 0 && c === '/' ? null : compileComponent(c, glob)));
+  let found: string[] = [parts[0] === '/' ? '/' : ''];
+  for (const [i, c] of parts.entries()) {
+    if (i === 0 && c === '/') continue;
+    const re = res[i] ?? null;
+    const next: string[] = [];
+    for (const dir of found) {
+      const join = (name: string): string => (dir === '' ? name : dir === '/' ? `/${name}` : `${dir}/${name}`);
+      if (re === null) {
+        // A literal component: unescaped names need no listing.
+        next.push(join(c));
+        continue;
+      }
+      let names: string[];
+      try {
+        names = await fsp.readdir(dir === '' ? '.' : dir);
+      } catch {
+        continue;
+      }
+      for (const name of names.sort()) if (re.test(name)) next.push(join(name));
+    }
+    found = next;
+  }
+  const exists = await Promise.all(found.map((f) => fsp.lstat(f === '' ? '.' : f).then(() => true, () => false)));
+  return found.filter((f, i) => exists[i] && f !== '');
 }

@@ -1,7 +1,7 @@
 /**
  * The restore pipeline (the agent half of `shmpipe restore`): lists a snapshot's entries
  * (ENTRIES_OPEN/NEXT), checks each against the listing's order and names (restore-plan.ts: the
- * repository is not trusted), selects with the include/exclude patterns (pattern.ts), creates
+ * repository is not trusted), selects with the include/exclude patterns (restore-select.ts), creates
  * it under the target with RestoreTarget (restore-fs.ts: directory-fd relative, never following
  * a symlink), and streams each file's content from the sidecar (CONTENT_READ) straight from the
  * slots into the file at each chunk's offset, several files at once. Directory metadata is
@@ -23,7 +23,7 @@ import { createHash, type Hash } from 'node:crypto';
 import type { Client } from '../client';
 import { ShmpipeError } from '../errors';
 import { contentRead, entries, type Handle, type TreeEntry } from './ops';
-import { selector, type PatternOptions } from './pattern';
+import { selector, type PatternOptions } from './restore-select';
 import type { ProgressCounts } from './progress';
 import { type Action, type Overwrite, RestoreTarget, type SyncFileSink } from './restore-fs';
 import { RestorePlan } from './restore-plan';
