@@ -101,11 +101,12 @@ function decodeName(text: string): Buffer | string {
   } catch {
     return 'it has an escape no backup writes';
   }
-  if (text.includes('\\') && escapeName(bytes) !== text) return 'it is not canonically escaped';
+  const how = text.includes('\\') ? ' once decoded' : '';
   if (bytes.length === 0) return 'it has an empty name';
-  if (bytes.length <= 2 && (bytes.equals(DOT) || bytes.equals(DOTDOT))) return `it has the name ${JSON.stringify(bytes.toString('latin1'))}`;
-  if (bytes.includes(0x2f)) return 'a name in it contains /';
-  if (bytes.includes(0)) return 'a name in it contains NUL';
+  if (bytes.length <= 2 && (bytes.equals(DOT) || bytes.equals(DOTDOT))) return `it has the name ${JSON.stringify(bytes.toString('latin1'))}${how}`;
+  if (bytes.includes(0x2f)) return `a name in it contains /${how}`;
+  if (bytes.includes(0)) return `a name in it contains NUL${how}`;
+  if (how !== '' && escapeName(bytes) !== text) return 'it is not canonically escaped';
   return bytes;
 }
 
@@ -143,7 +144,7 @@ export function targetBytes(repoPath: string, target: string | undefined): Buffe
   } catch {
     throw unsafe(what, 'its target has an escape no backup writes');
   }
-  if (target.includes('\\') && escapeName(bytes) !== target) throw unsafe(what, 'its target is not canonically escaped');
   if (bytes.includes(0)) throw unsafe(what, 'its target contains NUL');
+  if (target.includes('\\') && escapeName(bytes) !== target) throw unsafe(what, 'its target is not canonically escaped');
   return bytes;
 }
