@@ -154,14 +154,18 @@ describe('backup agent: filesystem side', function () {
     assert.throws(() => B.rootNames(['/']), /no name/);
   });
 
-  it('classifies files against the parent snapshot by size, mtime and inode', function () {
-    const e = { kind: 'file', size: 10n, mtimeNs: 5n, inode: 7n };
+  it('classifies files against the parent snapshot by size, mtime, ctime and inode (restic\'s rule)', function () {
+    const e = { kind: 'file', size: 10n, mtimeNs: 5n, inode: 7n, ctimeNs: 9n };
+    const p = { kind: 'file', size: 10n, mtimeNs: 5n, inode: 7n, ctimeNs: 9n };
     assert.equal(B.classify(e, undefined), 'new');
-    assert.equal(B.classify(e, { kind: 'file', size: 10n, mtimeNs: 5n, inode: 7n }), 'unchanged');
-    assert.equal(B.classify(e, { kind: 'file', size: 11n, mtimeNs: 5n, inode: 7n }), 'changed');
-    assert.equal(B.classify(e, { kind: 'file', size: 10n, mtimeNs: 6n, inode: 7n }), 'changed');
-    assert.equal(B.classify(e, { kind: 'file', size: 10n, mtimeNs: 5n, inode: 8n }), 'changed');
-    assert.equal(B.classify(e, { kind: 'symlink', size: 10n, mtimeNs: 5n, inode: 7n }), 'changed');
+    assert.equal(B.classify(e, p), 'unchanged');
+    assert.equal(B.classify(e, { ...p, size: 11n }), 'changed');
+    assert.equal(B.classify(e, { ...p, mtimeNs: 6n }), 'changed');
+    assert.equal(B.classify(e, { ...p, inode: 8n }), 'changed');
+    assert.equal(B.classify(e, { ...p, ctimeNs: 10n }), 'changed', 'a change that keeps size and mtime moves ctime');
+    assert.equal(B.classify(e, { ...p, ctimeNs: undefined }), 'changed', 'a parent without ctime (older snapshot): read again');
+    assert.equal(B.classify(e, p, true), 'changed', '--force');
+    assert.equal(B.classify(e, { ...p, kind: 'symlink' }), 'changed');
   });
 
   it('restores bit-exact and metadata-exact from positional writes', async function () {

@@ -70,8 +70,16 @@ function kindOf(st: BigIntStats): EntryKind {
   return 'other';
 }
 
-async function describe(abs: Buffer, repoPath: string): Promise<SourceEntry> {
+/** The entry at `abs` as it is now (`lstat`, never following it). */
+export async function describe(abs: Buffer, repoPath: string): Promise<SourceEntry> {
   const st = await fsp.lstat(abs, { bigint: true });
+  const e = entryOf(st, abs, repoPath);
+  if (e.kind === 'symlink') e.target = escapeName(await fsp.readlink(abs, { encoding: 'buffer' }));
+  return e;
+}
+
+/** An entry from `lstat`/`fstat` results (symlink targets are the caller's). */
+export function entryOf(st: BigIntStats, abs: Buffer, repoPath: string): SourceEntry {
   const kind = kindOf(st);
   const e: SourceEntry = {
     path: repoPath,
@@ -89,7 +97,6 @@ async function describe(abs: Buffer, repoPath: string): Promise<SourceEntry> {
   if (st.isCharacterDevice() || st.isBlockDevice()) e.rdev = st.rdev;
   if (kind === 'file' && st.nlink > 1n) e.links = Number(st.nlink);
   if (kind === 'file' && st.blocks * 512n < st.size) e.sparse = true;
-  if (kind === 'symlink') e.target = escapeName(await fsp.readlink(abs, { encoding: 'buffer' }));
   return e;
 }
 
