@@ -216,6 +216,11 @@ pub const PATH_MAX: usize = 4096;
 /// the canonical form an agent writes (an unknown escape, or `\xNN` for a byte that needs none:
 /// two spellings of one name would defeat duplicate checks).
 pub fn unescape_name(text: &str) -> Option<Vec<u8>> {
+    decode_escapes(text).filter(|b| !text.contains('\\') || escape_name(b) == text)
+}
+
+/// The bytes of an escaped name, or `None` for an escape no agent writes (canonical or not).
+fn decode_escapes(text: &str) -> Option<Vec<u8>> {
     if !text.contains('\\') {
         return Some(text.as_bytes().to_vec());
     }
@@ -244,7 +249,7 @@ pub fn unescape_name(text: &str) -> Option<Vec<u8>> {
             _ => return None,
         }
     }
-    (escape_name(&out) == text).then_some(out)
+    Some(out)
 }
 
 /// The agent's escaping of a name's bytes (the inverse of [`unescape_name`]).
@@ -279,11 +284,15 @@ pub fn path_problem(path: &str) -> Option<String> {
     }
     let mut total = 0usize;
     for name in path.split('/') {
-        let Some(bytes) = unescape_name(name) else {
-            return Some(format!("name {name:?} is not canonically escaped"));
+        // Decoded first, so an escaped `..` or `/` is named as what it is.
+        let Some(bytes) = decode_escapes(name) else {
+            return Some(format!("name {name:?} has an escape no agent writes"));
         };
         if let Some(why) = name_problem(&bytes) {
             return Some(format!("name {name:?} {why}"));
+        }
+        if name.contains('\\') && escape_name(&bytes) != name {
+            return Some(format!("name {name:?} is not canonically escaped"));
         }
         total += bytes.len() + 1;
     }
@@ -305,10 +314,11 @@ fn name_problem(bytes: &[u8]) -> Option<&'static str> {
 /// empty, no NUL once decoded), or `None`. Targets may be absolute or contain `..`: restore
 /// creates links, it never follows them.
 pub fn target_problem(target: &str) -> Option<String> {
-    match unescape_name(target) {
-        None => Some(format!("target {target:?} is not canonically escaped")),
+    match decode_escapes(target) {
+        None => Some(format!("target {target:?} has an escape no agent writes")),
         Some(b) if b.is_empty() => Some("the target is empty".into()),
         Some(b) if b.contains(&0) => Some(format!("target {target:?} contains NUL")),
+        Some(b) if target.contains('\\') && escape_name(&b) != target => Some(format!("target {target:?} is not canonically escaped")),
         Some(_) => None,
     }
 }
