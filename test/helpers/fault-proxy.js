@@ -39,15 +39,16 @@ const s3Error = (code, message) =>
  *   reset: RST the client's connection once the request arrived (never forwarded);
  *   reset-after: forward, let the server handle it, then RST instead of the response;
  *   stall: never answer (the client times out);
- *   truncate: forward, relay the headers and `bytes` bytes of the body (default: half), then RST.
+ *   truncate: forward, relay the headers and `bytes` bytes of a 2xx body (default: half), then
+ *     RST (an error answer or an empty body passes whole).
  * @property {number} [status]
  * @property {string} [code]
  * @property {number} [bytes]
+ * @property {number} [minBytes] truncate: only bodies of at least this many bytes
  * @property {string} [method] only requests with this method
  * @property {RegExp} [path] only requests whose path (with the query) matches
  * @property {number} [rate] probability per matching request (default 1)
- * @property {number} [maxPerRequest] hit the same request (method + path + range) at most this
- *   many times: with fewer than the client's retries, every request eventually gets through
+ * @property {number} [after] let this many matching requests through first
  * @property {number} [times] hit at most this many requests in all
  */
 
@@ -58,22 +59,27 @@ const s3Error = (code, message) =>
 async function startFaultProxy(target, { seed = 1 } = {}) {
   const random = prng(seed);
   let rules = [];
-  const perRequest = new Map(); // identity -> times hit
+  let maxPerRequest = Infinity;
+  const perRequest = new Map(); // request identity -> times hit, by any rule
   const perRule = new Map(); // rule -> times hit
+  const seen = new Map(); // rule -> matching requests seen
   const sockets = new Set();
   const stats = { requests: 0, forwarded: 0, faults: {}, byRequest: [] };
   const upstream = new http.Agent({ keepAlive: true, maxSockets: 64 });
 
   const pick = (req) => {
-    const id = `${req.method} ${req.url} ${req.headers.range ?? ''}`;
+    // Not the Range: a GET resumed after a cut body counts as the same request.
+    const id = `${req.method} ${req.url}`;
+    if ((perRequest.get(id) ?? 0) >= maxPerRequest) return null;
     for (const rule of rules) {
       if (rule.method && rule.method !== req.method) continue;
       if (rule.path && !rule.path.test(req.url)) continue;
+      const n = (seen.get(rule) ?? 0) + 1;
+      seen.set(rule, n);
+      if (n <= (rule.after ?? 0)) continue;
       if (rule.times !== undefined && (perRule.get(rule) ?? 0) >= rule.times) continue;
-      const key = `${rules.indexOf(rule)} ${id}`;
-      if (rule.maxPerRequest !== undefined && (perRequest.get(key) ?? 0) >= rule.maxPerRequest) continue;
       if (random() >= (rule.rate ?? 1)) continue;
-      perRequest.set(key, (perRequest.get(key) ?? 0) + 1);
+      perRequest.set(id, (perRequest.get(id) ?? 0) + 1);
       perRule.set(rule, (perRule.get(rule) ?? 0) + 1);
       const name = rule.fault === 'status' ? `status ${rule.status}` : rule.fault;
       stats.faults[name] = (stats.faults[name] ?? 0) + 1;
@@ -127,8 +133,16 @@ async function startFaultProxy(target, { seed = 1 } = {}) {
       case 'truncate':
         forward(req, res, (r) => {
           const total = Number(r.headers['content-length'] ?? 0);
+          if (r.statusCode >= 300 || total === 0 || total < (rule.minBytes ?? 0)) {
+            // Only a successful body is cut (an error answer passes whole): the fault is a
+            // download that breaks, not a refusal.
+            res.writeHead(r.statusCode, r.headers);
+            r.pipe(res);
+            return;
+          }
           const keep = Math.max(0, Math.min(rule.bytes ?? Math.floor(total / 2), total - 1));
           res.writeHead(r.statusCode, r.headers);
+          res.flushHeaders(); // the status and headers arrive whole, then the body breaks
           let sent = 0;
           r.on('data', (d) => {
             if (sent >= keep) return;
@@ -165,11 +179,18 @@ async function startFaultProxy(target, { seed = 1 } = {}) {
     port,
     endpoint: `http://127.0.0.1:${port}`,
     stats,
-    /** Replaces the rules (first match wins); [] forwards everything. Resets the per-request caps. */
-    set(newRules) {
+    /**
+     * Replaces the rules (the first that matches and fires wins; [] forwards everything).
+     * `maxPerRequest`: hit one request (method + path + query) at most this many
+     * times by any rule — with fewer than the client's retries, every request gets through
+     * in the end, on every run.
+     */
+    set(newRules, options = {}) {
       rules = newRules;
+      maxPerRequest = options.maxPerRequest ?? Infinity;
       perRequest.clear();
       perRule.clear();
+      seen.clear();
     },
     /** Counters since the last call, and zeroes them. */
     take() {
