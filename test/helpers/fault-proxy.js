@@ -15,18 +15,9 @@
 
 const http = require('node:http');
 const net = require('node:net');
-
-/** mulberry32: a small seeded generator, so a test's faults are the same on every run. */
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const path = require('node:path');
+// The perf scripts' seeded generator (mulberry32): a test's faults are the same on every run.
+const { prng } = require(path.join(__dirname, '..', '..', 'perf', 'lib', 'prng'));
 
 const s3Error = (code, message) =>
   `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message><RequestId>fault-proxy</RequestId></Error>`;

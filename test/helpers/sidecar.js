@@ -113,6 +113,10 @@ function leftoverSegments(pid) {
   return fs.readdirSync('/dev/shm').filter((n) => n.startsWith(`shmpipe-${pid}-`));
 }
 
+/** A session segment's path as /proc shows it: shmpipe-<pid>-<hex> (POSIX shm or
+ * SHMPIPE_SEGMENT_DIR), or a memfd named shmpipe…, possibly "(deleted)". */
+const SEGMENT_NAME = /(\/shmpipe-\d+-[0-9a-f]+|\/memfd:shmpipe[^/]*)( \(deleted\))?$/;
+
 /**
  * The session segments process `pid` holds, whatever their backend: the shared memory objects
  * (POSIX shm, SHMPIPE_SEGMENT_DIR files, memfds — all named `shmpipe-*`) it has mapped
@@ -125,7 +129,7 @@ function segmentsHeld(pid) {
   for (const line of fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
     // address perms offset dev inode path
     const f = line.trim().split(/\s+/);
-    if (f.length >= 6 && f.slice(5).join(' ').includes('shmpipe-')) mapped.add(f[4]);
+    if (f.length >= 6 && SEGMENT_NAME.test(f.slice(5).join(' '))) mapped.add(f[4]);
   }
   const fds = new Set();
   for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
@@ -135,7 +139,7 @@ function segmentsHeld(pid) {
     } catch {
       continue; // closed while we looked
     }
-    if (!target.includes('shmpipe-')) continue;
+    if (!SEGMENT_NAME.test(target)) continue;
     try {
       fds.add(String(fs.statSync(`/proc/${pid}/fd/${fd}`).ino));
     } catch {
@@ -194,6 +198,15 @@ async function metric(pid, series) {
   return Number(line.slice(series.length + 1));
 }
 
+/**
+ * /proc/PID/io as numbers: rchar/wchar count every byte passed through read/write-family
+ * syscalls (files, pipes, sockets, eventfds), syscr/syscw the calls.
+ */
+function procIo(pid) {
+  const text = fs.readFileSync(`/proc/${pid}/io`, 'utf8');
+  return Object.fromEntries(text.trim().split('\n').map((l) => l.split(': ')).map(([k, v]) => [k, Number(v)]));
+}
+
 /** Open fds of a process (entries of /proc/PID/fd). */
 function fdCount(pid) {
   return fs.readdirSync(`/proc/${pid}/fd`).length;
@@ -209,4 +222,4 @@ async function waitFor(f, ms = 5000, every = 20) {
   }
 }
 
-module.exports = { startSidecar, threadCount, vmRss, leftoverSegments, segmentsHeld, fdCount, listeningPort, adminGet, metric, waitFor, sleep };
+module.exports = { startSidecar, threadCount, vmRss, leftoverSegments, segmentsHeld, fdCount, listeningPort, adminGet, metric, procIo, waitFor, sleep };
