@@ -5,6 +5,7 @@
  */
 
 export { escapeName, unescapeName } from './names';
+export { PatternList, PatternError, parsePattern, matchPattern, cleanPath, expandGlob, type Pattern } from './pattern';
 export { walk, rootNames, type SourceEntry, type WalkError, type EntryKind } from './walk';
 export { classify, type ParentFile, type Change } from './incremental';
 export { RestoreTarget, includeFilter, type RestoreEntry, type FileSink } from './restore-fs';

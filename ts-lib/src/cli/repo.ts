@@ -13,15 +13,28 @@ import { ShmpipeError } from '../errors';
 import { PasswordError, resolvePassword, resolveRepo } from '../backup/credentials';
 import { close, repoInit, repoOpen, snapshots, type Handle, type RepoParams } from '../backup/ops';
 import { Progress } from '../backup/progress';
-import { CommandError, UsageError, type CommandContext } from './command';
+import { CommandError, UsageError, type CommandContext, type Options } from './command';
 import { openSession, type CliSession } from './session';
 
-export const REPO_OPTIONS = {
-  repo: { type: 'string' },
-  'password-file': { type: 'string' },
-} as const;
-
-export const REPO_USAGE = '[--repo URL | --sidecar SOCKET] [--password-file FILE] [--json]';
+/** The options of every command that opens the repository. */
+export const REPO_OPTIONS: Options = {
+  repo: {
+    type: 'string',
+    short: 'r',
+    value: 'URL',
+    complete: 'dir',
+    group: 'repository options',
+    help: 'the repository: file:///dir, s3://bucket/prefix or a directory (default: SHMPIPE_REPO, else the local default directory); not with --sidecar, whose store holds the repository',
+  },
+  'password-file': {
+    type: 'string',
+    short: 'p',
+    value: 'FILE',
+    complete: 'file',
+    group: 'repository options',
+    help: "read the repository password from FILE (default: SHMPIPE_PASSWORD, else a prompt on a terminal)",
+  },
+};
 
 /** Slots of a backup session: large, so a file of up to 4 MiB is one FILE_PUT. */
 const SLOT_SIZE = 4 << 20;

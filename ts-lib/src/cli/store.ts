@@ -4,14 +4,17 @@
  * whose store is its own configuration.
  */
 
-import { UsageError, type CommandContext } from './command';
+import { UsageError, type CommandContext, type Options } from './command';
 import { openSession, type CliSession } from './session';
 
-export const STORE_OPTIONS = {
-  store: { type: 'string' },
-} as const;
-
-export const STORE_USAGE = '[--store URL | --sidecar SOCKET] [--json]';
+export const STORE_OPTIONS: Options = {
+  store: {
+    type: 'string',
+    value: 'URL',
+    group: 'store options',
+    help: "the private sidecar's store: file:///dir, s3://bucket/prefix or memory:// (default: SHMPIPE_STORE, else the sidecar's default directory); not with --sidecar",
+  },
+};
 
 /** Opens the session for a store command, checking `--store` against a named sidecar. */
 export async function storeSession(ctx: CommandContext): Promise<CliSession> {

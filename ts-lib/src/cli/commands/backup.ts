@@ -17,19 +17,24 @@ import { summaryLines, type ProgressCounts } from '../../backup/progress';
 import { rootNames } from '../../backup/walk';
 import { UsageError, type Command } from '../command';
 import { interruptible } from '../interrupt';
-import { mbps, progressFor, REPO_OPTIONS, REPO_USAGE, withRepo } from '../repo';
+import { mbps, progressFor, REPO_OPTIONS, withRepo } from '../repo';
 
 export const backup: Command = {
   name: 'backup',
   summary: 'back up files and directories into a new snapshot',
-  usage: `shmpipe backup <path>... [--parent ID | --no-parent] [--host NAME] [--tag TAG]... [--every DURATION] ${REPO_USAGE}`,
+  args: '<path>...',
+  description:
+    'Incremental: a file whose size, mtime and inode match the parent snapshot (the latest one of this host and these paths, or --parent) is recorded without being read. ' +
+    'Files that cannot be read are listed, left out, and make the exit code 3; the snapshot is still committed.',
+  examples: ['shmpipe backup ~/docs /etc', 'shmpipe backup --tag nightly --host web-1 /srv', 'shmpipe backup --every 1h /data   # keep running: one backup an hour'],
+  complete: 'file',
   options: {
+    parent: { type: 'string', value: 'ID', help: 'compare against this snapshot (64 hex digits) instead of the latest one of this host and these paths' },
+    'no-parent': { type: 'boolean', default: false, help: 'compare against no snapshot: read every file' },
+    host: { type: 'string', value: 'NAME', help: "record this host name in the snapshot (default: this machine's host name)" },
+    tag: { type: 'string', value: 'TAG', multiple: true, help: 'add a tag to the snapshot' },
+    every: { type: 'string', value: 'DURATION', help: 'keep running and back up once per interval (e.g. 15m, 1h, 1d; at least 10s), each run incremental against the previous one; SIGTERM while idle exits 0' },
     ...REPO_OPTIONS,
-    every: { type: 'string' },
-    parent: { type: 'string' },
-    'no-parent': { type: 'boolean', default: false },
-    host: { type: 'string' },
-    tag: { type: 'string', multiple: true },
   },
   async run(ctx) {
     const paths = ctx.positionals;

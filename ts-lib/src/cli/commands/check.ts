@@ -7,13 +7,16 @@
 import { check as checkRepo } from '../../backup/ops';
 import { formatBytes } from '../../backup/progress';
 import { UsageError, type Command } from '../command';
-import { REPO_OPTIONS, REPO_USAGE, withRepo } from '../repo';
+import { REPO_OPTIONS, withRepo } from '../repo';
 
 export const check: Command = {
   name: 'check',
   summary: 'check the repository (--read-data: also verify every data blob)',
-  usage: `shmpipe check [--read-data] ${REPO_USAGE}`,
-  options: { ...REPO_OPTIONS, 'read-data': { type: 'boolean', default: false } },
+  description: 'Exit code 1 when it found damage: the report names the objects, and the files of which snapshots are affected.',
+  options: {
+    'read-data': { type: 'boolean', default: false, help: 'also read, decrypt and verify every data blob' },
+    ...REPO_OPTIONS,
+  },
   async run(ctx) {
     if (ctx.positionals.length > 0) throw new UsageError(`unexpected argument '${ctx.positionals[0]}'`);
     const readData = ctx.values['read-data'] === true;

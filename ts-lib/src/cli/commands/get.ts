@@ -1,12 +1,13 @@
 /** `shmpipe get <key> <file>`: downloads an object into a file (written only once verified). */
 
 import type { Command } from '../command';
-import { positionals, STORE_OPTIONS, STORE_USAGE, withStore } from '../store';
+import { positionals, STORE_OPTIONS, withStore } from '../store';
 
 export const get: Command = {
   name: 'get',
   summary: 'download an object into a file (verified before it appears)',
-  usage: `shmpipe get <key> <file> ${STORE_USAGE}`,
+  args: '<key> <file>',
+  complete: 'file',
   options: STORE_OPTIONS,
   async run(ctx) {
     const [key, file] = positionals(ctx, ['<key>', '<file>']) as [string, string];

@@ -6,13 +6,17 @@
 
 import { ShmpipeError } from '../../errors';
 import { UsageError, type Command } from '../command';
-import { REPO_OPTIONS, REPO_USAGE, withRepo } from '../repo';
+import { REPO_OPTIONS, withRepo } from '../repo';
 
 export const init: Command = {
   name: 'init',
   summary: 'create a repository (asks for a new password)',
-  usage: `shmpipe init [--compression-level N] [--exists-ok] ${REPO_USAGE}`,
-  options: { ...REPO_OPTIONS, 'compression-level': { type: 'string' }, 'exists-ok': { type: 'boolean', default: false } },
+  description: 'The password comes from --password-file, SHMPIPE_PASSWORD, or a prompt (asked twice).',
+  options: {
+    'compression-level': { type: 'string', value: 'N', help: 'zstd level of the repository, -7..19 (0: no compression)' },
+    'exists-ok': { type: 'boolean', default: false, help: 'succeed if the repository exists and the password opens it (for deployments that run init on every start)' },
+    ...REPO_OPTIONS,
+  },
   async run(ctx) {
     if (ctx.positionals.length > 0) throw new UsageError(`unexpected argument '${ctx.positionals[0]}'`);
     const level = ctx.values['compression-level'] as string | undefined;

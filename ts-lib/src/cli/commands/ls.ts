@@ -1,12 +1,12 @@
 /** `shmpipe ls [prefix]`: lists objects (whole path segments of the prefix), in key order. */
 
 import type { Command } from '../command';
-import { positionals, STORE_OPTIONS, STORE_USAGE, withStore } from '../store';
+import { positionals, STORE_OPTIONS, withStore } from '../store';
 
 export const ls: Command = {
   name: 'ls',
   summary: 'list the objects under a prefix',
-  usage: `shmpipe ls [prefix] ${STORE_USAGE}`,
+  args: '[prefix]',
   options: STORE_OPTIONS,
   async run(ctx) {
     const [prefix = ''] = positionals(ctx, ['[prefix]'], 1);

@@ -1,12 +1,13 @@
 /** `shmpipe put <file> <key>`: uploads a file into the store (straight from disk into slots). */
 
 import type { Command } from '../command';
-import { positionals, STORE_OPTIONS, STORE_USAGE, withStore } from '../store';
+import { positionals, STORE_OPTIONS, withStore } from '../store';
 
 export const put: Command = {
   name: 'put',
   summary: 'upload a file into the store under a key',
-  usage: `shmpipe put <file> <key> ${STORE_USAGE}`,
+  args: '<file> <key>',
+  complete: 'file',
   options: STORE_OPTIONS,
   async run(ctx) {
     const [file, key] = positionals(ctx, ['<file>', '<key>']) as [string, string];

@@ -8,7 +8,7 @@ import { runRestore } from '../../backup/restore';
 import { formatBytes, type ProgressCounts } from '../../backup/progress';
 import type { Command } from '../command';
 import { interruptible } from '../interrupt';
-import { mbps, progressFor, REPO_OPTIONS, REPO_USAGE, resolveSnapshot, withRepo } from '../repo';
+import { mbps, progressFor, REPO_OPTIONS, resolveSnapshot, withRepo } from '../repo';
 import { positionals } from '../store';
 
 /** Slots a private sidecar keeps for read streams during a restore: all but a few (SPEC §9). */
@@ -17,8 +17,14 @@ const RESTORE_READ_RESERVE = '40';
 export const restore: Command = {
   name: 'restore',
   summary: 'restore a snapshot into a directory',
-  usage: `shmpipe restore <snapshot|latest> <target> [--include PATH]... ${REPO_USAGE}`,
-  options: { ...REPO_OPTIONS, include: { type: 'string', multiple: true } },
+  args: '<snapshot|latest> <target>',
+  description: 'Recreates the files bit-exact with their modes, times and symlinks. Files that fail are listed and make the exit code 3.',
+  examples: ['shmpipe restore latest /tmp/back', 'shmpipe restore 4f3a9c01 /tmp/back --include docs/report'],
+  complete: 'dir',
+  options: {
+    include: { type: 'string', value: 'PATH', multiple: true, help: 'restore only this path of the snapshot (and what is below it)' },
+    ...REPO_OPTIONS,
+  },
   async run(ctx) {
     const [snapshotArg, target] = positionals(ctx, ['<snapshot|latest>', '<target>']) as [string, string];
     return interruptible(ctx, 'shmpipe restore: interrupted; the files restored so far are complete, the rest were not restored', async (signal) => {

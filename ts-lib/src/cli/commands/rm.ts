@@ -1,12 +1,12 @@
 /** `shmpipe rm <key>`: deletes an object (no error when there is none). */
 
 import type { Command } from '../command';
-import { positionals, STORE_OPTIONS, STORE_USAGE, withStore } from '../store';
+import { positionals, STORE_OPTIONS, withStore } from '../store';
 
 export const rm: Command = {
   name: 'rm',
   summary: 'delete an object',
-  usage: `shmpipe rm <key> ${STORE_USAGE}`,
+  args: '<key>',
   options: STORE_OPTIONS,
   async run(ctx) {
     const [key] = positionals(ctx, ['<key>']) as [string];

@@ -6,7 +6,6 @@ import { openSession } from '../session';
 export const sidecarStats: Command = {
   name: 'sidecar-stats',
   summary: 'print the sidecar statistics (slots, sessions, requests by op, errors)',
-  usage: 'shmpipe sidecar-stats [--sidecar SOCKET] [--json]',
   options: {},
   async run(ctx) {
     const s = await openSession({ sidecar: ctx.global.sidecar, verbose: ctx.global.verbose });

@@ -3,7 +3,7 @@
 import { formatBytes } from '../../backup/progress';
 import { snapshots as listSnapshots } from '../../backup/ops';
 import { UsageError, type Command } from '../command';
-import { REPO_OPTIONS, REPO_USAGE, withRepo } from '../repo';
+import { REPO_OPTIONS, withRepo } from '../repo';
 
 function when(timeNs: string): string {
   return new Date(Number(BigInt(timeNs) / 1_000_000n)).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
@@ -12,8 +12,7 @@ function when(timeNs: string): string {
 export const snapshots: Command = {
   name: 'snapshots',
   summary: 'list the snapshots in the repository',
-  usage: `shmpipe snapshots ${REPO_USAGE}`,
-  options: REPO_OPTIONS,
+  options: { ...REPO_OPTIONS },
   async run(ctx) {
     if (ctx.positionals.length > 0) throw new UsageError(`unexpected argument '${ctx.positionals[0]}'`);
     const list = await withRepo(ctx, (r) => listSnapshots(r.session.client, r.repo));

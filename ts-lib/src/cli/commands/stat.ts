@@ -1,12 +1,12 @@
 /** `shmpipe stat <key>`: size, CRC-32C and modification time of an object. */
 
 import type { Command } from '../command';
-import { positionals, STORE_OPTIONS, STORE_USAGE, withStore } from '../store';
+import { positionals, STORE_OPTIONS, withStore } from '../store';
 
 export const stat: Command = {
   name: 'stat',
   summary: 'show the size, checksum and modification time of an object',
-  usage: `shmpipe stat <key> ${STORE_USAGE}`,
+  args: '<key>',
   options: STORE_OPTIONS,
   async run(ctx) {
     const [key] = positionals(ctx, ['<key>']) as [string];

@@ -11,15 +11,14 @@
 import { snapshots as listSnapshots } from '../../backup/ops';
 import { formatBytes } from '../../backup/progress';
 import { UsageError, type Command } from '../command';
-import { REPO_OPTIONS, REPO_USAGE, withRepo } from '../repo';
+import { REPO_OPTIONS, withRepo } from '../repo';
 
 const ratio = (a: number, b: number): number | null => (b > 0 ? Math.round((a / b) * 100) / 100 : null);
 
 export const stats: Command = {
   name: 'stats',
   summary: 'repository statistics: objects and bytes by kind, snapshots, dedup and compression',
-  usage: `shmpipe stats ${REPO_USAGE}`,
-  options: REPO_OPTIONS,
+  options: { ...REPO_OPTIONS },
   async run(ctx) {
     if (ctx.positionals.length > 0) throw new UsageError(`unexpected argument '${ctx.positionals[0]}'`);
     const doc = await withRepo(ctx, async (r) => {

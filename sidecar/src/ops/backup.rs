@@ -3,7 +3,7 @@
 //! `shmpipe-engine`. Wire-agnostic on purpose: requests come in as bytes (JSON read from a
 //! slot, or file data as `Bytes` leased from a slot without a copy) and results go out as bytes
 //! for a slot, so the dispatcher's part is only decoding the entry and moving slots.
-//! The opcodes are SPEC §7.3; `dispatcher/backup.rs` decodes entries and moves slots.
+//! The opcodes are SPEC §7.3; `dispatch/backup.rs` decodes entries and moves slots.
 //!
 //! Encodings (the slot payloads of the backup ops):
 //! - Repository open/init request: `{"password": s, "params"?: {"compression_level"?: n,
@@ -30,46 +30,21 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use shmpipe_engine::{
-    BackupOptions, BackupSession, Change, CheckOptions, CheckReport, Compression, ContentReader, ContentRef, EngineError, EntryKind,
-    EntryReader, FileWriter, OpenOptions, RepoParams, Repository, SnapshotId, SnapshotInfo, SnapshotSummary, TreeEntry,
+    BackupOptions, BackupSession, Change, CheckOptions, CheckReport, Compression, ContentReader, ContentRef, EntryKind,
+    EntryReader, FileWriter, OpenOptions, RepoParams, Repository, SnapshotId, SnapshotSummary, TreeEntry,
 };
 use shmpipe_store::Store;
 
-pub const CODE_INVALID_HANDLE: &str = "SHMPIPE_E_INVALID_HANDLE";
-pub const CODE_BUSY: &str = "SHMPIPE_E_BUSY";
-pub const CODE_MALFORMED: &str = "SHMPIPE_E_MALFORMED";
-pub const CODE_OUT_OF_RANGE: &str = "SHMPIPE_E_OUT_OF_RANGE";
+pub use super::error::{OpError, OpResult, CODE_BUSY, CODE_INVALID_HANDLE, CODE_MALFORMED, CODE_OUT_OF_RANGE};
+use super::jobs::RunningJob;
 
 /// Handle kinds ([`BackupOps::handle_kind`]).
 pub const KIND_REPO: &str = "repository";
 pub const KIND_BACKUP: &str = "backup";
 pub const KIND_FILE: &str = "file";
 pub const KIND_CURSOR: &str = "entry listing";
+pub const KIND_JOB: &str = "job";
 
-/// A failed backup op: a wire code (SPEC §8 names) and a message for the agent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OpError {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl OpError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
-    }
-
-    fn malformed(message: impl Into<String>) -> Self {
-        Self::new(CODE_MALFORMED, message)
-    }
-}
-
-impl From<EngineError> for OpError {
-    fn from(e: EngineError) -> Self {
-        Self { code: e.code(), message: e.to_string() }
-    }
-}
-
-pub type OpResult<T> = std::result::Result<T, OpError>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,20 +209,6 @@ fn summary_json(s: &SnapshotSummary) -> Vec<u8> {
     doc.to_string().into_bytes()
 }
 
-fn snapshot_json(s: &SnapshotInfo) -> serde_json::Value {
-    let f = &s.file;
-    serde_json::json!({
-        "id": s.id.to_hex(),
-        "time_ns": f.time_ns.to_string(),
-        "host": f.host,
-        "tags": f.tags,
-        "paths": f.paths,
-        "parent": f.parent.map(|p| p.to_hex()),
-        "entries": f.entries,
-        "counts": f.counts,
-        "duration_ms": f.duration_ms,
-    })
-}
 
 /// Items of each list a check report carries at most (the report must fit one slot; the
 /// counts say how many there were).
@@ -294,6 +255,7 @@ enum Handle {
     Backup(Arc<BackupSession>),
     File { backup: u64, writer: WriterCell },
     Entries(Arc<tokio::sync::Mutex<Cursor>>),
+    Job(Arc<tokio::sync::Mutex<RunningJob>>),
 }
 
 impl Handle {
@@ -303,6 +265,7 @@ impl Handle {
             Self::Backup(_) => KIND_BACKUP,
             Self::File { .. } => KIND_FILE,
             Self::Entries(_) => KIND_CURSOR,
+            Self::Job(_) => KIND_JOB,
         }
     }
 }
@@ -538,13 +501,14 @@ impl BackupOps {
         Ok(self.take_backup(backup)?.abort().await?)
     }
 
-    /// Closes a repository, file or entry-listing handle (a backup: use BACKUP_ABORT).
+    /// Closes a repository, file, entry-listing or job handle (a backup: use BACKUP_ABORT).
+    /// Closing a running job cancels it.
     pub fn close(&self, handle: u64) -> OpResult<()> {
         let mut t = self.table();
         match t.get(&handle) {
             Some(Handle::Backup(_)) | None => {
                 drop(t);
-                Err(self.wrong(handle, "repository, file or entry listing"))
+                Err(self.wrong(handle, "repository, file, entry listing or job"))
             }
             Some(_) => {
                 t.remove(&handle);
@@ -558,7 +522,7 @@ impl BackupOps {
         let repo = self.repo(repo)?;
         repo.refresh_index().await?;
         let list = repo.list_snapshots().await?;
-        Ok(serde_json::json!({ "snapshots": list.iter().map(snapshot_json).collect::<Vec<_>>() }).to_string().into_bytes())
+        Ok(serde_json::json!({ "snapshots": list.iter().map(super::jobs::snapshots::snapshot_json).collect::<Vec<_>>() }).to_string().into_bytes())
     }
 
     /// ENTRIES_OPEN: a cursor over a snapshot's entries (`latest` = the newest snapshot), and
@@ -622,6 +586,36 @@ impl BackupOps {
     pub fn content_reader(&self, repo: u64, content: &[u8]) -> OpResult<ContentReader> {
         let repo = self.repo(repo)?;
         Ok(repo.open_content(&decode_content(content)?))
+    }
+
+    /// JOB_START: starts the job the request names on an open repository (`jobs`).
+    pub fn job_start(&self, repo: u64, request: &[u8]) -> OpResult<u64> {
+        let repo = self.repo(repo)?;
+        if self.open_handles() >= self.max_handles {
+            return Err(OpError::new(CODE_BUSY, format!("too many open handles (limit {})", self.max_handles)));
+        }
+        let job = super::jobs::start(repo, request)?;
+        self.insert(Handle::Job(Arc::new(tokio::sync::Mutex::new(job))))
+    }
+
+    /// JOB_NEXT: the job's next lines (at most `max_bytes`), and whether it finished (the
+    /// handle is then closed). A failed job's error closes the handle too.
+    pub async fn job_next(&self, handle: u64, max_bytes: usize) -> OpResult<(Vec<u8>, bool)> {
+        let found = match self.table().get(&handle) {
+            Some(Handle::Job(j)) => Some(j.clone()),
+            _ => None,
+        };
+        let cell = found.ok_or_else(|| self.wrong(handle, "job"))?;
+        let mut job = cell.try_lock().map_err(|_| OpError::new(CODE_BUSY, format!("job {handle} is being read")))?;
+        let r = job.next_page(max_bytes).await;
+        drop(job);
+        match &r {
+            Ok((_, false)) | Err(OpError { code: CODE_OUT_OF_RANGE, .. }) => {}
+            _ => {
+                self.table().remove(&handle);
+            }
+        }
+        r
     }
 
     /// CHECK: the report JSON (`ok` false when the repository is damaged).
