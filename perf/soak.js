@@ -193,6 +193,7 @@ async function churner(id) {
   fs.mkdirSync(tree, { recursive: true });
   let n = 0;
   let treeRound = 0;
+  let busyWait = 10;
   while (running()) {
     const generation = sidecarGeneration;
     let c;
@@ -201,8 +202,11 @@ async function churner(id) {
       c = await B.connect({ socketPath, slotCount: 16, slotSize: 256 * KiB, clientName: `soak-churn-${id}`, connectTimeoutMs: 10_000 });
     } catch (e) {
       if (e.code === 'SHMPIPE_E_BUSY') {
-        counts.busy++; // over the session limit: wait for another client to leave
-        await sleep(10 + Math.random() * 40);
+        // Over the session limit: a clear refusal; wait for another client to leave.
+        if (!/too many clients/.test(e.message)) unexpected(`churner ${id} connect`, e);
+        counts.busy++;
+        await sleep(busyWait * (0.5 + Math.random()));
+        busyWait = Math.min(busyWait * 2, 400);
       } else if (restarting || generation !== sidecarGeneration || e.code === 'SHMPIPE_E_DISCONNECTED') {
         // Refused while the sidecar restarts (no socket, or one about to close).
         if (!(restarting || generation !== sidecarGeneration)) unexpected(`churner ${id} connect`, e);
@@ -214,6 +218,7 @@ async function churner(id) {
       }
       continue;
     }
+    busyWait = 10;
     sessions++;
     sessionsMax = Math.max(sessionsMax, sessions);
     const pending = new Map(); // keys written in this batch, recorded as live only when confirmed
@@ -278,7 +283,7 @@ async function backupAndRestore(c, id, tree, dir, round) {
     counts.backups++;
     counts.ops++;
     const target = path.join(dir, `restore-${round}`);
-    const r = await B.runRestore(c, repo, { snapshot: b.commit.snapshot, target });
+    const r = await B.runRestore(c, repo, { snapshot: b.commit.id, target });
     counts.restores++;
     counts.ops++;
     if (r.failed !== 0) unexpected(`churner ${id} restore`, new Error(`${r.failed} files failed`));
