@@ -296,6 +296,10 @@ const modes = {
   },
 };
 
+if (!(params.mode in modes)) {
+  console.error(`child.js: unknown mode ${JSON.stringify(params.mode)}`);
+  process.exit(2);
+}
 modes[params.mode](params)
   .then(() => process.exit(0))
   .catch(async (e) => {
