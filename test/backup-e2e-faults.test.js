@@ -397,7 +397,7 @@ describe('backup e2e: files that cannot be read (exit 3)', function () {
       // lives under a private home directory).
       const probe = spawnSync(process.execPath, ['-e', `const fs = require('fs'); fs.accessSync(${JSON.stringify(CLI)}, fs.constants.R_OK); fs.accessSync(${JSON.stringify(sidecarBin)}, fs.constants.X_OK)`], { uid: NOBODY, gid: NOBODY, encoding: 'utf8' });
       if (probe.status !== 0) {
-        console.log(`      skipped: running as root, and uid ${NOBODY} cannot run the CLI from this checkout: ${probe.stderr.trim().split('\n')[0]}`);
+        console.log(`      skipped: running as root, and uid ${NOBODY} cannot run the CLI from this checkout: ${probe.stderr.split('\n').find((l) => /Error/.test(l)) ?? probe.stderr.trim()}`);
         this.skip();
       }
     }
