@@ -15,6 +15,5 @@ export * as ops from './ops';
 export { encodeEntry, decodeEntry, type TreeEntry, type SnapshotInfo, type CommitSummary, type CheckReport } from './ops';
 export { runBackup, findParent, snapshotPaths, type BackupOptions, type BackupResult } from './backup';
 export { runRestore, type RestoreOptions, type RestoreResult } from './restore';
-// The client from this same bundle: the ops check `instanceof Slot` against this bundle's
-// classes, so a test driving them needs slots from a client built alongside.
-export { connect, Client } from '../client';
+// The ops above need a Client of this bundle (Slot checks are `instanceof`): tests connect with this.
+export { connect } from '../client';
