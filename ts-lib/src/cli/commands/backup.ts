@@ -34,6 +34,7 @@ export const backup: Command = {
     host: { type: 'string', value: 'NAME', help: "record this host name in the snapshot (default: this machine's host name)" },
     tag: { type: 'string', value: 'TAG', multiple: true, help: 'add a tag to the snapshot' },
     every: { type: 'string', value: 'DURATION', help: 'keep running and back up once per interval (e.g. 15m, 1h, 1d; at least 10s), each run incremental against the previous one; SIGTERM while idle exits 0' },
+    force: { type: 'boolean', default: false, help: 'read every file again, also those the parent snapshot says are unchanged (same size, mtime, ctime and inode)' },
     ...REPO_OPTIONS,
   },
   async run(ctx) {
@@ -64,6 +65,11 @@ export const backup: Command = {
             last = c;
             progress.update(c);
           },
+          force: ctx.values.force === true,
+          onWarning: (e) => {
+            if (ctx.global.json) ctx.out(JSON.stringify({ type: 'warning', path: e.path, op: e.op, code: e.code ?? null, message: e.message }));
+            else ctx.err(`shmpipe backup: warning: ${e.path}: ${e.message}`);
+          },
           onUnreadable: (e) => {
             if (ctx.global.json) ctx.out(JSON.stringify({ type: 'error', path: e.path, op: e.op, code: e.code ?? null, message: e.message }));
             else ctx.err(`shmpipe backup: cannot read ${e.path}: ${e.message}`);
@@ -85,6 +91,7 @@ export const backup: Command = {
             others: k.others,
             entries: r.commit.entries,
             unreadable: r.unreadable,
+            warnings: r.warnings,
             bytes_read: r.bytesRead,
             // Stored in the repository by this backup, after dedup and compression (packs,
             // index, snapshot); bytes_added_plain: the new data before compression.
@@ -100,7 +107,8 @@ export const backup: Command = {
         if (r.parent !== null) ctx.out(`parent:     ${r.parent}`);
         for (const l of summaryLines({ ...k, snapshot: r.commit.id, bytes_read: r.bytesRead, duration_s: r.durationMs / 1000, unreadable: r.unreadable })) ctx.out(l);
       }
-      return r.unreadable > 0 ? 3 : 0;
+      // A file left out, or one that changed while it was read: the snapshot is not all it should be.
+      return r.unreadable > 0 || r.warnings > 0 ? 3 : 0;
     };
     return interruptible(ctx, 'shmpipe backup: interrupted; the backup was aborted, nothing was committed', async (signal) => {
       if (every === null) return once(signal);
