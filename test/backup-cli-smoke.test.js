@@ -210,8 +210,12 @@ describe('backup CLI: init, backup, snapshots, restore', function () {
     const asRoot = process.getuid() === 0;
     if (asRoot) {
       // A checkout nobody can read (e.g. under a 0700 /root) leaves no way to test this as root.
-      const probe = spawnSync(process.execPath, ['-e', `require('fs').accessSync(${JSON.stringify(CLI)})`], { uid: 65534, gid: 65534 });
-      if (probe.status !== 0) this.skip();
+      const sidecar = path.join(__dirname, '..', 'target', 'release', 'shmpipe-sidecar');
+      const probe = spawnSync(process.execPath, ['-e', `const fs = require('fs'); fs.accessSync(${JSON.stringify(CLI)}, fs.constants.R_OK); fs.accessSync(${JSON.stringify(sidecar)}, fs.constants.X_OK)`], { uid: 65534, gid: 65534, encoding: 'utf8' });
+      if (probe.status !== 0) {
+        console.log(`      skipped: running as root, and uid 65534 cannot run the CLI from this checkout: ${probe.stderr.split('\n').find((l) => /Error/.test(l)) ?? probe.stderr.trim()}`);
+        this.skip();
+      }
       execFileSync('chmod', ['-R', 'a+rwX', work]);
     }
     const locked = path.join(src, 'locked');

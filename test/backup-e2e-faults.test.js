@@ -322,6 +322,7 @@ describe('backup e2e: backup --every (the long-running agent of a Deployment)', 
     fs.writeFileSync(path.join(src, 'b'), 'unchanged\n');
     // No repository yet: the first run fails (reported), the test creates it, the next run works.
     const seen = [];
+    let init = null; // the init run while the agent waits for its next interval; awaited below
     const r = await runCli(['backup', src, '--repo', repo, '--every', '10s', '--json'], {
       env,
       timeoutMs: 90_000,
@@ -330,7 +331,7 @@ describe('backup e2e: backup --every (the long-running agent of a Deployment)', 
         if (o.type === 'progress') return;
         seen.push(o);
         if (o.type === 'run_failed') {
-          runCli(['init', '--repo', repo], { env }).then((i) => assert.equal(i.status, 0, i.why));
+          init = runCli(['init', '--repo', repo], { env });
         } else if (o.type === 'summary' && seen.filter((x) => x.type === 'summary').length === 1) {
           fs.writeFileSync(path.join(src, 'a'), 'second, longer\n');
         } else if (o.type === 'summary') {
@@ -338,6 +339,9 @@ describe('backup e2e: backup --every (the long-running agent of a Deployment)', 
         }
       },
     });
+    assert.ok(init !== null, `the first run failed and the test ran init: ${r.why}`);
+    const i = await init;
+    assert.equal(i.status, 0, i.why);
     assert.equal(r.status, 0, r.why);
     assert.deepEqual(seen.map((o) => o.type), ['run_failed', 'summary', 'summary'], r.why);
     assert.match(seen[0].message, /no repository/);
@@ -393,7 +397,7 @@ describe('backup e2e: files that cannot be read (exit 3)', function () {
       // lives under a private home directory).
       const probe = spawnSync(process.execPath, ['-e', `const fs = require('fs'); fs.accessSync(${JSON.stringify(CLI)}, fs.constants.R_OK); fs.accessSync(${JSON.stringify(sidecarBin)}, fs.constants.X_OK)`], { uid: NOBODY, gid: NOBODY, encoding: 'utf8' });
       if (probe.status !== 0) {
-        console.log(`      skipped: running as root, and uid ${NOBODY} cannot run the CLI from this checkout: ${probe.stderr.trim().split('\n')[0]}`);
+        console.log(`      skipped: running as root, and uid ${NOBODY} cannot run the CLI from this checkout: ${probe.stderr.split('\n').find((l) => /Error/.test(l)) ?? probe.stderr.trim()}`);
         this.skip();
       }
     }

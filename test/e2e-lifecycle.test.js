@@ -7,7 +7,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { bundle } = require('./helpers/paths');
-const { startSidecar, sleep } = require('./helpers/sidecar');
+const { startSidecar, waitFor } = require('./helpers/sidecar');
+const { sqTaken } = require('./helpers/rings');
 const { crc32c } = require('./helpers/crc32c');
 
 const { connect, ShmpipeError, Slot } = require(bundle);
@@ -44,7 +45,7 @@ describe('client lifecycle', function () {
     const delays = [c.delay(10_000_000), c.delay(10_000_000)];
     const waiter = c.alloc(); // no slot left: waits
     const settled = Promise.allSettled([...delays, waiter]);
-    await sleep(20);
+    await sqTaken(c, 2, 'the DELAYs'); // in flight at the sidecar when close() comes
     await c.close();
     for (const r of await settled) {
       assert.equal(r.status, 'rejected');

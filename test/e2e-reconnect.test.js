@@ -8,6 +8,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { connectResilient } = require(require('./helpers/paths').bundle);
 const { startSidecar } = require('./helpers/sidecar');
+const { sqTaken } = require('./helpers/rings');
 
 const FAST = { initialDelayMs: 10, maxDelayMs: 100 };
 
@@ -61,7 +62,7 @@ describe('reconnecting client', function () {
   it('reconnects after a graceful SIGTERM drain', async function () {
     client = await connectResilient({ socketPath: sidecar.socketPath }, FAST);
     const inFlight = client.delay(100_000);
-    await new Promise((r) => setTimeout(r, 20));
+    await sqTaken(client.client, 1, 'the DELAY'); // in flight at the sidecar when SIGTERM comes
     await sidecar.stop(10_000); // drains: the delay finishes within the grace
     assert.equal(await inFlight, 100_000);
     sidecar = await startSidecar({ dir });

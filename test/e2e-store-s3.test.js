@@ -105,11 +105,11 @@ if (!s3Available()) {
       ]);
       for (const s of all) s.release();
 
-      // Same port, fresh server (moto keeps nothing across restarts, so the bucket is recreated).
+      // Same port, fresh server (moto keeps nothing across restarts, so the bucket is recreated
+      // and there is nothing left to look at: what a failed upload leaves on a server that
+      // keeps its state is checked in faults-s3.test.js, with the store cut off by a proxy).
       server = await startS3(server.port);
       await server.createBucket(BUCKET);
-      await assert.rejects(client.stat(key), { code: 'SHMPIPE_E_NOT_FOUND' }, 'no partial object');
-      assert.deepEqual(await server.multipartUploads(BUCKET), []);
       const r = await client.putFile(src, key);
       assert.equal(r.size, size);
       const out = path.join(sidecar.dir, 'download.bin');

@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use shm_protocol::entry::{cq_flags, RawSubmission};
@@ -326,7 +324,8 @@ fn full_cq_keeps_every_completion() {
         a.push_bytes(&RawSubmission { request_id: id, slot_id: NO_SLOT, ..Default::default() }.encode());
     }
     a.publish();
-    std::thread::sleep(Duration::from_millis(50));
+    // The sidecar fills the CQ (2 entries) and must then hold the other 48 completions back.
+    wait_until("CQ full", || a.segment.cq().tail().load(std::sync::atomic::Ordering::SeqCst) >= 2);
     for id in 1..=50u64 {
         let c = a.wait_completion();
         assert_eq!((c.request_id, c.status), (id, 0));
@@ -500,12 +499,25 @@ fn uid_refusal_and_allow_list() {
         eprintln!("skipped: needs root to run a client under another uid");
         return;
     }
+    use std::os::unix::fs::PermissionsExt;
     const NOBODY: u32 = 65_534;
+    // The helper runs as another uid, which may not reach this test binary (a checkout under a
+    // 0700 home, or `mktemp -d`): run a copy from a directory it can reach.
+    let exe_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(exe_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = exe_dir.path().join("e2e-uid-helper");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let probe = std::process::Command::new(&exe).arg("--list").uid(NOBODY).gid(0).output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: uid {NOBODY} cannot run a copy of the test binary in {} ({probe:?})", exe_dir.path().display());
+        return;
+    }
     let run_helper = |sidecar: &Sidecar| -> String {
         // Let the other uid reach the socket: directory traversable, socket group-writable
         // (mode 0660) and the helper in group 0.
-        std::fs::set_permissions(sidecar.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
+        std::fs::set_permissions(sidecar.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = std::process::Command::new(&exe)
             .args(["--exact", "uid_helper_client", "--nocapture", "--test-threads=1"])
             .env("SHMPIPE_TEST_HELPER_SOCKET", &sidecar.socket)
             .uid(NOBODY)

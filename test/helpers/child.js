@@ -6,6 +6,7 @@
 
 const crypto = require('node:crypto');
 const fs = require('node:fs');
+const path = require('node:path');
 const { bundle } = require('./paths');
 const { crc32c } = require('./crc32c');
 
@@ -114,20 +115,141 @@ const modes = {
     await client.close();
   },
 
-  /** On {n, us}: puts n DELAYs in flight and reports threads; then waits for them. */
-  async inFlight({ socketPath, sqCapacity, cqCapacity }) {
-    const client = await shmpipe.connect({ socketPath, sqCapacity, cqCapacity, slotCount: 4, slotSize: 4096, clientName: 'in-flight' });
+  /**
+   * The syscall-bytes proof of zero copy: streams `totalBytes` into `key` (OPEN_WRITE, a WRITE
+   * per slot, COMMIT) and reads it back (OPEN_READ), each phase bracketed by this process's
+   * /proc/self/io. Slots are filled in memory (a pattern stamped with the chunk number), so the
+   * agent has no file I/O of its own: every byte it moves through read/write-family syscalls is
+   * overhead. Before each phase: 'ready-<phase>', then waits for {cmd: 'go'} (so the IPC
+   * message itself is outside the bracket), then 'done-<phase>' with the counters.
+   */
+  async ioProof({ socketPath, totalBytes, slotSize, key }) {
+    const client = await shmpipe.connect({ socketPath, slotCount: 16, slotSize, clientName: 'io-proof' });
+    const io = () => Object.fromEntries(fs.readFileSync('/proc/self/io', 'utf8').trim().split('\n').map((l) => l.split(': ')).map(([k, v]) => [k, Number(v)]));
+    const chunks = Math.ceil(totalBytes / slotSize);
+    const stamp = (buf, i, len) => {
+      buf.fill(i & 0xff, 0, len);
+      buf.writeUInt32LE(i, 0);
+      buf.writeUInt32LE(0x5eed ^ i, len - 4);
+    };
+    const bracket = async (name, work) => {
+      await send({ type: `ready-${name}` });
+      await nextMessage();
+      const before = io();
+      const out = await work();
+      const after = io();
+      await send({ type: `done-${name}`, before, after, ...out });
+    };
+
+    await bracket('put', async () => {
+      const w = await client.openWrite(key);
+      let requests = 1;
+      for (let i = 0; i < chunks; i++) {
+        const len = Math.min(slotSize, totalBytes - i * slotSize);
+        const s = await client.alloc();
+        stamp(s.buffer, i, len);
+        await w.write(s, len);
+        requests++;
+      }
+      const r = await w.commit();
+      return { requests: requests + 1, size: r.size };
+    });
+
+    await bracket('get', async () => {
+      const stream = client.openRead(key);
+      let requests = 1;
+      let size = 0;
+      let bad = 0;
+      for await (const c of stream) {
+        // A chunk fills its slot from 0; `offset` is where it lies in the object.
+        const i = c.offset / slotSize;
+        const b = c.slot.buffer;
+        if (c.offset !== size || b.readUInt32LE(0) !== i || b.readUInt32LE(c.length - 4) !== (0x5eed ^ i) || b[4] !== (i & 0xff)) bad++;
+        size += c.length;
+        requests++;
+      }
+      const r = await stream.result;
+      return { requests, size, bad, verified: r.verified };
+    });
+    await client.close();
+  },
+
+  /**
+   * The threads proof: on {kind, n}, puts n requests of one kind in flight at once (every
+   * request holding its own slot, submitted before any is awaited), reports 'submitted', waits
+   * for all, reports 'settled' with how many succeeded. Kinds: delay, echo, put, get, list,
+   * stat, delete, backup (FILE_PUT into an open backup), restore (CONTENT_READ of a file the
+   * backup stored). Objects for get/stat/delete are the ones `put` made (keys t/<i>); the
+   * repository is made at connect with a cheap KDF. {cmd: 'exit'} ends it.
+   */
+  async opsInFlight({ socketPath, slotCount, ringCapacity }) {
+    // The backup ops check their slots against their own bundle's classes: a client from it.
+    const B = require(path.join(path.dirname(bundle), 'backup.js'));
+    const client = await B.connect({ socketPath, slotCount, slotSize: 4096, sqCapacity: ringCapacity, cqCapacity: ringCapacity, clientName: 'ops-in-flight' });
+    const repo = await B.ops.repoInit(client, 'threads proof', { kdf_m_kib: 64, kdf_t: 1 });
+    const backup = await B.ops.backupBegin(client, repo, { paths: ['/threads-proof'] });
+    const contents = [];
+    // Two small objects for LIST to find under its own prefix.
+    for (const k of ['l/a', 'l/b']) {
+      const s = await client.alloc();
+      await client.put(k, s, 10);
+    }
+    const data = async (i, len = 1024) => {
+      const s = await client.alloc();
+      s.buffer.fill(i & 0xff, 0, len);
+      s.buffer.writeUInt32LE(i, 0);
+      return s;
+    };
+    const drain = async (stream) => {
+      let n = 0;
+      for await (const c of stream) n += c.length;
+      return n;
+    };
+    const one = {
+      delay: async () => client.delay(20_000),
+      echo: async (i) => {
+        const s = await data(i);
+        try {
+          return await client.echo(s, 1024);
+        } finally {
+          s.release();
+        }
+      },
+      put: async (i) => client.put(`t/${i}`, await data(i), 1024),
+      get: async (i) => drain(client.openRead(`t/${i}`)),
+      list: async () => {
+        const keys = [];
+        for await (const e of client.list('l')) keys.push(e.key);
+        if (keys.length !== 2) throw new Error(`LIST found ${keys}`);
+      },
+      stat: async (i) => client.stat(`t/${i}`),
+      delete: async (i) => client.delete(`t/${i}`),
+      backup: async (i) => {
+        const s = await data(i, 2048);
+        try {
+          const c = await B.ops.filePut(client, backup, s, 2048);
+          contents.push(c.content);
+        } finally {
+          s.release();
+        }
+      },
+      restore: async (i) => drain(B.ops.contentRead(client, repo, contents[i % contents.length])),
+    };
     await send({ type: 'connected', threads: threads(), layout: client.layout });
     for (;;) {
       const msg = await nextMessage();
       if (msg.cmd === 'exit') break;
+      if (msg.cmd === 'commit') {
+        await B.ops.backupCommit(client, backup);
+        await send({ type: 'committed' });
+        continue;
+      }
       const ps = [];
-      for (let i = 0; i < msg.n; i++) ps.push(client.delay(msg.us));
-      const stats = await client.stats();
-      await send({ type: 'submitted', threads: threads(), inFlightAsync: stats.session.in_flight_async });
+      for (let i = 0; i < msg.n; i++) ps.push(one[msg.kind](msg.base + i));
+      await send({ type: 'submitted', threads: threads() });
       const results = await Promise.allSettled(ps);
-      const ok = results.filter((r) => r.status === 'fulfilled' && r.value === msg.us).length;
-      await send({ type: 'settled', ok, threads: threads() });
+      const failed = results.filter((r) => r.status === 'rejected');
+      await send({ type: 'settled', ok: results.length - failed.length, threads: threads(), errors: [...new Set(failed.map((r) => `${r.reason.code}: ${r.reason.message}`))].slice(0, 5) });
     }
     await client.close();
   },
@@ -174,6 +296,10 @@ const modes = {
   },
 };
 
+if (!(params.mode in modes)) {
+  console.error(`child.js: unknown mode ${JSON.stringify(params.mode)}`);
+  process.exit(2);
+}
 modes[params.mode](params)
   .then(() => process.exit(0))
   .catch(async (e) => {

@@ -1,8 +1,11 @@
 // Forks test/helpers/child.js in a given mode and exchanges messages with it.
 'use strict';
 
-const { fork } = require('node:child_process');
-const { child } = require('./paths');
+const { execFileSync, fork } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { child, root } = require('./paths');
 
 /**
  * @returns {{proc, pid, next(type?): Promise<object>, send(msg), exited: Promise}}
@@ -10,7 +13,8 @@ const { child } = require('./paths');
  * error or exits first.
  */
 function forkChild(params, options = {}) {
-  const proc = fork(child, [JSON.stringify(params)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...options });
+  const { script = child, ...forkOptions } = options;
+  const proc = fork(script, [JSON.stringify(params)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...forkOptions });
   const inbox = [];
   let waiter = null;
   let exit = null;
@@ -46,4 +50,21 @@ function forkChild(params, options = {}) {
   return { proc, pid: proc.pid, next, send: (m) => proc.send(m), exited };
 }
 
-module.exports = { forkChild };
+/**
+ * A copy of the child script and what it loads (the client bundle, the addon, crc-32) in a
+ * fresh world-readable temp directory, for a child run under another uid that cannot reach
+ * this checkout (a clone under a 0700 directory). Returns {script, remove()}.
+ */
+function reachableChild() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmpipe-child-'));
+  fs.chmodSync(dir, 0o755);
+  const copy = (from, to) => fs.cpSync(path.join(root, from), path.join(dir, to ?? from), { recursive: true });
+  for (const f of ['child.js', 'paths.js', 'crc32c.js']) copy(path.join('test', 'helpers', f));
+  copy(path.join('ts-lib', 'dist', 'index.js'));
+  copy(path.join('ts-lib', 'build', 'shmpipe_addon.node'));
+  copy(path.join('node_modules', 'crc-32'));
+  execFileSync('chmod', ['-R', 'a+rX', dir]);
+  return { script: path.join(dir, 'test', 'helpers', 'child.js'), remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+module.exports = { forkChild, reachableChild };

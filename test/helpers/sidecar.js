@@ -4,6 +4,7 @@
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
+const http = require('node:http');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
@@ -112,6 +113,105 @@ function leftoverSegments(pid) {
   return fs.readdirSync('/dev/shm').filter((n) => n.startsWith(`shmpipe-${pid}-`));
 }
 
+/** A session segment's path as /proc shows it: shmpipe-<pid>-<hex> (POSIX shm or
+ * SHMPIPE_SEGMENT_DIR), or a memfd named shmpipe…, possibly "(deleted)". */
+const SEGMENT_NAME = /(\/shmpipe-\d+-[0-9a-f]+|\/memfd:shmpipe[^/]*)( \(deleted\))?$/;
+
+/**
+ * The session segments process `pid` holds, whatever their backend: the shared memory objects
+ * (POSIX shm, SHMPIPE_SEGMENT_DIR files, memfds — all named `shmpipe-*`) it has mapped
+ * (/proc/PID/maps) or open as fds (/proc/PID/fd), by inode. A segment's name is unlinked as
+ * soon as the agent mapped it, so /dev/shm cannot show a leak; this can.
+ * @returns {{mapped: string[], fds: string[]}} inode numbers, sorted
+ */
+function segmentsHeld(pid) {
+  const mapped = new Set();
+  for (const line of fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+    // address perms offset dev inode path
+    const f = line.trim().split(/\s+/);
+    if (f.length >= 6 && SEGMENT_NAME.test(f.slice(5).join(' '))) mapped.add(f[4]);
+  }
+  const fds = new Set();
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    let target;
+    try {
+      target = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue; // closed while we looked
+    }
+    if (!SEGMENT_NAME.test(target)) continue;
+    try {
+      fds.add(String(fs.statSync(`/proc/${pid}/fd/${fd}`).ino));
+    } catch {
+      continue;
+    }
+  }
+  return { mapped: [...mapped].sort(), fds: [...fds].sort() };
+}
+
+/**
+ * The TCP port process `pid` listens on, from its socket inodes and /proc/net/tcp (the
+ * sidecar's admin endpoint, started on 127.0.0.1:0); null when it has none.
+ */
+function listeningPort(pid) {
+  const inodes = new Set();
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]);
+    } catch {
+      // closed while we looked
+    }
+  }
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    if (!fs.existsSync(table)) continue;
+    for (const line of fs.readFileSync(table, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // sl local_address rem_address st ... inode (field 9)
+      if (f.length > 9 && f[3] === '0A' && inodes.has(f[9])) return parseInt(f[1].split(':')[1], 16);
+    }
+  }
+  return null;
+}
+
+/** GET `path` from the sidecar's admin endpoint; resolves with the body text. */
+function adminGet(pid, urlPath) {
+  const port = listeningPort(pid);
+  if (port === null) return Promise.reject(new Error(`sidecar ${pid} has no admin listener`));
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path: urlPath }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => (body += d));
+        res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`GET ${urlPath}: HTTP ${res.statusCode}`))));
+      })
+      .on('error', reject);
+  });
+}
+
+/** One sample of the sidecar's Prometheus metrics (`name{labels}` exactly), as a number. */
+async function metric(pid, series) {
+  const text = await adminGet(pid, '/metrics');
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  if (line === undefined) throw new Error(`no ${series} in /metrics`);
+  return Number(line.slice(series.length + 1));
+}
+
+/**
+ * /proc/PID/io as numbers: rchar/wchar count every byte passed through read/write-family
+ * syscalls (files, pipes, sockets, eventfds), syscr/syscw the calls.
+ */
+function procIo(pid) {
+  const text = fs.readFileSync(`/proc/${pid}/io`, 'utf8');
+  return Object.fromEntries(text.trim().split('\n').map((l) => l.split(': ')).map(([k, v]) => [k, Number(v)]));
+}
+
+/** Open fds of a process (entries of /proc/PID/fd). */
+function fdCount(pid) {
+  return fs.readdirSync(`/proc/${pid}/fd`).length;
+}
+
 /** Polls `f` (sync or async) until it returns a truthy value or `ms` pass; returns the last value. */
 async function waitFor(f, ms = 5000, every = 20) {
   const deadline = Date.now() + ms;
@@ -122,4 +222,4 @@ async function waitFor(f, ms = 5000, every = 20) {
   }
 }
 
-module.exports = { startSidecar, threadCount, vmRss, leftoverSegments, waitFor, sleep };
+module.exports = { startSidecar, threadCount, vmRss, leftoverSegments, segmentsHeld, fdCount, listeningPort, adminGet, metric, procIo, waitFor, sleep };

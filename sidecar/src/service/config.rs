@@ -164,6 +164,11 @@ pub struct StoreArgs {
     #[arg(long = "store-retry-timeout-s", env = "SHMPIPE_STORE_RETRY_TIMEOUT_S", value_parser = parse_seconds, default_value = "180")]
     pub retry_timeout: Duration,
 
+    /// Whole-request timeout of one S3 request (connect to end of body): a stalled request
+    /// fails after this long and is retried (a long GET stream is resumed). Must be > 0.
+    #[arg(long = "store-request-timeout-s", env = "SHMPIPE_STORE_REQUEST_TIMEOUT_S", value_parser = parse_seconds, default_value = "300")]
+    pub request_timeout: Duration,
+
     /// Multipart part size in bytes (S3: at least 5 MiB).
     #[arg(long, env = "SHMPIPE_PART_SIZE", default_value_t = 8 << 20,
           value_parser = clap::value_parser!(u64).range(1..=5 << 30))]
@@ -233,6 +238,7 @@ impl StoreArgs {
         options.retry.max_retries = self.retries as usize;
         options.retry.init_backoff = Duration::from_millis(self.retry_backoff_ms);
         options.retry.retry_timeout = self.retry_timeout;
+        options.retry.request_timeout = self.request_timeout;
         shmpipe_store::StoreConfig::new(&url, options).map_err(|e| format!("SHMPIPE_STORE {url}: {e}"))
     }
 
@@ -421,7 +427,7 @@ mod tests {
             "--socket", "/s", "--store", "s3://bkt/pre", "--s3-endpoint", "http://127.0.0.1:9000",
             "--s3-allow-http", "true", "--s3-path-style", "1", "--store-retries", "2",
             "--store-retry-backoff-ms", "10", "--store-retry-timeout-s", "3", "--part-size", "6291456",
-            "--parts-in-flight", "2", "--read-reserve", "5",
+            "--parts-in-flight", "2", "--read-reserve", "5", "--store-request-timeout-s", "1.5",
         ])
         .unwrap();
         let sc = c.store.store_config().unwrap();
@@ -431,6 +437,7 @@ mod tests {
         assert_eq!((o.allow_http, o.path_style, o.unsigned_payload), (Some(true), Some(true), None));
         assert_eq!((o.retry.max_retries, o.retry.init_backoff), (2, Duration::from_millis(10)));
         assert_eq!(o.retry.retry_timeout, Duration::from_secs(3));
+        assert_eq!(o.retry.request_timeout, Duration::from_millis(1500));
         assert_eq!((o.part_size, o.max_parts_in_flight), (6 << 20, 2));
         assert_eq!(c.store.read_reserve_for(64), 5);
         assert_eq!(c.store.read_reserve_for(3), 2, "always leaves the agent a slot");

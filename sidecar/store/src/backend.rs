@@ -80,7 +80,8 @@ pub(crate) fn s3_builder(
     o: &StoreOptions,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> AmazonS3Builder {
-    let mut b = AmazonS3Builder::new();
+    // Retryable statuses come back typed (crate::transient), for StoreError::is_transient.
+    let mut b = AmazonS3Builder::new().with_http_connector(crate::transient::ClassifyingConnector::default());
     for (k, v) in env {
         if k.starts_with("AWS_") {
             if let Ok(key) = k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {

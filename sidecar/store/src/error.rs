@@ -5,9 +5,8 @@
 //! else → Store, whose `transient` flag says the failure was of the kind object_store already
 //! retried (connection refused/reset, timeouts, 5xx, 429) and gave up on after the configured
 //! retries — worth retrying later as a whole (the server may come back), as opposed to
-//! permission, precondition or malformed-request failures that will fail again.
-
-use std::error::Error as StdError;
+//! permission, precondition or malformed-request failures that will fail again. The flag is
+//! decided by type, in [`crate::transient`].
 
 use crate::checksum::Checksum;
 
@@ -87,7 +86,7 @@ impl StoreError {
                 reason: source.to_string(),
             },
             other => Self::Store {
-                transient: is_transient(&other),
+                transient: crate::transient::is_transient(&other),
                 message: other.to_string(),
             },
         }
@@ -102,41 +101,6 @@ impl From<tokio::task::JoinError> for StoreError {
     fn from(e: tokio::task::JoinError) -> Self {
         Self::internal(format!("store task failed: {e}"))
     }
-}
-
-/// Whether object_store gave up on a failure of the retryable kind. object_store does not
-/// name its retry error type publicly, so: its public `HttpError` kind where the chain has one
-/// (connect/request/timeout/interrupted), transport-level io errors, and otherwise the status
-/// code in the retry error's message ("status code: 5xx / 429 / 408").
-fn is_transient(err: &object_store::Error) -> bool {
-    use object_store::client::{HttpError, HttpErrorKind};
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(h) = e.downcast_ref::<HttpError>() {
-            return matches!(
-                h.kind(),
-                HttpErrorKind::Connect
-                    | HttpErrorKind::Request
-                    | HttpErrorKind::Timeout
-                    | HttpErrorKind::Interrupted
-            );
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(
-                io.kind(),
-                ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | TimedOut
-                    | UnexpectedEof
-            ) {
-                return true;
-            }
-        }
-        cur = e.source();
-    }
-    let text = err.to_string();
-    ["status code: 5", "status code: 429", "status code: 408", "SlowDown", "InternalError"]
-        .iter()
-        .any(|needle| text.contains(needle))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod key;
 pub mod reader;
 pub mod store;
 pub mod trailer;
+pub mod transient;
 pub mod writer;
 
 pub use checksum::{Checksum, Crc32c};

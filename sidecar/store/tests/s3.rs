@@ -284,14 +284,13 @@ async fn s3_server_killed_mid_upload_then_restarted() {
     store.wait_background().await;
     eventually("every slot returned", || leases.outstanding() == 0).await;
 
-    // Restart on the same port. moto keeps state in memory, so the bucket must be recreated;
-    // then: no object, no multipart upload, and the same upload succeeds.
+    // Restart on the same port. moto keeps state in memory, so the bucket must be recreated
+    // and a fresh server has nothing to show about what the failed upload left (that is
+    // checked with the server's state kept, the store cut off by a proxy, in
+    // test/faults-s3.test.js); the same store and upload work against it.
     let server = S3Server::start(Some(port)).expect("moto restarts on the same port");
     let raw = RawS3::new(&server.endpoint());
     raw.create_bucket(BUCKET).await;
-    assert!(raw.get("k/obj").await.is_none());
-    assert_eq!(raw.multipart_uploads(BUCKET).await, 0);
-    assert_eq!(store.stat("obj").await.unwrap_err().code(), "SHMPIPE_E_NOT_FOUND");
     let info = upload(&store, "obj", 9, total, &leases).await.expect("the same store retries fine once the server is back");
     assert_eq!(Some(verify_download(&store, "obj", 9, total).await.finish()), info.checksum);
 }
