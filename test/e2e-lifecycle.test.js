@@ -7,7 +7,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { bundle } = require('./helpers/paths');
-const { startSidecar, waitFor } = require('./helpers/sidecar');
+const { startSidecar } = require('./helpers/sidecar');
 const { sqTaken } = require('./helpers/rings');
 const { crc32c } = require('./helpers/crc32c');
 
