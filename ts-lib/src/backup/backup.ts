@@ -25,7 +25,7 @@ import type { Slot } from '../slot';
 import { classify, type Change, type ParentFile } from './incremental';
 import { addEntries, backupAbort, backupBegin, backupCommit, close, encodeEntry, entries, fileFinish, fileOpen, filePut, fileWrite, snapshots, type CommitSummary, type FileContent, type Handle } from './ops';
 import type { ProgressCounts } from './progress';
-import { walk, type SourceEntry, type WalkError } from './walk';
+import { walk, type Select, type SourceEntry, type WalkError } from './walk';
 
 export interface BackupOptions {
   /** The roots, as given on the command line. */
@@ -39,6 +39,8 @@ export interface BackupOptions {
   /** Called often; throttle on the receiving side (progress.ts). */
   onProgress?: (c: ProgressCounts) => void;
   signal?: AbortSignal;
+  /** What to leave out (select.ts). */
+  select?: Select;
 }
 
 export interface BackupResult {
@@ -324,7 +326,7 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
   };
 
   try {
-    for await (const e of walk(o.paths, unreadable)) {
+    for await (const e of walk(o.paths, unreadable, o.select)) {
       if (cancelled()) break;
       counts.filesTotal++;
       const prev = parentMap.get(e.path);
