@@ -9,10 +9,13 @@
  * interval, each incremental against the previous; a failed run is reported (`{"type":
  * "run_failed"}` with --json) and the next one is tried on time. SIGTERM while idle is a clean
  * stop (exit 0); during a run it aborts that backup as without --every.
+ *
+ * What is backed up: the selection flags (../selection.ts), `--dry-run` (reads and writes
+ * nothing), or one stream as one file (`--stdin`, `--stdin-from-command`: ../stdin.ts).
  */
 
 import os from 'node:os';
-import { runBackup } from '../../backup/backup';
+import { runBackup, type BackupResult } from '../../backup/backup';
 import { dryRunBackup } from '../../backup/dry-run';
 import { formatBytes, summaryLines, type ProgressCounts } from '../../backup/progress';
 import { pathText } from '../../backup/select';
@@ -20,7 +23,8 @@ import { rootNames } from '../../backup/walk';
 import { UsageError, type Command, type CommandContext } from '../command';
 import { interruptible } from '../interrupt';
 import { mbps, progressFor, REPO_OPTIONS, withRepo } from '../repo';
-import { selection, SELECTION_OPTIONS, type Selection } from '../selection';
+import { selection, selectionGiven, SELECTION_OPTIONS, type Selection } from '../selection';
+import { runStreamBackup, STDIN_OPTIONS, stdinMode } from '../stdin';
 
 export const backup: Command = {
   name: 'backup',
@@ -39,12 +43,14 @@ export const backup: Command = {
     every: { type: 'string', value: 'DURATION', help: 'keep running and back up once per interval (e.g. 15m, 1h, 1d; at least 10s), each run incremental against the previous one; SIGTERM while idle exits 0' },
     'dry-run': { type: 'boolean', short: 'n', default: false, help: 'write nothing: list what would be backed up (new, changed) and the totals, reading no file' },
     ...SELECTION_OPTIONS,
+    ...STDIN_OPTIONS,
     ...REPO_OPTIONS,
   },
   async run(ctx) {
-    const paths = ctx.positionals;
+    const stream = stdinMode(ctx);
+    const paths = stream === null ? ctx.positionals : [];
     const lists = ['files-from', 'files-from-verbatim', 'files-from-raw'].some((f) => (ctx.values[f] as string[] | undefined)?.length);
-    if (paths.length === 0 && !lists) throw new UsageError('name at least one path to back up (or --files-from FILE)');
+    if (stream === null && paths.length === 0 && !lists) throw new UsageError('name at least one path to back up (or --files-from FILE)');
     const parentFlag = ctx.values.parent as string | undefined;
     if (parentFlag !== undefined && !/^[0-9a-f]{64}$/.test(parentFlag)) throw new UsageError('--parent needs a snapshot id (64 hex digits; see shmpipe snapshots)');
     if (parentFlag !== undefined && ctx.values['no-parent'] === true) throw new UsageError('--parent and --no-parent exclude each other');
@@ -53,9 +59,13 @@ export const backup: Command = {
     if (every !== null && parentFlag !== undefined) throw new UsageError('--every backs up against the previous snapshot; it does not take --parent');
     const dryRun = ctx.values['dry-run'] === true;
     if (dryRun && every !== null) throw new UsageError('--dry-run and --every exclude each other');
+    if (stream !== null) {
+      const flag = selectionGiven(ctx) ?? (dryRun ? 'dry-run' : stream === 'stdin' && every !== null ? 'every' : undefined);
+      if (flag !== undefined) throw new UsageError(`--${flag} does not go with --${stream === 'stdin' ? 'stdin' : 'stdin-from-command'}`);
+    }
     const warn = (m: string): void => ctx.err(`shmpipe backup: warning: ${m}`);
     // The lists are read, and exclude files parsed, once (before a first run of --every).
-    const sel = await selection(ctx, paths, warn);
+    const sel: Selection = stream === null ? await selection(ctx, paths, warn) : { roots: [], select: undefined, missing: [] };
     try {
       rootNames(sel.roots);
     } catch (e) {
@@ -65,25 +75,31 @@ export const backup: Command = {
     const once = async (signal: AbortSignal): Promise<number> => {
       const progress = progressFor(ctx, 'backup');
       let last: ProgressCounts | null = null;
-      const r = await withRepo(ctx, async ({ session, repo }) => {
-        const res = await runBackup(session.client, repo, {
-          paths: sel.roots,
-          ...(sel.select !== undefined ? { select: sel.select } : {}),
-          parent,
-          host: (ctx.values.host as string | undefined) ?? os.hostname(),
-          tags: (ctx.values.tag as string[] | undefined) ?? [],
-          signal,
-          onProgress: (c) => {
-            last = c;
-            progress.update(c);
-          },
-          onUnreadable: (e) => {
-            if (ctx.global.json) ctx.out(JSON.stringify({ type: 'error', path: e.path, op: e.op, code: e.code ?? null, message: e.message }));
-            else ctx.err(`shmpipe backup: cannot read ${e.path}: ${e.message}`);
-          },
-        });
-        return res;
-      }).finally(() => last && progress.end(last)); // also ends a TTY bar's line before an error
+      const onProgress = (c: ProgressCounts): void => {
+        last = c;
+        progress.update(c);
+      };
+      const host = (ctx.values.host as string | undefined) ?? os.hostname();
+      const tags = (ctx.values.tag as string[] | undefined) ?? [];
+      const files = (): Promise<BackupResult> =>
+        withRepo(ctx, ({ session, repo }) =>
+          runBackup(session.client, repo, {
+            paths: sel.roots,
+            ...(sel.select !== undefined ? { select: sel.select } : {}),
+            parent,
+            host,
+            tags,
+            signal,
+            onProgress,
+            onUnreadable: (e) => {
+              if (ctx.global.json) ctx.out(JSON.stringify({ type: 'error', path: e.path, op: e.op, code: e.code ?? null, message: e.message }));
+              else ctx.err(`shmpipe backup: cannot read ${e.path}: ${e.message}`);
+            },
+          }),
+        );
+      const run = (): Promise<BackupResult> =>
+        stream === null ? files() : runStreamBackup(ctx, stream, { host, tags, signal, onProgress }).then((s) => ({ ...s, parent: null, unreadable: 0 }));
+      const r = await run().finally(() => last && progress.end(last)); // also ends a TTY bar's line before an error
       const k = r.commit.counts;
       if (ctx.global.json) {
         ctx.out(
