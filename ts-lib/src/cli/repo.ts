@@ -11,9 +11,10 @@
 
 import { ShmpipeError } from '../errors';
 import { PasswordError, resolvePassword, resolveRepo } from '../backup/credentials';
-import { close, repoInit, repoOpen, snapshots, type Handle, type RepoParams } from '../backup/ops';
+import { close, repoInit, repoOpen, type Handle, type RepoParams } from '../backup/ops';
 import { Progress } from '../backup/progress';
 import { CommandError, UsageError, type CommandContext, type Options } from './command';
+import { isEmptyFilter, NO_FILTER, resolveSnapshotInfo, type SnapshotFilter } from './filter';
 import { openSession, type CliSession } from './session';
 
 /** The options of every command that opens the repository. */
@@ -146,11 +147,11 @@ export function mbps(bytes: number, ms: number): number {
   return ms > 0 ? Math.round((bytes / 1e6 / (ms / 1000)) * 100) / 100 : 0;
 }
 
-/** `latest`, a full id, or a unique prefix of one (at least 4 hex digits) → what ENTRIES_OPEN takes. */
-export async function resolveSnapshot(r: RepoSession, arg: string): Promise<string> {
-  if (arg === 'latest' || /^[0-9a-f]{64}$/.test(arg)) return arg;
-  if (!/^[0-9a-f]{4,63}$/.test(arg)) throw new UsageError(`'${arg}' is not a snapshot: give an id (or a prefix of at least 4 hex digits) or 'latest'`);
-  const ids = (await snapshots(r.session.client, r.repo)).map((s) => s.id).filter((id) => id.startsWith(arg));
-  if (ids.length === 1) return ids[0]!;
-  throw new CommandError(ids.length === 0 ? `no snapshot ${arg} in ${r.where}` : `snapshot prefix ${arg} is ambiguous (${ids.length} snapshots)`);
+/**
+ * `latest` (the newest snapshot passing `filter`), a full id, or a unique prefix of one (at
+ * least 4 hex digits) → the snapshot's id (filter.ts).
+ */
+export async function resolveSnapshot(r: RepoSession, arg: string, filter: SnapshotFilter = NO_FILTER): Promise<string> {
+  if (/^[0-9a-f]{64}$/.test(arg) && isEmptyFilter(filter)) return arg;
+  return (await resolveSnapshotInfo(r, arg, filter)).id;
 }

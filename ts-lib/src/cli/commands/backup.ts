@@ -38,7 +38,7 @@ export const backup: Command = {
   options: {
     parent: { type: 'string', value: 'ID', help: 'compare against this snapshot (64 hex digits) instead of the latest one of this host and these paths' },
     'no-parent': { type: 'boolean', default: false, help: 'compare against no snapshot: read every file' },
-    host: { type: 'string', value: 'NAME', help: "record this host name in the snapshot (default: this machine's host name)" },
+    host: { type: 'string', short: 'H', value: 'NAME', help: "record this host name in the snapshot (default: this machine's host name)" },
     tag: { type: 'string', value: 'TAG', multiple: true, help: 'add a tag to the snapshot' },
     every: { type: 'string', value: 'DURATION', help: 'keep running and back up once per interval (e.g. 15m, 1h, 1d; at least 10s), each run incremental against the previous one; SIGTERM while idle exits 0' },
     'dry-run': { type: 'boolean', short: 'n', default: false, help: 'write nothing: list what would be backed up (new, changed) and the totals, reading no file' },

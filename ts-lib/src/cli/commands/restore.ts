@@ -8,6 +8,7 @@ import { runRestore } from '../../backup/restore';
 import { formatBytes, type ProgressCounts } from '../../backup/progress';
 import type { Command } from '../command';
 import { interruptible } from '../interrupt';
+import { FILTER_OPTIONS, filterFrom } from '../filter';
 import { mbps, progressFor, REPO_OPTIONS, resolveSnapshot, withRepo } from '../repo';
 import { positionals } from '../store';
 
@@ -23,6 +24,7 @@ export const restore: Command = {
   complete: 'dir',
   options: {
     include: { type: 'string', value: 'PATH', multiple: true, help: 'restore only this path of the snapshot (and what is below it)' },
+    ...FILTER_OPTIONS,
     ...REPO_OPTIONS,
   },
   async run(ctx) {
@@ -34,7 +36,7 @@ export const restore: Command = {
         ctx,
         async (rs) => {
             const res = await runRestore(rs.session.client, rs.repo, {
-            snapshot: await resolveSnapshot(rs, snapshotArg),
+            snapshot: await resolveSnapshot(rs, snapshotArg, filterFrom(ctx)),
             target,
             include: (ctx.values.include as string[] | undefined) ?? [],
             signal,
