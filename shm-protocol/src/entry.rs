@@ -43,10 +43,12 @@ pub enum Opcode {
     EntriesNext = 77,
     ContentRead = 78,
     Check = 79,
+    JobStart = 80,
+    JobNext = 81,
 }
 
 impl Opcode {
-    pub const ALL: [Opcode; 30] = [
+    pub const ALL: [Opcode; 32] = [
         Self::Nop,
         Self::Echo,
         Self::SlotRelease,
@@ -77,6 +79,8 @@ impl Opcode {
         Self::EntriesNext,
         Self::ContentRead,
         Self::Check,
+        Self::JobStart,
+        Self::JobNext,
     ];
 
     pub fn from_u8(v: u8) -> Option<Self> {
@@ -111,6 +115,8 @@ impl Opcode {
             77 => Some(Self::EntriesNext),
             78 => Some(Self::ContentRead),
             79 => Some(Self::Check),
+            80 => Some(Self::JobStart),
+            81 => Some(Self::JobNext),
             _ => None,
         }
     }
@@ -148,6 +154,8 @@ impl Opcode {
             Self::EntriesNext => 27,
             Self::ContentRead => 28,
             Self::Check => 29,
+            Self::JobStart => 30,
+            Self::JobNext => 31,
         }
     }
 
@@ -207,6 +215,8 @@ impl Opcode {
             Self::EntriesNext => "entries_next",
             Self::ContentRead => "content_read",
             Self::Check => "check",
+            Self::JobStart => "job_start",
+            Self::JobNext => "job_next",
         }
     }
 }

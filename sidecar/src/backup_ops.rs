@@ -35,6 +35,8 @@ use shmpipe_engine::{
 };
 use shmpipe_store::Store;
 
+use crate::jobs::RunningJob;
+
 pub const CODE_INVALID_HANDLE: &str = "SHMPIPE_E_INVALID_HANDLE";
 pub const CODE_BUSY: &str = "SHMPIPE_E_BUSY";
 pub const CODE_MALFORMED: &str = "SHMPIPE_E_MALFORMED";
@@ -45,6 +47,7 @@ pub const KIND_REPO: &str = "repository";
 pub const KIND_BACKUP: &str = "backup";
 pub const KIND_FILE: &str = "file";
 pub const KIND_CURSOR: &str = "entry listing";
+pub const KIND_JOB: &str = "job";
 
 /// A failed backup op: a wire code (SPEC §8 names) and a message for the agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,7 +237,7 @@ fn summary_json(s: &SnapshotSummary) -> Vec<u8> {
     doc.to_string().into_bytes()
 }
 
-fn snapshot_json(s: &SnapshotInfo) -> serde_json::Value {
+pub(crate) fn snapshot_json(s: &SnapshotInfo) -> serde_json::Value {
     let f = &s.file;
     serde_json::json!({
         "id": s.id.to_hex(),
@@ -294,6 +297,7 @@ enum Handle {
     Backup(Arc<BackupSession>),
     File { backup: u64, writer: WriterCell },
     Entries(Arc<tokio::sync::Mutex<Cursor>>),
+    Job(Arc<tokio::sync::Mutex<RunningJob>>),
 }
 
 impl Handle {
@@ -303,6 +307,7 @@ impl Handle {
             Self::Backup(_) => KIND_BACKUP,
             Self::File { .. } => KIND_FILE,
             Self::Entries(_) => KIND_CURSOR,
+            Self::Job(_) => KIND_JOB,
         }
     }
 }
@@ -538,13 +543,14 @@ impl BackupOps {
         Ok(self.take_backup(backup)?.abort().await?)
     }
 
-    /// Closes a repository, file or entry-listing handle (a backup: use BACKUP_ABORT).
+    /// Closes a repository, file, entry-listing or job handle (a backup: use BACKUP_ABORT).
+    /// Closing a running job cancels it.
     pub fn close(&self, handle: u64) -> OpResult<()> {
         let mut t = self.table();
         match t.get(&handle) {
             Some(Handle::Backup(_)) | None => {
                 drop(t);
-                Err(self.wrong(handle, "repository, file or entry listing"))
+                Err(self.wrong(handle, "repository, file, entry listing or job"))
             }
             Some(_) => {
                 t.remove(&handle);
@@ -622,6 +628,36 @@ impl BackupOps {
     pub fn content_reader(&self, repo: u64, content: &[u8]) -> OpResult<ContentReader> {
         let repo = self.repo(repo)?;
         Ok(repo.open_content(&decode_content(content)?))
+    }
+
+    /// JOB_START: starts the job the request names on an open repository (`jobs`).
+    pub fn job_start(&self, repo: u64, request: &[u8]) -> OpResult<u64> {
+        let repo = self.repo(repo)?;
+        if self.open_handles() >= self.max_handles {
+            return Err(OpError::new(CODE_BUSY, format!("too many open handles (limit {})", self.max_handles)));
+        }
+        let job = crate::jobs::start(repo, request)?;
+        self.insert(Handle::Job(Arc::new(tokio::sync::Mutex::new(job))))
+    }
+
+    /// JOB_NEXT: the job's next lines (at most `max_bytes`), and whether it finished (the
+    /// handle is then closed). A failed job's error closes the handle too.
+    pub async fn job_next(&self, handle: u64, max_bytes: usize) -> OpResult<(Vec<u8>, bool)> {
+        let found = match self.table().get(&handle) {
+            Some(Handle::Job(j)) => Some(j.clone()),
+            _ => None,
+        };
+        let cell = found.ok_or_else(|| self.wrong(handle, "job"))?;
+        let mut job = cell.try_lock().map_err(|_| OpError::new(CODE_BUSY, format!("job {handle} is being read")))?;
+        let r = job.next_page(max_bytes).await;
+        drop(job);
+        match &r {
+            Ok((_, false)) | Err(OpError { code: CODE_OUT_OF_RANGE, .. }) => {}
+            _ => {
+                self.table().remove(&handle);
+            }
+        }
+        r
     }
 
     /// CHECK: the report JSON (`ok` false when the repository is damaged).

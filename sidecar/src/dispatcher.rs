@@ -636,7 +636,9 @@ impl Dispatcher {
                 | Opcode::EntriesOpen
                 | Opcode::EntriesNext
                 | Opcode::ContentRead
-                | Opcode::Check,
+                | Opcode::Check
+                | Opcode::JobStart
+                | Opcode::JobNext,
                 _,
             ) => {
                 if !self.handle_backup(&sub, started)? {

@@ -14,7 +14,8 @@
 //!   their glue); [`lease`]: slot memory leased to the store, returned when dropped;
 //!   [`store_probe`]: the store half of `/ready`.
 //! - [`backup_ops`]: the backup-engine ops' per-session handles and semantics over
-//!   `shmpipe-engine` (wire-agnostic: bytes in, bytes out).
+//!   `shmpipe-engine` (wire-agnostic: bytes in, bytes out); [`jobs`]: the repository verbs run
+//!   as jobs (JOB_START / JOB_NEXT).
 
 pub mod admin;
 pub mod backup_ops;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod dispatcher;
 pub mod doorbell;
+pub mod jobs;
 pub mod lease;
 pub mod metrics;
 pub mod ops;

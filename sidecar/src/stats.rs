@@ -18,7 +18,31 @@ pub const CODES: usize = ErrorCode::ALL.len();
 pub const OP_LABELS: usize = OPS + 1;
 /// Status labels: `ok`, then every wire error code.
 pub const STATUSES: usize = CODES + 1;
-const _: () = assert!(OP_LABELS <= 32, "RequestCounts::touched is a u32 of op rows");
+const _: () = assert!(OP_LABELS <= 128, "RequestCounts::touched is a u128 of op rows");
+
+/// One `T` per op label. A wrapper only because std derives `Default` for arrays of at most 32
+/// elements, and there are more ops than that.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PerOp<T>(pub [T; OP_LABELS]);
+
+impl<T: Default> Default for PerOp<T> {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| T::default()))
+    }
+}
+
+impl<T> std::ops::Deref for PerOp<T> {
+    type Target = [T; OP_LABELS];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for PerOp<T> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
 
 /// Upper bounds of the request-latency histogram buckets in nanoseconds, 250 ns to 10 s (DELAY
 /// may take up to 60 s); `+Inf` follows implicitly.
@@ -137,10 +161,10 @@ pub struct RequestCounts {
     /// Entries that decoded to a valid request, by op.
     pub by_op: [u64; OPS],
     /// Completions posted, by op label and status label.
-    pub completions: [[u64; STATUSES]; OP_LABELS],
+    pub completions: PerOp<[u64; STATUSES]>,
     /// Bit `op` is set when a cell of that row of `completions` is non-zero, so a fold visits
     /// only those rows.
-    touched: u32,
+    touched: u128,
 }
 
 impl RequestCounts {
@@ -194,7 +218,7 @@ impl RequestCounts {
 }
 
 /// Calls `f(op)` for every row whose bit is set in a `touched` mask.
-fn for_each_row(mut touched: u32, mut f: impl FnMut(usize)) {
+fn for_each_row(mut touched: u128, mut f: impl FnMut(usize)) {
     while touched != 0 {
         let bit = touched.trailing_zeros() as usize;
         touched &= touched - 1;
@@ -234,10 +258,10 @@ pub struct GlobalStats {
     pub in_flight_async: AtomicU64,
     requests_total: AtomicU64,
     by_op: [AtomicU64; OPS],
-    completions: [[AtomicU64; STATUSES]; OP_LABELS],
+    completions: PerOp<[AtomicU64; STATUSES]>,
     /// Request latency by op label: per-bucket (not cumulative) counts and the sum.
-    latency: [[AtomicU64; BUCKETS]; OP_LABELS],
-    latency_sum_ns: [AtomicU64; OP_LABELS],
+    latency: PerOp<[AtomicU64; BUCKETS]>,
+    latency_sum_ns: PerOp<AtomicU64>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     ring_full_waits: [AtomicU64; Ring::ALL.len()],
@@ -334,7 +358,7 @@ impl GlobalStats {
         RequestCounts {
             requests_total: self.requests_total.load(Relaxed),
             by_op: load_all(&self.by_op),
-            completions: std::array::from_fn(|op| load_all(&self.completions[op])),
+            completions: PerOp(std::array::from_fn(|op| load_all(&self.completions[op]))),
             touched: 0,
         }
     }
@@ -343,8 +367,8 @@ impl GlobalStats {
     pub fn metrics_snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             completions: self.request_counts().completions,
-            latency: std::array::from_fn(|op| load_all(&self.latency[op])),
-            latency_sum_ns: load_all(&self.latency_sum_ns),
+            latency: PerOp(std::array::from_fn(|op| load_all(&self.latency[op]))),
+            latency_sum_ns: PerOp(load_all(&self.latency_sum_ns)),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             slots: load_all(&self.slots),
@@ -368,10 +392,10 @@ fn load_all<const N: usize>(a: &[AtomicU64; N]) -> [u64; N] {
 /// The numbers behind `/metrics`, indexed like the labels above.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MetricsSnapshot {
-    pub completions: [[u64; STATUSES]; OP_LABELS],
+    pub completions: PerOp<[u64; STATUSES]>,
     /// Per-bucket (not cumulative) counts; the last bucket is `+Inf`.
-    pub latency: [[u64; BUCKETS]; OP_LABELS],
-    pub latency_sum_ns: [u64; OP_LABELS],
+    pub latency: PerOp<[u64; BUCKETS]>,
+    pub latency_sum_ns: PerOp<u64>,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub slots: [u64; SLOT_STATES.len()],

@@ -89,6 +89,8 @@ export const OPCODES = Object.freeze({
   ENTRIES_NEXT: 77,
   CONTENT_READ: 78,
   CHECK: 79,
+  JOB_START: 80,
+  JOB_NEXT: 81,
 });
 export const OP_NOP = 0;
 export const OP_ECHO = 1;
@@ -122,6 +124,8 @@ export const OP_ENTRIES_OPEN = 76;
 export const OP_ENTRIES_NEXT = 77;
 export const OP_CONTENT_READ = 78;
 export const OP_CHECK = 79;
+export const OP_JOB_START = 80;
+export const OP_JOB_NEXT = 81;
 
 /** Longest object key in UTF-8 bytes (SPEC §7.2). */
 export const MAX_KEY_LEN = 1024;
@@ -356,6 +360,8 @@ const NEEDS_SLOT: ReadonlySet<number> = new Set([
   OP_ENTRIES_NEXT,
   OP_CONTENT_READ,
   OP_CHECK,
+  OP_JOB_START,
+  OP_JOB_NEXT,
 ]);
 const KNOWN_OPS: ReadonlySet<number> = new Set(Object.values(OPCODES));
 

@@ -13,7 +13,7 @@ use shm_protocol::{Completion, ErrorCode, Opcode, RingError, Submission};
 use tokio::sync::oneshot;
 
 use super::Dispatcher;
-use crate::backup_ops::{BackupOps, OpError, KIND_BACKUP, KIND_CURSOR, KIND_FILE, KIND_REPO};
+use crate::backup_ops::{BackupOps, OpError, KIND_BACKUP, KIND_CURSOR, KIND_FILE, KIND_JOB, KIND_REPO};
 use crate::lease::{self, SlotLease, SlotReturn};
 use crate::ops::SlotRange;
 use crate::session::{Lease, SlotOutcome};
@@ -28,10 +28,11 @@ impl From<OpError> for Failure {
 /// The handle kind an op names in `arg0` (checked before the op runs), if it names one.
 fn wanted_kind(op: Opcode) -> Option<&'static str> {
     match op {
-        Opcode::BackupBegin | Opcode::Snapshots | Opcode::EntriesOpen | Opcode::ContentRead | Opcode::Check => Some(KIND_REPO),
+        Opcode::BackupBegin | Opcode::Snapshots | Opcode::EntriesOpen | Opcode::ContentRead | Opcode::Check | Opcode::JobStart => Some(KIND_REPO),
         Opcode::FileOpen | Opcode::FilePut | Opcode::AddEntries | Opcode::BackupCommit | Opcode::BackupAbort => Some(KIND_BACKUP),
         Opcode::FileWrite | Opcode::FileFinish => Some(KIND_FILE),
         Opcode::EntriesNext => Some(KIND_CURSOR),
+        Opcode::JobNext => Some(KIND_JOB),
         _ => None,
     }
 }
@@ -177,6 +178,20 @@ impl Dispatcher {
                 let max = self.session.slots.slot_size() as usize;
                 self.spawn_store(sub, started, Some(lease), async move {
                     ops.entries_next(handle, max)
+                        .await
+                        .map(|(page, done)| Outcome { output: Some(page), aux: [u64::from(done), 0, 0], ..Outcome::default() })
+                        .map_err(Failure::from)
+                });
+            }
+            Opcode::JobStart => {
+                let req = input(self)?;
+                // Started on the runtime: the job is a task of its own from then on.
+                self.spawn_store(sub, started, Some(lease), async move { value(ops.job_start(handle, &req)) });
+            }
+            Opcode::JobNext => {
+                let max = self.session.slots.slot_size() as usize;
+                self.spawn_store(sub, started, Some(lease), async move {
+                    ops.job_next(handle, max)
                         .await
                         .map(|(page, done)| Outcome { output: Some(page), aux: [u64::from(done), 0, 0], ..Outcome::default() })
                         .map_err(Failure::from)

@@ -18,7 +18,7 @@
 import { z } from 'zod';
 import type { Client } from '../client';
 import { ShmpipeError } from '../errors';
-import { OPCODES, OP_ADD_ENTRIES, OP_BACKUP_ABORT, OP_BACKUP_BEGIN, OP_BACKUP_COMMIT, OP_CHECK, OP_CLOSE, OP_CONTENT_READ, OP_ENTRIES_NEXT, OP_ENTRIES_OPEN, OP_FILE_FINISH, OP_FILE_OPEN, OP_FILE_PUT, OP_FILE_WRITE, OP_REPO_INIT, OP_REPO_OPEN, OP_SNAPSHOTS } from '../protocol';
+import { OPCODES, OP_ADD_ENTRIES, OP_BACKUP_ABORT, OP_BACKUP_BEGIN, OP_BACKUP_COMMIT, OP_CHECK, OP_CLOSE, OP_CONTENT_READ, OP_ENTRIES_NEXT, OP_ENTRIES_OPEN, OP_FILE_FINISH, OP_FILE_OPEN, OP_FILE_PUT, OP_FILE_WRITE, OP_JOB_NEXT, OP_JOB_START, OP_REPO_INIT, OP_REPO_OPEN, OP_SNAPSHOTS } from '../protocol';
 import type { Slot } from '../slot';
 import { checkRange, checkSlot, guard, invalid, payloadSlot, ReadStream, startStream } from '../store';
 import { K_ENGINE, type StoreCompletion } from '../store-request';
@@ -297,7 +297,7 @@ export function repoOpen(c: Client, password: string): Promise<Handle> {
   return guard(async () => (await slotOp(c, OP_REPO_OPEN, repoRequest(password, undefined, 'repoOpen'), [0, 0, 0], true)).r.result);
 }
 
-/** CLOSE: a repository, an unfinished file, or an entry cursor. */
+/** CLOSE: a repository, an unfinished file, an entry cursor, or a job (which cancels it). */
 export function close(c: Client, handle: Handle): Promise<void> {
   return guard(async () => {
     await submit(c, OP_CLOSE, null, 0, 0, [checkHandle(handle, 'handle', 'close'), 0, 0]);
@@ -460,6 +460,74 @@ export async function entries(c: Client, repo: Handle, snapshot: string): Promis
       }
     },
   };
+}
+
+// ---- jobs ---------------------------------------------------------------------------------
+
+/** A JOB_START request: the job's name and its arguments (SPEC §7.3; each job documents its own). */
+export type JobRequest = { job: string } & Record<string, unknown>;
+
+/** One line of a job's output (a JSON value; each job documents its shape). */
+export type JobLine = Record<string, unknown>;
+
+/** JOB_START: starts a job on an open repository; resolves with its handle. */
+export function jobStart(c: Client, repo: Handle, request: JobRequest): Promise<Handle> {
+  return guard(async () => {
+    const h = checkHandle(repo, 'repo', 'jobStart');
+    if (request === null || typeof request !== 'object' || typeof request.job !== 'string' || request.job === '') {
+      throw invalid('jobStart: the request must be an object with a job name in `job`');
+    }
+    return (await slotOp(c, OP_JOB_START, Buffer.from(JSON.stringify(request), 'utf8'), [h, 0, 0], true)).r.result;
+  });
+}
+
+/** JOB_NEXT: the job's next output lines (waits for some, or for its end), and whether it finished. */
+export function jobNext(c: Client, job: Handle): Promise<{ lines: string; done: boolean }> {
+  return guard(async () => {
+    const { r, out } = await slotOp(c, OP_JOB_NEXT, null, [checkHandle(job, 'job', 'jobNext'), 0, 0]);
+    return { lines: out, done: r.aux0 === 1 };
+  });
+}
+
+/**
+ * A job's output lines, parsed, as they come. A failed job throws its error (a ShmpipeError with
+ * the sidecar's code and message) after the lines before the failure; stopping the iteration
+ * early cancels the job (CLOSE).
+ */
+export async function* jobLines(c: Client, repo: Handle, request: JobRequest): AsyncGenerator<JobLine> {
+  const job = await jobStart(c, repo, request);
+  let done = false;
+  let failed = false;
+  try {
+    while (!done) {
+      let page;
+      try {
+        page = await jobNext(c, job);
+      } catch (e) {
+        failed = true; // the sidecar finished the handle with the failure
+        throw e;
+      }
+      done = page.done;
+      for (const line of page.lines.split('\n')) {
+        if (line === '') continue;
+        try {
+          yield JSON.parse(line) as JobLine;
+        } catch (e) {
+          if (e instanceof SyntaxError) throw protocolError('jobNext', `a line that is not JSON: ${line.slice(0, 120)}`);
+          throw e;
+        }
+      }
+    }
+  } finally {
+    if (!done && !failed) await close(c, job).catch(() => {});
+  }
+}
+
+/** Runs a job to its end; resolves with every line it output. */
+export async function runJob(c: Client, repo: Handle, request: JobRequest): Promise<JobLine[]> {
+  const all: JobLine[] = [];
+  for await (const line of jobLines(c, repo, request)) all.push(line);
+  return all;
 }
 
 /**
