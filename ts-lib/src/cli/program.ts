@@ -7,10 +7,12 @@ import type { Command, Options, Program } from './command';
 import { backup } from './commands/backup';
 import { check } from './commands/check';
 import { completion } from './commands/completion';
+import { find } from './commands/find';
 import { generate } from './commands/generate';
 import { get } from './commands/get';
 import { help } from './commands/help';
 import { init } from './commands/init';
+import { list } from './commands/list';
 import { ls } from './commands/ls';
 import { put } from './commands/put';
 import { restore } from './commands/restore';
@@ -31,7 +33,7 @@ export const GLOBAL_OPTIONS: Options = {
   version: { type: 'boolean', default: false, help: 'print the version and exit' },
 };
 
-const COMMANDS: readonly Command[] = [init, backup, snapshots, restore, check, stats, put, get, ls, stat, rm, sidecarStats, version, help, completion, generate];
+const COMMANDS: readonly Command[] = [init, backup, snapshots, restore, ls, find, check, stats, put, get, list, stat, rm, sidecarStats, version, help, completion, generate];
 
 export const PROGRAM: Program = {
   name: 'shmpipe',

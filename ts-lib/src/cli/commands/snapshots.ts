@@ -10,15 +10,8 @@ import { formatBytes } from '../../backup/progress';
 import { snapshots as listSnapshots, type SnapshotInfo } from '../../backup/ops';
 import { UsageError, type Command } from '../command';
 import { FILTER_OPTIONS, filterFrom, matchesFilter, pickSnapshot } from '../filter';
+import { rfc3339 } from '../nodes';
 import { REPO_OPTIONS, withRepo } from '../repo';
-
-/** RFC 3339 with nanoseconds, UTC. */
-export function rfc3339(timeNs: string): string {
-  const ns = BigInt(timeNs);
-  const ms = ns / 1_000_000n;
-  const frac = (((ns % 1_000_000_000n) + 1_000_000_000n) % 1_000_000_000n).toString().padStart(9, '0');
-  return new Date(Number(ms)).toISOString().replace(/\.\d{3}Z$/, `.${frac}Z`);
-}
 
 function when(timeNs: string): string {
   return new Date(Number(BigInt(timeNs) / 1_000_000n)).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
