@@ -38,7 +38,7 @@ describe('shmpipe help, completions and man pages', function () {
     for (const c of defs.commands) {
       for (const o of [...c.options, ...defs.global_options]) {
         assert.ok(typeof o.help === 'string' && o.help.length >= 10, `${c.name} --${o.name} has help text`);
-        if (o.type === 'string') assert.match(o.value, /^[A-Z][A-Z0-9_:|.[\]-]*$/, `${c.name} --${o.name} has a value placeholder`);
+        if (o.type === 'string') assert.match(o.value, /^[A-Z][A-Z0-9_:|.,[\]-]*$/, `${c.name} --${o.name} has a value placeholder`);
       }
     }
   });
