@@ -7,7 +7,27 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const crypto = require('node:crypto');
+const { spawnSync } = require('node:child_process');
 const { cliEnv, runCli } = require('./helpers/cli');
+
+/** Files, dirs and symlinks under `root`: relative path → type, mode bits, mtime (s), bytes' hash or target. */
+function manifest(root) {
+  const out = {};
+  (function walk(rel) {
+    for (const n of fs.readdirSync(path.join(root, rel)).sort()) {
+      const r = rel ? `${rel}/${n}` : n;
+      const st = fs.lstatSync(path.join(root, r));
+      const m = { mode: st.mode & 0o7777, mtime: Math.floor(st.mtimeMs / 1000) };
+      if (st.isSymbolicLink()) m.link = fs.readlinkSync(path.join(root, r));
+      else if (st.isFile()) m.sha = crypto.createHash('sha256').update(fs.readFileSync(path.join(root, r))).digest('hex');
+      else m.dir = true;
+      out[r] = m;
+      if (st.isDirectory()) walk(r);
+    }
+  })('');
+  return out;
+}
 
 function write(root, rel, data = rel) {
   const f = path.join(root, rel);
@@ -102,6 +122,66 @@ describe('browsing: ls, find, list', function () {
     assert.deepEqual(JSON.parse(none.stdout), []);
     assert.equal((await cli(['find', '[bad'])).status, 2);
     assert.equal((await cli(['find', 'x', '--oldest', 'yesterday-ish'])).status, 2);
+  });
+
+  describe('dump', function () {
+    let tree2;
+    let snap;
+    let big;
+    before(async function () {
+      tree2 = path.join(work, 'tree2');
+      big = crypto.randomBytes(9 * 1024 * 1024 + 7);
+      write(tree2, 'big.bin', big);
+      write(tree2, 'name with spaces é.txt', 'unicode');
+      write(tree2, 'sub/deeper/x', 'x');
+      fs.mkdirSync(path.join(tree2, 'empty'));
+      fs.symlinkSync('sub/deeper/x', path.join(tree2, 'link'));
+      fs.chmodSync(path.join(tree2, 'sub/deeper/x'), 0o755);
+      for (const p of ['sub/deeper/x', 'big.bin', 'sub/deeper', 'sub', 'empty', '']) fs.utimesSync(path.join(tree2, p), new Date('2022-03-04T05:06:07Z'), new Date('2022-03-04T05:06:07Z'));
+      snap = (await ok(['backup', tree2, '--json'])).summary.snapshot;
+    });
+
+    it('a file: its bytes on stdout, or into --target', async function () {
+      const r = spawnSync(process.execPath, [require('./helpers/cli').CLI, 'dump', '--repo', repo, snap, '/tree2/big.bin'], { env, maxBuffer: 64 << 20 });
+      assert.equal(r.status, 0, String(r.stderr));
+      assert.ok(r.stdout.equals(big), 'the dumped bytes are the file');
+      const t = path.join(work, 'dumped.txt');
+      await ok(['dump', snap, 'tree2/name with spaces é.txt', '--target', t]);
+      assert.equal(fs.readFileSync(t, 'utf8'), 'unicode');
+      const missing = await cli(['dump', snap, '/tree2/nope']);
+      assert.equal(missing.status, 1, missing.why);
+      assert.match(missing.stderr, /there is no \/tree2\/nope in snapshot/);
+    });
+
+    it('a directory as tar: the system tar extracts the same tree', async function () {
+      const archive = path.join(work, 'tree2.tar');
+      await ok(['dump', snap, '/tree2', '--target', archive]);
+      const into = fs.mkdtempSync(path.join(work, 'untar-'));
+      const x = spawnSync('tar', ['-x', '-p', '-f', archive, '-C', into], { encoding: 'utf8' });
+      assert.equal(x.status, 0, x.stderr);
+      assert.deepEqual(manifest(path.join(into, 'tree2')), manifest(tree2));
+      // The whole snapshot (/), through stdout into tar's stdin.
+      const all = fs.mkdtempSync(path.join(work, 'untar-'));
+      const piped = spawnSync('sh', ['-c', 'node "$1" dump --repo "$2" "$3" / | tar -x -p -C "$4"', 'sh', require('./helpers/cli').CLI, repo, snap, all], { env, encoding: 'utf8' });
+      assert.equal(piped.status, 0, piped.stderr);
+      assert.deepEqual(fs.readdirSync(all), ['tree2'], 'the snapshot has one root');
+      assert.deepEqual(manifest(path.join(all, 'tree2')), manifest(tree2));
+    });
+
+    it('a directory as zip: unzip extracts the same bytes, modes and symlink', async function () {
+      const archive = path.join(work, 'tree2.zip');
+      await ok(['dump', snap, '/tree2/', '--archive', 'zip', '--target', archive]);
+      if (spawnSync('sh', ['-c', 'command -v unzip']).status !== 0) return this.skip();
+      const into = fs.mkdtempSync(path.join(work, 'unzip-'));
+      const x = spawnSync('unzip', ['-q', archive, '-d', into], { encoding: 'utf8' });
+      assert.equal(x.status, 0, x.stderr);
+      const got = manifest(path.join(into, 'tree2'));
+      const want = manifest(tree2);
+      // zip keeps times in local DOS time, to 2 s; compare the rest.
+      const strip = (m) => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, { ...v, mtime: undefined }]));
+      assert.deepEqual(strip(got), strip(want));
+      assert.equal((await cli(['dump', snap, '/tree2', '--archive', 'rar'])).status, 2);
+    });
   });
 
   it('list: the store objects of the repository (restic list), by prefix', async function () {

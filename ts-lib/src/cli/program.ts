@@ -7,6 +7,7 @@ import type { Command, Options, Program } from './command';
 import { backup } from './commands/backup';
 import { check } from './commands/check';
 import { completion } from './commands/completion';
+import { dump } from './commands/dump';
 import { find } from './commands/find';
 import { generate } from './commands/generate';
 import { get } from './commands/get';
@@ -33,7 +34,7 @@ export const GLOBAL_OPTIONS: Options = {
   version: { type: 'boolean', default: false, help: 'print the version and exit' },
 };
 
-const COMMANDS: readonly Command[] = [init, backup, snapshots, restore, ls, find, check, stats, put, get, list, stat, rm, sidecarStats, version, help, completion, generate];
+const COMMANDS: readonly Command[] = [init, backup, snapshots, restore, ls, find, dump, check, stats, put, get, list, stat, rm, sidecarStats, version, help, completion, generate];
 
 export const PROGRAM: Program = {
   name: 'shmpipe',
