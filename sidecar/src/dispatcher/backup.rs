@@ -158,12 +158,8 @@ impl Dispatcher {
                 self.spawn_store(sub, started, Some(lease), async move { document(ops.snapshots(handle).await) });
             }
             Opcode::Check => {
-                let read_data = match sub.args[1] {
-                    0 => false,
-                    1 => true,
-                    _ => return Err(ErrorCode::Malformed),
-                };
-                self.spawn_store(sub, started, Some(lease), async move { document(ops.check(handle, read_data).await) });
+                let (read_data, subset) = crate::backup_ops::check_read(sub.args[1], sub.args[2]).ok_or(ErrorCode::Malformed)?;
+                self.spawn_store(sub, started, Some(lease), async move { document(ops.check_subset(handle, read_data, subset).await) });
             }
             Opcode::EntriesOpen => {
                 let snapshot = input(self)?;

@@ -25,6 +25,8 @@ export interface StdinBackupOptions {
   tags?: string[];
   signal?: AbortSignal;
   onProgress?: (c: ProgressCounts) => void;
+  compressionLevel?: number;
+  packSizeMiB?: number;
 }
 
 export interface StdinBackupResult {
@@ -43,7 +45,13 @@ export function stdinPath(name: string): string[] {
 export async function runStdinBackup(c: Client, repo: Handle, o: StdinBackupOptions): Promise<StdinBackupResult> {
   const started = process.hrtime.bigint();
   const parts = stdinPath(o.name).map((p) => escapeName(Buffer.from(p, 'utf8')));
-  const backup = await backupBegin(c, repo, { host: o.host, paths: [`/${parts.join('/')}`], ...(o.tags?.length ? { tags: o.tags } : {}) });
+  const backup = await backupBegin(c, repo, {
+    host: o.host,
+    paths: [`/${parts.join('/')}`],
+    ...(o.tags?.length ? { tags: o.tags } : {}),
+    ...(o.compressionLevel !== undefined ? { compression_level: o.compressionLevel } : {}),
+    ...(o.packSizeMiB !== undefined ? { pack_size_mib: o.packSizeMiB } : {}),
+  });
   const counts: ProgressCounts = { files: 0, filesTotal: 1, bytes: 0, bytesTotal: 0, totalKnown: false, errors: 0 };
   let file: Handle = 0;
   let slot: Slot | null = null;

@@ -78,9 +78,17 @@ export function explain(e: unknown, where: string): Error {
  * Opens the session and the repository (or creates it: `init`). Private sidecars get
  * `sidecarEnv` besides the store (e.g. a larger read reserve for restore).
  */
-export async function openRepo(ctx: CommandContext, o: { init?: RepoParams; sidecarEnv?: Record<string, string> } = {}): Promise<RepoSession> {
-  const flag = ctx.values.repo as string | undefined;
-  const named = ctx.global.sidecar || process.env.SHMPIPE_SIDECAR_SOCKET || undefined;
+/** A second repository (`copy --from-repo`): always a private sidecar, its own password sources. */
+export interface OtherRepo {
+  repo: string;
+  passwordFile?: string | undefined;
+  /** The environment variable holding its password. */
+  passwordEnv: string;
+}
+
+export async function openRepo(ctx: CommandContext, o: { init?: RepoParams; sidecarEnv?: Record<string, string>; other?: OtherRepo } = {}): Promise<RepoSession> {
+  const flag = o.other !== undefined ? o.other.repo : (ctx.values.repo as string | undefined);
+  const named = o.other !== undefined ? undefined : ctx.global.sidecar || process.env.SHMPIPE_SIDECAR_SOCKET || undefined;
   if (flag !== undefined && named !== undefined) {
     throw new UsageError('--repo configures a private sidecar; a running sidecar (--sidecar or SHMPIPE_SIDECAR_SOCKET) serves the repository in its own store');
   }
@@ -89,7 +97,10 @@ export async function openRepo(ctx: CommandContext, o: { init?: RepoParams; side
   const where = url ?? `the store of the sidecar at ${named}`;
   let password: string;
   try {
-    password = await resolvePassword({ passwordFile: ctx.values['password-file'] as string | undefined, confirm: o.init !== undefined });
+    password =
+      o.other !== undefined
+        ? await resolvePassword({ passwordFile: o.other.passwordFile, env: { SHMPIPE_PASSWORD: process.env[o.other.passwordEnv] } })
+        : await resolvePassword({ passwordFile: ctx.values['password-file'] as string | undefined, confirm: o.init !== undefined });
   } catch (e) {
     if (e instanceof PasswordError) throw new CommandError(e.message);
     throw e;

@@ -78,7 +78,7 @@ function startCommand(argv: string[], signal: AbortSignal): Source {
 export async function runStreamBackup(
   ctx: CommandContext,
   mode: 'stdin' | 'command',
-  o: { host: string; tags: string[]; signal: AbortSignal; onProgress: (c: ProgressCounts) => void },
+  o: { host: string; tags: string[]; signal: AbortSignal; onProgress: (c: ProgressCounts) => void; compressionLevel?: number; packSizeMiB?: number },
 ): Promise<StdinBackupResult> {
   return withRepo(ctx, async ({ session, repo }) => {
     const source: Source =
@@ -92,6 +92,8 @@ export async function runStreamBackup(
         tags: o.tags,
         signal: o.signal,
         onProgress: o.onProgress,
+        ...(o.compressionLevel !== undefined ? { compressionLevel: o.compressionLevel } : {}),
+        ...(o.packSizeMiB !== undefined ? { packSizeMiB: o.packSizeMiB } : {}),
       });
     } catch (e) {
       // The command's own failure explains a broken stream better than the stream does.

@@ -25,6 +25,7 @@ import { interruptible } from '../interrupt';
 import { mbps, progressFor, REPO_OPTIONS, withRepo } from '../repo';
 import { selection, selectionGiven, SELECTION_OPTIONS, type Selection } from '../selection';
 import { runStreamBackup, STDIN_OPTIONS, stdinMode } from '../stdin';
+import { tuning, TUNING_OPTIONS } from '../tuning';
 
 export const backup: Command = {
   name: 'backup',
@@ -44,6 +45,7 @@ export const backup: Command = {
     'dry-run': { type: 'boolean', short: 'n', default: false, help: 'write nothing: list what would be backed up (new, changed) and the totals, reading no file' },
     ...SELECTION_OPTIONS,
     ...STDIN_OPTIONS,
+    ...TUNING_OPTIONS,
     ...REPO_OPTIONS,
   },
   async run(ctx) {
@@ -58,6 +60,7 @@ export const backup: Command = {
     const every = parseEvery(ctx.values.every as string | undefined);
     if (every !== null && parentFlag !== undefined) throw new UsageError('--every backs up against the previous snapshot; it does not take --parent');
     const dryRun = ctx.values['dry-run'] === true;
+    const tune = tuning(ctx);
     if (dryRun && every !== null) throw new UsageError('--dry-run and --every exclude each other');
     if (stream !== null) {
       const flag = selectionGiven(ctx) ?? (dryRun ? 'dry-run' : stream === 'stdin' && every !== null ? 'every' : undefined);
@@ -91,6 +94,7 @@ export const backup: Command = {
             tags,
             signal,
             onProgress,
+            ...tune,
             onUnreadable: (e) => {
               if (ctx.global.json) ctx.out(JSON.stringify({ type: 'error', path: e.path, op: e.op, code: e.code ?? null, message: e.message }));
               else ctx.err(`shmpipe backup: cannot read ${e.path}: ${e.message}`);
@@ -98,7 +102,7 @@ export const backup: Command = {
           }),
         );
       const run = (): Promise<BackupResult> =>
-        stream === null ? files() : runStreamBackup(ctx, stream, { host, tags, signal, onProgress }).then((s) => ({ ...s, parent: null, unreadable: 0 }));
+        stream === null ? files() : runStreamBackup(ctx, stream, { host, tags, signal, onProgress, ...tune }).then((s) => ({ ...s, parent: null, unreadable: 0 }));
       const r = await run().finally(() => last && progress.end(last)); // also ends a TTY bar's line before an error
       const k = r.commit.counts;
       if (ctx.global.json) {
