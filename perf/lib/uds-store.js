@@ -1,5 +1,5 @@
 // perf:transfer's UDS baseline: the same uploads and downloads through the sidecar's baseline
-// transport (sidecar/src/baseline.rs) — each request a frame on a Unix stream socket (u32 length,
+// transport (sidecar/src/service/baseline.rs) — each request a frame on a Unix stream socket (u32 length,
 // 64-byte entry, payload), each reply likewise — instead of shared memory. Files are read
 // straight into the outgoing frame (no extra copy in JS); download chunks are written to the
 // file from the socket's own buffers with one writev per chunk (no reassembly copy). One

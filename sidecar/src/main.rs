@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use shmpipe_sidecar::config::{Config, LogFormat, EXIT_USAGE};
+use shmpipe_sidecar::service::config::{Config, LogFormat, EXIT_USAGE};
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(cfg: &Config) {
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(shmpipe_sidecar::server::run(cfg));
+    let result = runtime.block_on(shmpipe_sidecar::service::server::run(cfg));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -133,7 +133,7 @@ const ENTRY_SIZE = 64; // SQ and CQ
 const GRANT_ENTRY_SIZE = 8;
 const MIN_RING_CAPACITY = 2;
 
-// The sidecar's defaults (sidecar/src/config.rs). The shared-memory sizing tests require the
+// The sidecar's defaults (sidecar/src/service/config.rs). The shared-memory sizing tests require the
 // manifests to set the four sizing knobs explicitly, so these only fill in the rest.
 const SIDECAR_DEFAULTS = Object.freeze({
   SHMPIPE_SEGMENT_DIR: '/dev/shm', // unset: POSIX shm, i.e. the container's own /dev/shm

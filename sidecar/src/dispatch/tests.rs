@@ -207,7 +207,7 @@ fn draining_refuses_new_work_without_touching_slots() {
     d.turn(Mode::Draining).unwrap();
     let c = r.completions();
     assert!(c.iter().all(|c| c.status == ErrorCode::ShuttingDown.status() && c.flags == 0));
-    assert_eq!(d.session.slots.state(g.slot_id), Some((crate::session::SlotState::Granted, 1)));
+    assert_eq!(d.session.slots.state(g.slot_id), Some((crate::peer::slots::SlotState::Granted, 1)));
 }
 
 #[test]

@@ -36,11 +36,12 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::doorbell::Doorbell;
-use crate::ops::{self, SlotRange};
-use crate::session::{Lease, Session, SlotOutcome};
+use crate::ops::core as ops;
+use crate::ops::store::StoreLinks;
+use crate::peer::doorbell::Doorbell;
+use crate::peer::slots::{Lease, SlotOutcome, SlotRange};
 use crate::stats::{self, GlobalStats, Ring, SessionSnapshot, StatsDocument, OP_LABELS};
-use crate::store_ops::StoreLinks;
+use session::Session;
 
 /// Submissions taken per turn before completions are published.
 const BATCH: usize = 64;
@@ -713,6 +714,7 @@ fn completion(request_id: u64, result: Result<(u64, u64), ErrorCode>) -> Complet
 }
 
 mod backup;
+pub mod session;
 mod store;
 #[cfg(test)]
 mod store_tests;

@@ -21,12 +21,12 @@ use shmpipe_engine::Repository;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::backup_ops::{OpError, OpResult, CODE_MALFORMED, CODE_OUT_OF_RANGE};
+use crate::ops::error::{OpError, OpResult, CODE_MALFORMED, CODE_OUT_OF_RANGE};
 
 mod browse_json;
 mod cat;
 mod diff;
-mod snapshots;
+pub mod snapshots;
 mod stats;
 mod tag;
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! `shmpipe-engine`. Wire-agnostic on purpose: requests come in as bytes (JSON read from a
 //! slot, or file data as `Bytes` leased from a slot without a copy) and results go out as bytes
 //! for a slot, so the dispatcher's part is only decoding the entry and moving slots.
-//! The opcodes are SPEC §7.3; `dispatcher/backup.rs` decodes entries and moves slots.
+//! The opcodes are SPEC §7.3; `dispatch/backup.rs` decodes entries and moves slots.
 //!
 //! Encodings (the slot payloads of the backup ops):
 //! - Repository open/init request: `{"password": s, "params"?: {"compression_level"?: n,
@@ -33,17 +33,13 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use shmpipe_engine::{
-    BackupOptions, BackupSession, Change, CheckOptions, CheckReport, Compression, ContentReader, ContentRef, EngineError, EntryKind,
-    EntryReader, FileWriter, OpenOptions, RepoParams, Repository, SnapshotId, SnapshotInfo, SnapshotSummary, TreeEntry,
+    BackupOptions, BackupSession, Change, CheckOptions, CheckReport, Compression, ContentReader, ContentRef, EntryKind,
+    EntryReader, FileWriter, OpenOptions, RepoParams, Repository, SnapshotId, SnapshotSummary, TreeEntry,
 };
 use shmpipe_store::Store;
 
-use crate::jobs::RunningJob;
-
-pub const CODE_INVALID_HANDLE: &str = "SHMPIPE_E_INVALID_HANDLE";
-pub const CODE_BUSY: &str = "SHMPIPE_E_BUSY";
-pub const CODE_MALFORMED: &str = "SHMPIPE_E_MALFORMED";
-pub const CODE_OUT_OF_RANGE: &str = "SHMPIPE_E_OUT_OF_RANGE";
+pub use super::error::{OpError, OpResult, CODE_BUSY, CODE_INVALID_HANDLE, CODE_MALFORMED, CODE_OUT_OF_RANGE};
+use super::jobs::RunningJob;
 
 /// Handle kinds ([`BackupOps::handle_kind`]).
 pub const KIND_REPO: &str = "repository";
@@ -52,30 +48,6 @@ pub const KIND_FILE: &str = "file";
 pub const KIND_CURSOR: &str = "entry listing";
 pub const KIND_JOB: &str = "job";
 
-/// A failed backup op: a wire code (SPEC §8 names) and a message for the agent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OpError {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl OpError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
-    }
-
-    fn malformed(message: impl Into<String>) -> Self {
-        Self::new(CODE_MALFORMED, message)
-    }
-}
-
-impl From<EngineError> for OpError {
-    fn from(e: EngineError) -> Self {
-        Self { code: e.code(), message: e.to_string() }
-    }
-}
-
-pub type OpResult<T> = std::result::Result<T, OpError>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -246,20 +218,6 @@ fn summary_json(s: &SnapshotSummary) -> Vec<u8> {
     doc.to_string().into_bytes()
 }
 
-pub(crate) fn snapshot_json(s: &SnapshotInfo) -> serde_json::Value {
-    let f = &s.file;
-    serde_json::json!({
-        "id": s.id.to_hex(),
-        "time_ns": f.time_ns.to_string(),
-        "host": f.host,
-        "tags": f.tags,
-        "paths": f.paths,
-        "parent": f.parent.map(|p| p.to_hex()),
-        "entries": f.entries,
-        "counts": f.counts,
-        "duration_ms": f.duration_ms,
-    })
-}
 
 /// CHECK's `arg1` (what data to read) and `arg2` (its parameter), SPEC §7.3: 0 none, 1 all,
 /// 2 group `n/t` (`arg2` = n << 32 | t), 3 a share (`arg2` = parts per million), 4 a size
@@ -605,7 +563,7 @@ impl BackupOps {
         let repo = self.repo(repo)?;
         repo.refresh_index().await?;
         let list = repo.list_snapshots().await?;
-        Ok(serde_json::json!({ "snapshots": list.iter().map(snapshot_json).collect::<Vec<_>>() }).to_string().into_bytes())
+        Ok(serde_json::json!({ "snapshots": list.iter().map(super::jobs::snapshots::snapshot_json).collect::<Vec<_>>() }).to_string().into_bytes())
     }
 
     /// ENTRIES_OPEN: a cursor over a snapshot's entries (`latest` = the newest snapshot), and
@@ -677,7 +635,7 @@ impl BackupOps {
         if self.open_handles() >= self.max_handles {
             return Err(OpError::new(CODE_BUSY, format!("too many open handles (limit {})", self.max_handles)));
         }
-        let job = crate::jobs::start(repo, request)?;
+        let job = super::jobs::start(repo, request)?;
         self.insert(Handle::Job(Arc::new(tokio::sync::Mutex::new(job))))
     }
 

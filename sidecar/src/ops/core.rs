@@ -7,7 +7,7 @@ use std::time::Duration;
 use shm_protocol::shm::Segment;
 use shm_protocol::ErrorCode;
 
-use crate::session::Lease;
+use crate::peer::slots::SlotRange;
 
 /// ECHO of at most this many bytes runs inline in the dispatcher (a few µs of CRC); larger
 /// ones run on the runtime so one big request does not stall the session's small ones.
@@ -16,21 +16,6 @@ pub const INLINE_ECHO_MAX: u32 = 64 * 1024;
 /// Bytes hashed between two yields of an async ECHO, so a 16 MiB CRC does not hold a runtime
 /// worker for its whole duration.
 const ECHO_CHUNK: usize = 1 << 20;
-
-/// A slot byte range by value: what an async task needs of a [`Lease`] (which itself stays
-/// with the dispatcher's bookkeeping).
-#[derive(Clone, Copy, Debug)]
-pub struct SlotRange {
-    pub id: u32,
-    pub offset: u32,
-    pub length: u32,
-}
-
-impl From<&Lease> for SlotRange {
-    fn from(l: &Lease) -> Self {
-        Self { id: l.id(), offset: l.offset(), length: l.length() }
-    }
-}
 
 /// Address of `range` inside `segment`, re-checked against the segment's own private layout
 /// (belt and braces: the lease was checked against the same numbers).
@@ -47,8 +32,9 @@ fn range_ptr(segment: &Segment, range: SlotRange) -> Result<*mut u8, ErrorCode> 
 
 /// Runs `f` over the bytes of an IN_FLIGHT slot range.
 ///
-/// The caller must hold the range's slot IN_FLIGHT for the whole call (a [`Lease`] from the
-/// slot table, not yet finished), and `segment` must be that session's.
+/// The caller must hold the range's slot IN_FLIGHT for the whole call (a
+/// [`Lease`](crate::peer::slots::Lease) from the slot table, not yet finished), and `segment`
+/// must be that session's.
 fn with_slot_bytes<R>(segment: &Segment, range: SlotRange, f: impl FnOnce(&[u8]) -> R) -> Result<R, ErrorCode> {
     let ptr = range_ptr(segment, range)?;
     // SAFETY: in bounds (see `range_ptr`) and kept mapped by `segment`. The slot is IN_FLIGHT:

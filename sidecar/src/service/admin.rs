@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::metrics::{self, Metrics};
-use crate::shutdown::Shutdown;
+use crate::service::metrics::{self, Metrics};
+use crate::service::shutdown::Shutdown;
 
 /// Concurrent admin connections; more are closed at once (probes and a scraper need a few).
 const MAX_CONNECTIONS: usize = 32;

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use shm_protocol::shm::Segment;
 use shm_protocol::ErrorCode;
 
-use crate::ops::SlotRange;
-use crate::session::Lease;
+use crate::peer::slots::SlotRange;
+use crate::peer::slots::Lease;
 
 /// Called with the slot-table token when a lease is dropped (the slot goes FREE).
 pub type SlotReturn = Arc<dyn Fn(Lease) + Send + Sync>;
@@ -149,7 +149,7 @@ pub fn write_start(segment: &Segment, id: u32, doc: &[u8]) -> Result<(), ErrorCo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::SlotTable;
+    use crate::peer::slots::SlotTable;
     use shm_protocol::entry::SlotRef;
     use shm_protocol::shm::{HeapRegion, Mapping};
     use shm_protocol::{Layout, Params};

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use shmpipe_store::{Store, StoreConfig, StoreOptions};
 
 use super::{JobContext, JobFn, JobFuture};
-use crate::backup_ops::{BackupOps, OpError, CODE_INVALID_HANDLE, CODE_MALFORMED, CODE_OUT_OF_RANGE};
+use crate::ops::backup::BackupOps;
+use crate::ops::error::{OpError, CODE_INVALID_HANDLE, CODE_MALFORMED, CODE_OUT_OF_RANGE};
 
 /// Jobs that exist only in tests (`lookup` consults them after the real table).
 pub(super) const JOBS: &[(&str, JobFn)] = &[("test-count", count), ("test-fail", fail), ("test-wide", wide), ("test-hang", hang)];

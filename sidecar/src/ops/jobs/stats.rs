@@ -17,7 +17,7 @@ use shmpipe_engine::{EntryKind, UsedBlob};
 
 use super::browse_json::id_arg;
 use super::{JobContext, JobFuture};
-use crate::backup_ops::{OpError, CODE_MALFORMED};
+use crate::ops::error::{OpError, CODE_MALFORMED};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -29,9 +29,9 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::lease::SlotLease;
+use crate::peer::lease::SlotLease;
 use crate::stats::StoreErrorKind;
-use crate::session::Lease;
+use crate::peer::slots::Lease;
 
 /// Longest error message written back into a slot (SPEC §7.2 "Error messages").
 pub const MAX_MESSAGE: usize = 1024;

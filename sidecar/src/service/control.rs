@@ -24,16 +24,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::admin::Readiness;
-use crate::config::Config;
-use crate::dispatcher::{DispatchEnd, Dispatcher, DispatcherConfig, EndReason, Links, Mode, SessionControl};
-use crate::doorbell::Doorbell;
-use crate::segment::{self, Backend, SegmentError, SegmentMemory};
-use crate::session::Session;
-use crate::shutdown::Shutdown;
+use crate::service::admin::Readiness;
+use crate::service::config::Config;
+use crate::dispatch::{DispatchEnd, Dispatcher, DispatcherConfig, EndReason, Links, Mode, SessionControl};
+use crate::peer::doorbell::Doorbell;
+use crate::peer::segment::{self, Backend, SegmentError, SegmentMemory};
+use crate::dispatch::session::Session;
+use crate::service::shutdown::Shutdown;
 use crate::stats::GlobalStats;
-use crate::store_ops::StoreLinks;
-use crate::wire::{self, codes, FrameError, Hello, HelloError, Limits, ServerMsg, WelcomeLayout};
+use crate::ops::store::StoreLinks;
+use crate::service::wire::{self, codes, FrameError, Hello, HelloError, Limits, ServerMsg, WelcomeLayout};
 
 /// What the client gets when it does not say (contract "Client defaults").
 const DEFAULT_SLOT_COUNT: u64 = 64;

@@ -36,9 +36,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::shutdown::Shutdown;
+use crate::service::shutdown::Shutdown;
 use crate::stats::GlobalStats;
-use crate::store_ops::{self, Failure};
+use crate::ops::store::{self as store_ops, Failure};
 
 /// Bytes per OPEN_READ reply.
 pub const READ_CHUNK: usize = 1 << 20;

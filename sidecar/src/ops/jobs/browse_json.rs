@@ -6,7 +6,7 @@ use shmpipe_engine::index::IndexedPack;
 use shmpipe_engine::pack::BlobEntry;
 use shmpipe_engine::{BlobKind, Id, SnapshotFile};
 
-use crate::backup_ops::{OpError, OpResult, CODE_MALFORMED};
+use crate::ops::error::{OpError, OpResult, CODE_MALFORMED};
 
 /// An id argument (64 hex digits).
 pub fn id_arg(field: &str, text: &str) -> OpResult<Id> {

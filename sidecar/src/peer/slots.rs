@@ -1,13 +1,14 @@
-//! Per-client state the sidecar keeps in its private memory: the authoritative slot table
-//! (SPEC §9 ownership: FREE / GRANTED / IN_FLIGHT with generations) and the session's
-//! counters. Pure logic, no I/O: the dispatcher owns one `Session` and drives it.
+//! The slot table a session keeps in the sidecar's private memory: the authority on slot
+//! ownership (SPEC §9: FREE / GRANTED / IN_FLIGHT with generations), and the [`Lease`] /
+//! [`SlotRange`] tokens that name the slot memory the sidecar may touch. Pure logic, no I/O:
+//! the dispatcher's `Session` owns one table and drives it.
 //!
 //! Every refusal returns the specific wire error and leaves the table exactly as it was.
 
 use shm_protocol::entry::SlotRef;
 use shm_protocol::{ErrorCode, Grant};
 
-use crate::stats::{Delta, GlobalStats, RequestCounts, Ring, SessionFigures};
+use crate::stats::SessionFigures;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotState {
@@ -49,6 +50,21 @@ impl Lease {
     }
     pub fn length(&self) -> u32 {
         self.length
+    }
+}
+
+/// A slot byte range by value: what an async task needs of a [`Lease`] (which itself stays
+/// with the dispatcher's bookkeeping).
+#[derive(Clone, Copy, Debug)]
+pub struct SlotRange {
+    pub id: u32,
+    pub offset: u32,
+    pub length: u32,
+}
+
+impl From<&Lease> for SlotRange {
+    fn from(l: &Lease) -> Self {
+        Self { id: l.id(), offset: l.offset(), length: l.length() }
     }
 }
 
@@ -246,62 +262,6 @@ impl SlotTable {
             returns_total: self.returns_total,
             in_flight_async,
         }
-    }
-}
-
-/// One client's data-plane state, owned by its dispatcher.
-pub struct Session {
-    pub id: u64,
-    pub slots: SlotTable,
-    /// Cumulative, for this session's STATS; up to date after [`Session::fold`].
-    pub counts: RequestCounts,
-    /// Counted since the last fold (these and the metrics-only ones). The hot path increments
-    /// only this; `fold` adds it to `counts` and to the global counters once per turn.
-    pub delta: Delta,
-}
-
-impl Session {
-    pub fn new(id: u64, slot_count: u32, slot_size: u32) -> Self {
-        Self { id, slots: SlotTable::new(slot_count, slot_size), counts: RequestCounts::default(), delta: Delta::default() }
-    }
-
-    pub fn count_request(&mut self) {
-        self.delta.counts.request();
-    }
-
-    pub fn count_op(&mut self, op: shm_protocol::Opcode) {
-        self.delta.counts.op(op);
-    }
-
-    /// A completion posted, by label indexes (`stats::op_label`, `stats::status_label`).
-    pub fn count_completion(&mut self, op: usize, status: usize) {
-        self.delta.counts.completion(op, status);
-    }
-
-    /// Adds what was counted since the last fold to `counts` and to `global`.
-    pub fn fold(&mut self, global: &GlobalStats) {
-        if !self.delta.is_empty() {
-            self.counts.add(&self.delta.counts);
-            global.absorb(&mut self.delta);
-        }
-    }
-
-    pub fn count_bytes_in(&mut self, n: u64) {
-        self.delta.bytes_in += n;
-    }
-
-    pub fn count_bytes_out(&mut self, n: u64) {
-        self.delta.bytes_out += n;
-    }
-
-    pub fn count_ring_full(&mut self, ring: Ring) {
-        self.delta.ring_full_waits[ring as usize] += 1;
-    }
-
-    /// (free, granted, in flight) now, for the global slot gauges.
-    pub fn slot_gauges(&self) -> [u32; 3] {
-        let f = self.slots.figures(self.id, 0);
-        [f.slots_free, f.slots_granted, f.slots_in_flight]
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use shmpipe_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::Readiness;
+use crate::service::admin::Readiness;
 
 /// Between probes while the store answers.
 const PROBE_EVERY: Duration = Duration::from_secs(10);

@@ -1,6 +1,6 @@
 //! The dispatcher's side of the backup-engine ops (SPEC §7.3): the order of checks (slot, then
 //! the handle named in `arg0`, then the op's own arguments), moving slots, and turning the
-//! wire-agnostic results of `backup_ops` into completions. The op bodies run on the runtime
+//! wire-agnostic results of `ops::backup` into completions. The op bodies run on the runtime
 //! through the store path (`spawn_store`, `complete_store`), so a backup op's output document
 //! or failure message lands at offset 0 of its slot exactly like a store op's; CONTENT_READ is
 //! a read stream of the store's kind with the repository as its source.
@@ -13,11 +13,11 @@ use shm_protocol::{Completion, ErrorCode, Opcode, RingError, Submission};
 use tokio::sync::oneshot;
 
 use super::Dispatcher;
-use crate::backup_ops::{BackupOps, OpError, KIND_BACKUP, KIND_CURSOR, KIND_FILE, KIND_JOB, KIND_REPO};
-use crate::lease::{self, SlotLease, SlotReturn};
-use crate::ops::SlotRange;
-use crate::session::{Lease, SlotOutcome};
-use crate::store_ops::{self, Failure, OpResult, Outcome, StreamSource};
+use crate::ops::backup::{BackupOps, OpError, KIND_BACKUP, KIND_CURSOR, KIND_FILE, KIND_JOB, KIND_REPO};
+use crate::peer::lease::{self, SlotLease, SlotReturn};
+use crate::peer::slots::SlotRange;
+use crate::peer::slots::{Lease, SlotOutcome};
+use crate::ops::store::{self as store_ops, Failure, OpResult, Outcome, StreamSource};
 
 impl From<OpError> for Failure {
     fn from(e: OpError) -> Self {
@@ -158,7 +158,7 @@ impl Dispatcher {
                 self.spawn_store(sub, started, Some(lease), async move { document(ops.snapshots(handle).await) });
             }
             Opcode::Check => {
-                let (read_data, subset) = crate::backup_ops::check_read(sub.args[1], sub.args[2]).ok_or(ErrorCode::Malformed)?;
+                let (read_data, subset) = crate::ops::backup::check_read(sub.args[1], sub.args[2]).ok_or(ErrorCode::Malformed)?;
                 self.spawn_store(sub, started, Some(lease), async move { document(ops.check_subset(handle, read_data, subset).await) });
             }
             Opcode::EntriesOpen => {

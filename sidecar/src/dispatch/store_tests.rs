@@ -11,7 +11,7 @@ use shm_protocol::{Completion, ErrorCode, Opcode};
 
 use super::tests::{rig_with, slot_op, Rig};
 use super::*;
-use crate::session::SlotState;
+use crate::peer::slots::SlotState;
 
 pub(super) const SLOT: u32 = 8192;
 

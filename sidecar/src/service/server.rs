@@ -10,15 +10,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::admin::{self, AdminState, Readiness};
-use crate::config::Config;
-use crate::control::{self, ServerCtx};
-use crate::segment;
-use crate::shutdown::{self, Shutdown, Signals};
+use crate::service::admin::{self, AdminState, Readiness};
+use crate::service::config::Config;
+use crate::service::control::{self, ServerCtx};
+use crate::peer::segment;
+use crate::service::shutdown::{self, Shutdown, Signals};
 use crate::stats::GlobalStats;
-use crate::baseline;
-use crate::metrics::Metrics;
-use crate::store_probe;
+use crate::service::baseline;
+use crate::service::metrics::Metrics;
+use crate::service::store_probe;
 use shmpipe_store::Store;
 
 /// How long closing sessions may take after the grace period before we stop waiting.

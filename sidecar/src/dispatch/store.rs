@@ -1,7 +1,7 @@
 //! The dispatcher's side of the object-store ops (SPEC §7.2): the order of checks (§7.2 steps
 //! 1–4), the session's handle table (writers and read streams), feeding free slots to read
 //! streams before the GQ (§9 grant policy), and turning store events into completions. The op
-//! bodies run on the runtime (`store_ops`); everything here runs on the dispatcher thread and
+//! bodies run on the runtime (`ops::store`); everything here runs on the dispatcher thread and
 //! is the only code that changes slot states for the store.
 
 use std::collections::{HashMap, VecDeque};
@@ -14,11 +14,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{Dispatcher, InFlightGuard, SessionControl};
-use crate::lease::{self, SlotLease, SlotReturn};
-use crate::ops::SlotRange;
-use crate::session::{Lease, SlotOutcome};
+use crate::peer::lease::{self, SlotLease, SlotReturn};
+use crate::peer::slots::SlotRange;
+use crate::peer::slots::{Lease, SlotOutcome};
 use crate::stats;
-use crate::store_ops::{self, EventSender, Failure, OpResult, StoreEvent, StoreLinks, StreamSource, StreamTask, WriterCmd};
+use crate::ops::store::{self as store_ops, EventSender, Failure, OpResult, StoreEvent, StoreLinks, StreamSource, StreamTask, WriterCmd};
 
 /// A session's store state, owned by its dispatcher.
 pub(crate) struct StoreState {
@@ -31,8 +31,8 @@ pub(crate) struct StoreState {
     next_handle: u64,
     /// Streams that may take another slot, oldest first.
     waiting: VecDeque<u64>,
-    /// The backup-engine ops' state (SPEC §7.3), made on first use (dispatcher/backup.rs).
-    pub(super) backup: Option<std::sync::Arc<crate::backup_ops::BackupOps>>,
+    /// The backup-engine ops' state (SPEC §7.3), made on first use (dispatch/backup.rs).
+    pub(super) backup: Option<std::sync::Arc<crate::ops::backup::BackupOps>>,
 }
 
 pub(super) enum Entry {

@@ -13,7 +13,8 @@ use serde::Deserialize;
 
 use super::browse_json::{blob_entry_json, id_arg, indexed_pack_json, snapshot_file_json};
 use super::{JobContext, JobFuture};
-use crate::backup_ops::{OpError, OpResult, WireEntry, CODE_MALFORMED};
+use crate::ops::backup::WireEntry;
+use crate::ops::error::{OpError, OpResult, CODE_MALFORMED};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
