@@ -54,6 +54,7 @@ describe('browsing the repository: diff, cat, tag, stats', function () {
     write(src, 'remove.txt', content.remove);
     write(src, 'type', content.typeFile);
     write(src, 'rot.txt', content.rot1);
+    fs.utimesSync(path.join(src, 'rot.txt'), 1_600_000_000, 1_600_000_000); // whole seconds: settable again exactly
     write(src, 'meta.txt', content.meta);
     write(src, 'dir/a', content.keep);
     await ok(['init']);
@@ -66,11 +67,10 @@ describe('browsing the repository: diff, cat, tag, stats', function () {
     write(src, 'newdir/x', content.x);
     // Same size, same mtime, same inode, other bytes: what bitrot looks like.
     const rot = path.join(src, 'rot.txt');
-    const st = fs.statSync(rot);
     const fd = fs.openSync(rot, 'r+');
     fs.writeSync(fd, content.rot2, 0);
     fs.closeSync(fd);
-    fs.utimesSync(rot, st.atime, st.mtime);
+    fs.utimesSync(rot, 1_600_000_000, 1_600_000_000);
     fs.chmodSync(path.join(src, 'meta.txt'), 0o600);
     two = (await ok(['backup', src, '--no-parent', '--json'])).summary.snapshot;
   });
@@ -142,7 +142,8 @@ describe('browsing the repository: diff, cat, tag, stats', function () {
 
     // Some data blob holds keep.txt's bytes (one chunk: the file is small).
     const indexes = await Promise.all(listed.stdout.trim().split('\n').map(async (l) => (await ok(['cat', 'index', l.split('/').pop(), '--json'])).lines[0]));
-    const dataBlobs = indexes.flatMap((i) => i.packs.flatMap((p) => p.blobs)).filter((b) => b.type === 'data');
+    const dataBlobs = indexes.flatMap((i) => i.packs.flatMap((p) => p.blobs)).filter((b) => b.type === 'data' && b.raw_length === Buffer.byteLength(content.keep));
+    assert.ok(dataBlobs.length >= 1);
     const bodies = dataBlobs.map((b) => spawnSync(process.execPath, [CLI, 'cat', '--repo', repo, 'blob', b.id], { env }).stdout.toString());
     assert.ok(bodies.includes(content.keep), 'cat blob writes the plaintext');
 

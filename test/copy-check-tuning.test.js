@@ -125,13 +125,13 @@ describe('copy, check --read-data-subset, tuning flags', function () {
     const sum = async (args, extra = {}) => (await ok(['backup', t, '--repo', repoT, '--no-parent', '--json', ...args], { env: { ...B, ...extra } })).summary;
     const off = await sum(['--compression', 'off', '--pack-size', '1']);
     assert.ok(off.bytes_added > 7 * 1024 * 1024, `stored raw: ${off.bytes_added}`);
-    assert.ok(off.packs_added >= 6, `1 MiB packs: ${off.packs_added}`);
+    assert.ok(off.packs_added >= 4, `1 MiB packs (a pack closes after the chunk that crosses 1 MiB): ${off.packs_added}`);
     // Same data again: nothing new whatever the settings (dedup), so compare on fresh data.
     write(t, 'text.txt', compressible(2 * 1024 * 1024 - 1));
     const max = await sum(['--read-concurrency', '1'], { SHMPIPE_COMPRESSION: 'max' });
     assert.ok(max.bytes_added_plain > 1024 * 1024 && max.bytes_added < max.bytes_added_plain / 10, `compressed: ${max.bytes_added} of ${max.bytes_added_plain}`);
-    const help = await ok(['help', 'backup']);
-    for (const v of ['SHMPIPE_COMPRESSION', 'SHMPIPE_PACK_SIZE', 'SHMPIPE_READ_CONCURRENCY']) assert.ok(help.stdout.includes(`env: ${v}`), v);
+    const help = (await ok(['help', 'backup'])).stdout.replace(/\s+/g, ' ');
+    for (const v of ['SHMPIPE_COMPRESSION', 'SHMPIPE_PACK_SIZE', 'SHMPIPE_READ_CONCURRENCY']) assert.ok(help.includes(`env: ${v}`), v);
     for (const [args, extra] of [[['--compression', 'best']], [[], { SHMPIPE_PACK_SIZE: '0' }], [['--pack-size', '129']], [['--read-concurrency', 'x']]]) {
       const r = await cli(['backup', t, '--repo', repoT, ...args], { env: { ...B, ...extra } });
       assert.equal(r.status, 2, r.why);
@@ -143,7 +143,7 @@ describe('copy, check --read-data-subset, tuning flags', function () {
   it('check --read-data-subset: 1/t … t/t read every pack once; a damaged pack is found by one of them', async function () {
     const repoT = path.join(work, 't');
     const full = JSON.parse((await ok(['check', '--read-data', '--json', '--repo', repoT], { env: B })).stdout);
-    assert.ok(full.ok && full.packs >= 6, `packs: ${full.packs}`);
+    assert.ok(full.ok && full.packs >= 4, `packs: ${full.packs}`);
     const subsets = [];
     for (let n = 1; n <= 3; n++) subsets.push(JSON.parse((await ok(['check', '--read-data-subset', `${n}/3`, '--json', '--repo', repoT], { env: B })).stdout));
     assert.equal(subsets.reduce((a, r) => a + r.blobs_verified, 0), full.blobs_verified, 'the three groups verify every blob exactly once');

@@ -158,7 +158,7 @@ impl Dispatcher {
                 self.spawn_store(sub, started, Some(lease), async move { document(ops.snapshots(handle).await) });
             }
             Opcode::Check => {
-                let (read_data, subset) = crate::ops::backup::check_read(sub.args[1], sub.args[2]).ok_or(ErrorCode::Malformed)?;
+                let (read_data, subset) = crate::ops::backup::check_read(sub.args[1]).ok_or(ErrorCode::Malformed)?;
                 self.spawn_store(sub, started, Some(lease), async move { document(ops.check_subset(handle, read_data, subset).await) });
             }
             Opcode::EntriesOpen => {

@@ -219,17 +219,20 @@ fn summary_json(s: &SnapshotSummary) -> Vec<u8> {
 }
 
 
-/// CHECK's `arg1` (what data to read) and `arg2` (its parameter), SPEC §7.3: 0 none, 1 all,
-/// 2 group `n/t` (`arg2` = n << 32 | t), 3 a share (`arg2` = parts per million), 4 a size
-/// (`arg2` = bytes). `None`: malformed.
-pub fn check_read(arg1: u64, arg2: u64) -> Option<(bool, Option<shmpipe_engine::PackSubset>)> {
+/// CHECK's `arg1`, SPEC §7.3: its low byte says what data to read — 0 none, 1 all, 2 group
+/// `n/t`, 3 a share, 4 a size — and the bits above it the parameter (`p = arg1 >> 8`: for a
+/// group n = p >> 20 and t = p & 0xFFFFF; a share in parts per million; a size in bytes).
+/// `None`: malformed.
+pub fn check_read(arg1: u64) -> Option<(bool, Option<shmpipe_engine::PackSubset>)> {
     use shmpipe_engine::PackSubset;
-    let subset = match arg1 {
+    let p = arg1 >> 8;
+    let subset = match arg1 & 0xff {
+        0 | 1 if p != 0 => return None,
         0 => return Some((false, None)),
         1 => return Some((true, None)),
-        2 => PackSubset::Group { n: (arg2 >> 32) as u32, t: arg2 as u32 },
-        3 => PackSubset::PartsPerMillion(u32::try_from(arg2).ok()?),
-        4 => PackSubset::Bytes(arg2),
+        2 => PackSubset::Group { n: u32::try_from(p >> 20).ok()?, t: (p & 0xF_FFFF) as u32 },
+        3 => PackSubset::PartsPerMillion(u32::try_from(p).ok()?),
+        4 => PackSubset::Bytes(p),
         _ => return None,
     };
     subset.validate().ok()?;

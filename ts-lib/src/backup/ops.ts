@@ -328,18 +328,23 @@ export function snapshots(c: Client, repo: Handle): Promise<SnapshotInfo[]> {
  */
 export type CheckSubset = { group: [number, number] } | { ppm: number } | { bytes: number };
 
-/** CHECK's arg1/arg2 for a subset (SPEC §7.3). */
-function subsetArgs(s: CheckSubset): [number, number] {
+/** CHECK's arg1 for a subset (SPEC §7.3): the kind in the low byte, the parameter above it. */
+function subsetArg(s: CheckSubset): number {
+  const [kind, param] = subsetParam(s);
+  return kind + param * 256;
+}
+
+function subsetParam(s: CheckSubset): [number, number] {
   if ('group' in s) {
     const [n, t] = s.group;
     if (!Number.isInteger(n) || !Number.isInteger(t) || t < 1 || t > 1_000_000 || n < 1 || n > t) throw invalid(`check: a group subset is n/t with 1 ≤ n ≤ t ≤ 1000000, got ${n}/${t}`);
-    return [2, n * 2 ** 32 + t];
+    return [2, n * 2 ** 20 + t];
   }
   if ('ppm' in s) {
     if (!Number.isInteger(s.ppm) || s.ppm < 1 || s.ppm > 1_000_000) throw invalid(`check: a share is 1..1000000 parts per million, got ${s.ppm}`);
     return [3, s.ppm];
   }
-  if (!Number.isSafeInteger(s.bytes) || s.bytes < 1) throw invalid(`check: a size subset is a positive number of bytes, got ${s.bytes}`);
+  if (!Number.isSafeInteger(s.bytes) || s.bytes < 1 || s.bytes > 2 ** 44) throw invalid(`check: a size subset is a positive number of bytes up to 16 TiB, got ${s.bytes}`);
   return [4, s.bytes];
 }
 
@@ -348,8 +353,8 @@ export function check(c: Client, repo: Handle, options: { readData?: boolean; su
   return guard(async () => {
     const readData = options.readData ?? false;
     if (typeof readData !== 'boolean') throw invalid('check: readData must be a boolean');
-    const [mode, param] = options.subset !== undefined ? subsetArgs(options.subset) : [readData ? 1 : 0, 0];
-    const { out } = await slotOp(c, OP_CHECK, null, [checkHandle(repo, 'repo', 'check'), mode, param]);
+    const mode = options.subset !== undefined ? subsetArg(options.subset) : readData ? 1 : 0;
+    const { out } = await slotOp(c, OP_CHECK, null, [checkHandle(repo, 'repo', 'check'), mode, 0]);
     return parseDoc<CheckReport>(out, OP_CHECK);
   });
 }
