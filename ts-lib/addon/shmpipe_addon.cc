@@ -3,14 +3,26 @@
 //   - connect(): the control-socket handshake, because receiving SCM_RIGHTS file descriptors
 //     needs recvmsg(); runs on the libuv thread pool so the JS thread never blocks;
 //   - map(): mmap a segment fd and expose it as an external ArrayBuffer (zero copy);
-//   - watch()/unwatch(): a uv_poll readable watcher on the cq_doorbell eventfd, so the agent
-//     sleeps by returning to the event loop (SPEC §6: JS cannot Atomics.wait on this memory);
+//   - watch()/unwatch()/watchRef(): a uv_poll readable watcher on the cq_doorbell eventfd, so the
+//     agent sleeps by returning to the event loop (SPEC §6: JS cannot Atomics.wait on this
+//     memory), and whether that watcher keeps the loop alive (client.unref());
 //   - ring(): write 1 to an eventfd (the sq_doorbell);
 //   - close(): close an fd;
 //   - setTimes(): utimensat/futimens with nanoseconds, for restore (libuv's utimes takes a
 //     double and truncates to microseconds, and Node turns negative times into "now").
 // The rings themselves live in JS (ts-lib/src/ring.ts) using Atomics on the mapped memory:
 // a Node-API call costs more than the plain stores it would replace (ts-lib/README.md).
+//
+// Per environment (the main thread, each worker_thread) the addon remembers the doorbell
+// watchers it started and the session fds it handed to JS and JS has not closed yet; an env
+// cleanup hook stops and closes them when that environment ends, so a worker that ends with a
+// client still open (terminate(), process.exit() in the worker, an uncaught error) releases its
+// poll handle and fds. The mapping needs nothing more: it is an external buffer, which Node
+// finalizes (munmap) when the environment ends.
+//
+// atomicsAdder()/atomicsJoin(): a test-only probe (test/client-atomics.test.js) that adds to a word of an
+// external ArrayBuffer from a native thread, so a test can pin that Atomics on such a buffer
+// are real atomics against a native peer, as the JS rings assume.
 //
 // Every argument is validated by the JS caller (ts-lib/src/native.ts) before it gets here; the
 // checks below are only a last line against crashes. Failures are thrown (or rejected) as JS
@@ -23,6 +35,8 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include <fcntl.h>
@@ -49,6 +63,8 @@ int uv_poll_init(uv_loop_t* loop, uv_poll_t* handle, int fd);
 int uv_poll_start(uv_poll_t* handle, int events, uv_poll_cb cb);
 int uv_poll_stop(uv_poll_t* handle);
 void uv_close(uv_handle_t* handle, uv_close_cb close_cb);
+void uv_ref(uv_handle_t* handle);
+void uv_unref(uv_handle_t* handle);
 void uv_handle_set_data(uv_handle_t* handle, void* data);
 void* uv_handle_get_data(const uv_handle_t* handle);
 const char* uv_err_name(int err);
@@ -94,6 +110,32 @@ bool ArgFd(const Napi::CallbackInfo& info, size_t i, int* fd) {
 
 Napi::Value BadArgs(const Napi::CallbackInfo& info, const char* what) {
   return Throw(MakeError(info.Env(), "EINVAL", 0, nullptr, std::string("bad arguments: ") + what));
+}
+
+// ---- per-environment resources ----------------------------------------------------------------
+
+struct Watcher;
+
+// What this environment (thread) still has open, released when it ends (CleanupEnv). The
+// addon's instance data in that env, but owned here, not by Node-API: it must outlive the env's
+// Node-API state until the last poll handle has finished closing.
+struct EnvState {
+  std::unordered_set<Watcher*> watchers;  // live: started, not stopped
+  std::unordered_set<int> fds;            // handed to JS by connect(), not yet closed by close()
+  int closing = 0;                        // polls uv_close()d whose close callback has not run
+  bool ending = false;                    // CleanupEnv ran: delete when `closing` reaches 0
+  napi_async_cleanup_hook_handle hook = nullptr;
+};
+
+EnvState* StateOf(Napi::Env env) { return env.GetInstanceData<EnvState>(); }
+
+// The env is ending and no close callback is outstanding: let Node go on. After this nothing of
+// the addon runs in this env any more, so Node may unload it (a worker's addon is dlclose()d).
+void FinishCleanup(EnvState* state) {
+  if (!state->ending || state->closing > 0) return;
+  napi_async_cleanup_hook_handle hook = state->hook;
+  delete state;
+  napi_remove_async_cleanup_hook(hook);
 }
 
 // ---- connect(socketPath, helloFrame, timeoutMs) -> Promise<{sock, reply, fds}> ---------------
@@ -164,7 +206,11 @@ class ConnectWorker : public Napi::AsyncWorker {
     out.Set("sock", Napi::Number::New(env, sock_));
     out.Set("reply", Napi::String::New(env, reinterpret_cast<const char*>(reply_.data()), reply_.size()));
     Napi::Array fds = Napi::Array::New(env, fds_.size());
-    for (size_t i = 0; i < fds_.size(); i++) fds.Set(uint32_t(i), Napi::Number::New(env, fds_[i]));
+    EnvState* state = StateOf(env);
+    for (size_t i = 0; i < fds_.size(); i++) {
+      fds.Set(uint32_t(i), Napi::Number::New(env, fds_[i]));
+      state->fds.insert(fds_[i]);  // closed by the cleanup hook unless JS closes it first
+    }
     out.Set("fds", fds);
     sock_ = -1;  // ownership moves to JS
     fds_.clear();
@@ -306,6 +352,7 @@ struct Watcher {
   uv_poll_t* poll;
   Napi::FunctionReference callback;
   Napi::AsyncContext* context;
+  EnvState* state;  // valid until its close callback ran
   bool closing = false;
   int owners = 2;
 };
@@ -316,14 +363,19 @@ void Release(Watcher* w) {
 
 void OnPollClosed(uv_handle_t* h) {
   auto* w = static_cast<Watcher*>(uv_handle_get_data(h));
+  EnvState* state = w->state;
   ::operator delete(h);
   w->poll = nullptr;
   Release(w);
+  state->closing--;
+  FinishCleanup(state);
 }
 
 void StopWatcher(Watcher* w) {
   if (w->closing) return;
   w->closing = true;
+  w->state->watchers.erase(w);
+  w->state->closing++;  // the env must not end before OnPollClosed ran: it is code of this addon
   uv_poll_stop(w->poll);
   delete w->context;
   w->context = nullptr;
@@ -336,28 +388,62 @@ void FinalizeWatcher(Napi::Env /*env*/, Watcher* w) {
   Release(w);
 }
 
+// Calls the watcher's JS callback with (err | null). Written against the C API with every status
+// checked, because it runs straight from libuv, outside any JS call: also while a worker is being
+// terminated, when nothing may run JS and node-addon-api's wrappers would turn the refusal into a
+// fatal error. An exception the callback throws is reported as uncaught (like one thrown by an
+// event listener) instead of staying pending in the env and failing every later Node-API call.
+void CallWatcher(Watcher* w, int err, const char* syscall) {
+  napi_env env = w->callback.Env();
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value arg = nullptr;
+  napi_value fn = nullptr;
+  napi_value global = nullptr;
+  bool ok = napi_get_reference_value(env, w->callback, &fn) == napi_ok && fn != nullptr &&
+            napi_get_global(env, &global) == napi_ok;
+  if (ok && err == 0) {
+    ok = napi_get_null(env, &arg) == napi_ok;
+  } else if (ok) {
+    std::string code = uv_err_name(-err);
+    std::string message = std::string(syscall) + " failed: " + std::strerror(err);
+    napi_value c = nullptr;
+    napi_value m = nullptr;
+    napi_value n = nullptr;
+    napi_value sc = nullptr;
+    ok = napi_create_string_utf8(env, code.c_str(), code.size(), &c) == napi_ok &&
+         napi_create_string_utf8(env, message.c_str(), message.size(), &m) == napi_ok &&
+         napi_create_error(env, c, m, &arg) == napi_ok && napi_create_int32(env, -err, &n) == napi_ok &&
+         napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sc) == napi_ok &&
+         napi_set_named_property(env, arg, "errno", n) == napi_ok &&
+         napi_set_named_property(env, arg, "syscall", sc) == napi_ok;
+  }
+  if (ok) {
+    napi_value result;
+    if (napi_make_callback(env, *w->context, global, fn, 1, &arg, &result) == napi_pending_exception) {
+      napi_value e;
+      napi_valuetype t;
+      // A terminating worker's "exception" is not an object: nothing to report then.
+      if (napi_get_and_clear_last_exception(env, &e) == napi_ok && napi_typeof(env, e, &t) == napi_ok && t == napi_object) {
+        napi_fatal_exception(env, e);
+      }
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
 void OnPoll(uv_poll_t* handle, int status, int /*events*/) {
   auto* w = static_cast<Watcher*>(uv_handle_get_data(reinterpret_cast<uv_handle_t*>(handle)));
   if (w->closing) return;
-  Napi::Env env = w->callback.Env();
-  Napi::HandleScope scope(env);
-  if (status < 0) {
-    Napi::Error e = MakeError(env, uv_err_name(status), -status, "uv_poll", "doorbell poll failed");
-    w->callback.MakeCallback(env.Global(), {e.Value()}, *w->context);
-    return;
-  }
+  if (status < 0) return CallWatcher(w, -status, "uv_poll");
   uint64_t counter;
   ssize_t r;
   do {
     r = ::read(w->fd, &counter, sizeof counter);
   } while (r < 0 && errno == EINTR);
   // EAGAIN: a spurious wakeup (someone else reset the counter); JS re-checks the rings anyway.
-  if (r < 0 && errno != EAGAIN) {
-    Napi::Error e = ErrnoError(env, errno, "read");
-    w->callback.MakeCallback(env.Global(), {e.Value()}, *w->context);
-    return;
-  }
-  w->callback.MakeCallback(env.Global(), {env.Null()}, *w->context);
+  if (r < 0 && errno != EAGAIN) return CallWatcher(w, errno, "read");
+  CallWatcher(w, 0, nullptr);
 }
 
 Napi::Value Watch(const Napi::CallbackInfo& info) {
@@ -374,8 +460,10 @@ Napi::Value Watch(const Napi::CallbackInfo& info) {
     ::operator delete(poll);
     return Throw(MakeError(env, uv_err_name(rc), -rc, "uv_poll_init", "cannot watch the doorbell"));
   }
+  EnvState* state = StateOf(env);
   auto* w = new Watcher{fd, poll, Napi::Persistent(info[1].As<Napi::Function>()),
-                        new Napi::AsyncContext(env, "shmpipe.doorbell")};
+                        new Napi::AsyncContext(env, "shmpipe.doorbell"), state};
+  state->watchers.insert(w);
   uv_handle_set_data(reinterpret_cast<uv_handle_t*>(poll), w);
   rc = uv_poll_start(poll, kUvReadable, OnPoll);
   if (rc != 0) {
@@ -389,6 +477,18 @@ Napi::Value Watch(const Napi::CallbackInfo& info) {
 Napi::Value Unwatch(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsExternal()) return BadArgs(info, "unwatch(handle)");
   StopWatcher(info[0].As<Napi::External<Watcher>>().Data());  // idempotent
+  return info.Env().Undefined();
+}
+
+// watchRef(handle, ref): whether the watcher keeps the event loop alive (uv_ref/uv_unref).
+Napi::Value WatchRef(const Napi::CallbackInfo& info) {
+  if (info.Length() < 2 || !info[0].IsExternal() || !info[1].IsBoolean()) return BadArgs(info, "watchRef(handle, ref: boolean)");
+  Watcher* w = info[0].As<Napi::External<Watcher>>().Data();
+  if (!w->closing) {
+    auto* h = reinterpret_cast<uv_handle_t*>(w->poll);
+    if (info[1].As<Napi::Boolean>().Value()) uv_ref(h);
+    else uv_unref(h);
+  }
   return info.Env().Undefined();
 }
 
@@ -412,6 +512,7 @@ Napi::Value Ring(const Napi::CallbackInfo& info) {
 Napi::Value Close(const Napi::CallbackInfo& info) {
   int fd;
   if (!ArgFd(info, 0, &fd)) return BadArgs(info, "close(fd: number)");
+  StateOf(info.Env())->fds.erase(fd);
   if (::close(fd) != 0 && errno != EINTR) return Throw(ErrnoError(info.Env(), errno, "close"));
   return info.Env().Undefined();
 }
@@ -449,15 +550,107 @@ Napi::Value SetTimes(const Napi::CallbackInfo& info) {
 
 Napi::Value Noop(const Napi::CallbackInfo& info) { return info.Env().Undefined(); }
 
+// ---- atomicsAdder(buffer, byteOffset, width, stopOffset) -> handle; atomicsJoin(handle): test-only
+// Starts a native thread that adds 1 to the naturally aligned u32 (width 4) or u64 (width 8) at
+// `byteOffset` of an ArrayBuffer (the external one a segment is mapped as), with sequentially
+// consistent atomic read-modify-writes, from the moment the word is non-zero (the JS side starts
+// both sides at once by storing 1) until the u32 at `stopOffset` is non-zero. atomicsJoin() waits
+// for it and returns [adds, interleaved]: how many it made, and how many of them found the word
+// changed by someone else since its own previous add (so a test knows both sides really ran at
+// once). The caller keeps the buffer alive, and sets the stop word, before atomicsJoin().
+
+struct Adder {
+  std::thread thread;
+  uint64_t adds = 0;
+  uint64_t interleaved = 0;
+};
+
+template <typename T>
+void AddLoop(Adder* a, T* word, uint32_t* stop) {
+  while (__atomic_load_n(word, __ATOMIC_SEQ_CST) == 0) std::this_thread::yield();
+  T expected = __atomic_load_n(word, __ATOMIC_SEQ_CST);
+  while (__atomic_load_n(stop, __ATOMIC_SEQ_CST) == 0) {
+    for (int i = 0; i < 1024; i++) {
+      T before = __atomic_fetch_add(word, T(1), __ATOMIC_SEQ_CST);
+      if (before != expected) a->interleaved++;
+      expected = T(before + 1);
+    }
+    a->adds += 1024;
+  }
+}
+
+void FinalizeAdder(Napi::Env /*env*/, Adder* a) {
+  if (a->thread.joinable()) a->thread.join();
+  delete a;
+}
+
+Napi::Value AtomicsAdder(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 4 || !info[0].IsArrayBuffer() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber())
+    return BadArgs(info, "atomicsAdder(buffer: ArrayBuffer, byteOffset: number, width: 4 | 8, stopOffset: number)");
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  int64_t offset = info[1].As<Napi::Number>().Int64Value();
+  int64_t width = info[2].As<Napi::Number>().Int64Value();
+  int64_t stop = info[3].As<Napi::Number>().Int64Value();
+  uint64_t size = ab.ByteLength();
+  if ((width != 4 && width != 8) || offset < 0 || offset % width != 0 || uint64_t(offset + width) > size || stop < 0 || stop % 4 != 0 ||
+      uint64_t(stop + 4) > size || (stop + 4 > offset && offset + width > stop))
+    return BadArgs(info, "atomicsAdder: two aligned, separate words inside the buffer");
+  uint8_t* base = static_cast<uint8_t*>(ab.Data());
+  auto* a = new Adder();
+  auto* halt = reinterpret_cast<uint32_t*>(base + stop);
+  if (width == 4) a->thread = std::thread([a, base, offset, halt] { AddLoop(a, reinterpret_cast<uint32_t*>(base + offset), halt); });
+  else a->thread = std::thread([a, base, offset, halt] { AddLoop(a, reinterpret_cast<uint64_t*>(base + offset), halt); });
+  return Napi::External<Adder>::New(env, a, FinalizeAdder);
+}
+
+Napi::Value AtomicsJoin(const Napi::CallbackInfo& info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) return BadArgs(info, "atomicsJoin(handle)");
+  Adder* a = info[0].As<Napi::External<Adder>>().Data();
+  if (a->thread.joinable()) a->thread.join();
+  Napi::Array out = Napi::Array::New(info.Env(), 2);
+  out.Set(uint32_t(0), Napi::Number::New(info.Env(), double(a->adds)));
+  out.Set(uint32_t(1), Napi::Number::New(info.Env(), double(a->interleaved)));
+  return out;
+}
+
+// ---- the environment ends ------------------------------------------------------------------------
+
+// An async cleanup hook: Node keeps running the env's loop until FinishCleanup removes it, so the
+// close callbacks of the polls stopped here (and of any that JS stopped just before) still run
+// while the addon is loaded.
+void CleanupEnv(napi_async_cleanup_hook_handle hook, void* arg) {
+  auto* state = static_cast<EnvState*>(arg);
+  state->hook = hook;
+  state->ending = true;
+  // Watchers first: a poll must not outlive the fd it watches.
+  std::vector<Watcher*> watchers(state->watchers.begin(), state->watchers.end());
+  for (Watcher* w : watchers) StopWatcher(w);
+  for (int fd : state->fds) ::close(fd);
+  state->fds.clear();
+  FinishCleanup(state);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* state = new EnvState();
+  // No finalizer: CleanupEnv/FinishCleanup delete it, after the env's last close callback.
+  if (napi_set_instance_data(env, state, nullptr, nullptr) != napi_ok ||
+      napi_add_async_cleanup_hook(env, CleanupEnv, state, nullptr) != napi_ok) {
+    delete state;
+    Napi::Error::New(env, "shmpipe addon: cannot register its env cleanup").ThrowAsJavaScriptException();
+    return exports;
+  }
   exports.Set("connect", Napi::Function::New(env, Connect, "connect"));
   exports.Set("map", Napi::Function::New(env, Map, "map"));
   exports.Set("watch", Napi::Function::New(env, Watch, "watch"));
   exports.Set("unwatch", Napi::Function::New(env, Unwatch, "unwatch"));
+  exports.Set("watchRef", Napi::Function::New(env, WatchRef, "watchRef"));
   exports.Set("ring", Napi::Function::New(env, Ring, "ring"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("setTimes", Napi::Function::New(env, SetTimes, "setTimes"));
   exports.Set("noop", Napi::Function::New(env, Noop, "noop"));
+  exports.Set("atomicsAdder", Napi::Function::New(env, AtomicsAdder, "atomicsAdder"));
+  exports.Set("atomicsJoin", Napi::Function::New(env, AtomicsJoin, "atomicsJoin"));
   return exports;
 }
 

@@ -1,7 +1,9 @@
 /**
- * The Client: one session with the sidecar. connect() performs the handshake (SPEC §10) through
- * the addon, maps the segment and adopts the control socket; the Client then submits requests
- * into the SQ, completes them from the CQ and takes slot grants from the GQ.
+ * The Client: one session with the sidecar, and connect(), which makes one. The handshake is in
+ * handshake.ts, the control socket in control.ts, the request table in requests.ts, slots in
+ * slots.ts, the rings in ring.ts, the object-store calls in store.ts; this module ties them
+ * together: it submits requests into the SQ, completes them from the CQ and takes slot grants
+ * from the GQ.
  *
  * Threading and waiting: everything runs on the JS thread, which never blocks and never spins.
  * - Submissions are written into the SQ at once; the tail is published once per microtask tick
@@ -20,151 +22,28 @@
  * close(), or with the ShmpipeError that ended the session.
  */
 
-import * as net from 'node:net';
-import { z } from 'zod';
-import { errorFromStatus, ShmpipeError, type ErrorCode } from './errors';
+import { settle } from './completion';
+import { ControlChannel } from './control';
+import { ShmpipeError, WIRE_ERROR_CODES } from './errors';
 import { Fifo } from './fifo';
+import { closeAll, handshake, type ClientLayout } from './handshake';
 import * as native from './native';
 import { parseOptions, type ConnectOptions, type ResolvedOptions } from './options';
-import {
-  computeLayout,
-  CQ_MORE,
-  CQ_SLOT,
-  decodeCompletion,
-  decodeHeader,
-  ENTRY_SIZE,
-  GRANT_ENTRY_SIZE,
-  HEADER,
-  HEADER_SIZE,
-  HeaderMismatch,
-  MAX_DELAY_US,
-  MAX_FRAME,
-  NO_SLOT,
-  OPCODES,
-  OP_DELAY,
-  OP_ECHO,
-  OP_NOP,
-  OP_SLOT_RELEASE,
-  OP_STATS,
-  STATE,
-  VERSION,
-  type Layout,
-} from './protocol';
+import { CQ_MORE, CQ_SLOT, ENTRY_SIZE, HEADER, MAX_DELAY_US, OP_DELAY, OP_ECHO, OP_NOP, OP_SLOT_RELEASE, OP_STATS } from './protocol';
+import { K_DELAY, K_ECHO, K_NOP, K_RAW, K_RELEASE, K_STATS, opName, Request, RequestTable, TWO_32, writeSubmission } from './requests';
+import type { EchoResult, RawAccess, RawCompletion, Stats } from './results';
 import { Consumer, Producer, RingCorrupt, SegmentViews } from './ring';
 import { Slot, type SlotOwner } from './slot';
+import { SlotPool } from './slots';
+import { Watchdog } from './watchdog';
+import * as files from './files';
+import * as reads from './read-stream';
 import * as store from './store';
-import {
-  K_ABORT,
-  K_COMMIT,
-  K_DELETE,
-  K_ENGINE,
-  K_FIRST_STORE,
-  K_LIST,
-  K_OPEN_READ,
-  K_OPEN_WRITE,
-  K_PUT,
-  K_STAT,
-  K_WRITE,
-  type StoreCompletion,
-  type StoreRequest,
-  type StreamSink,
-} from './store-request';
+import type { StoreCompletion, StoreRequest } from './store-request';
 
-/** The negotiated session layout (from the welcome, checked against the segment header). */
-export interface ClientLayout {
-  readonly session: number;
-  readonly generation: string;
-  readonly segment: string;
-  readonly segmentSize: number;
-  readonly sqOffset: number;
-  readonly sqCapacity: number;
-  readonly cqOffset: number;
-  readonly cqCapacity: number;
-  readonly gqOffset: number;
-  readonly gqCapacity: number;
-  readonly slotOffset: number;
-  readonly slotCount: number;
-  readonly slotSize: number;
-  /** Requests this client keeps in flight at most: min(sidecar limit, cqCapacity). */
-  readonly maxInFlight: number;
-  /** Slots the sidecar keeps out of the GQ for read streams (SPEC §9). */
-  readonly readReserve: number;
-  /** Slots alloc() can get while no read stream runs: slotCount - readReserve. */
-  readonly grantWindow: number;
-  /** The store's multipart part size in bytes (what one streaming upload may pin). */
-  readonly partSize: number;
-}
+export type { ClientLayout } from './handshake';
+export type { EchoResult, RawAccess, RawCompletion, Stats, SessionStats, GlobalStats } from './results';
 
-export interface EchoResult {
-  /** Bytes the sidecar checksummed. */
-  length: number;
-  /** CRC-32C (Castagnoli) of the bytes, as an unsigned 32-bit number. */
-  checksum: number;
-}
-
-/** A completion exactly as the sidecar wrote it (raw diagnostics). */
-export interface RawCompletion {
-  requestId: bigint;
-  status: number;
-  /** The wire code name for a negative status, or null for 0 / unknown codes. */
-  code: string | null;
-  flags: number;
-  slotId: number;
-  slotGen: number;
-  result: bigint;
-  aux: [bigint, bigint, bigint];
-}
-
-export interface RawAccess {
-  /** Submits entry bytes 8..64 verbatim; the client fills request_id. Resolves with the completion, whatever its status. */
-  submit(bytes56: Uint8Array): Promise<RawCompletion>;
-  /** The whole mapping (header, rings, slots). Throws SHMPIPE_E_CLOSED after close. */
-  readonly segment: Buffer;
-  /** Rings the sq doorbell without publishing anything. */
-  ringDoorbell(): void;
-}
-
-type Counts = Record<string, number>;
-export interface SessionStats {
-  id: number;
-  slot_count: number;
-  slots_free: number;
-  slots_granted: number;
-  slots_in_flight: number;
-  grants_total: number;
-  returns_total: number;
-  requests_total: number;
-  requests_by_op: Counts;
-  errors_by_code: Counts;
-  in_flight_async: number;
-}
-export interface GlobalStats {
-  clients: number;
-  sessions_opened: number;
-  sessions_closed: number;
-  slots_reclaimed_total: number;
-  segments_live: number;
-  requests_total: number;
-  requests_by_op: Counts;
-  errors_by_code: Counts;
-  protocol_violations: number;
-}
-export interface Stats {
-  session: SessionStats;
-  global: GlobalStats;
-}
-
-// What to do with a request's completion.
-const K_NOP = 0;
-const K_ECHO = 1;
-const K_RELEASE = 2;
-const K_STATS = 3;
-const K_DELAY = 4;
-const K_RAW = 5;
-/** The sidecar's default part size, for a welcome without limits.part_size. */
-const DEFAULT_PART_SIZE = 8 << 20;
-
-const TWO_32 = 4294967296;
 /** Completions handled in one doorbell callback before yielding to other I/O. */
 const DRAIN_BUDGET = 65_536;
 /** While calls wait because the SQ is full, re-check its head this often (ms). */
@@ -172,211 +51,33 @@ const SQ_FULL_RETRY_MS = 1;
 
 const noop = (): void => {};
 const RESOLVED = Promise.resolve();
+const violation = (message: string): ShmpipeError => new ShmpipeError('SHMPIPE_E_PROTOCOL', message);
+const { SHMPIPE_E_INVALID_SLOT: INVALID_SLOT, SHMPIPE_E_STALE_SLOT: STALE_SLOT, SHMPIPE_E_OUT_OF_RANGE: OUT_OF_RANGE, SHMPIPE_E_UNKNOWN_OPCODE: UNKNOWN_OPCODE } = WIRE_ERROR_CODES;
 
-/** One request: waiting in the FIFO, then in flight. */
-class Request {
-  /** The request id, assigned when it enters the SQ. */
-  id = 0;
-  constructor(
-    readonly kind: number,
-    readonly opcode: number,
-    readonly slot: Slot | null,
-    readonly offset: number,
-    readonly length: number,
-    readonly arg0: number,
-    readonly raw: Uint8Array | null,
-    readonly resolve: (v: never) => void,
-    readonly reject: (e: ShmpipeError) => void,
-  ) {}
-  /** Store ops: arg1 (u64 as number or bigint) and arg2. */
-  arg1: number | bigint = 0;
-  arg2 = 0;
-  /** In-flight units this request takes. */
-  weight = 1;
-  /** The op consumes its slot (SPEC §7.2). */
-  consumes = false;
-  stream: StreamSink | null = null;
+/** What ends the session for an exception thrown while acting on the sidecar's memory. */
+function sessionError(e: unknown): ShmpipeError {
+  if (e instanceof ShmpipeError) return e;
+  if (e instanceof RingCorrupt) return violation(e.message);
+  throw e; // a bug of ours: let it surface
 }
 
-interface AllocWaiter {
-  resolve: (s: Slot) => void;
-  reject: (e: ShmpipeError) => void;
-}
-
-const welcomeSchema = z.object({
-  type: z.literal('welcome'),
-  version: z.number().int(),
-  session: z.number().int().nonnegative(),
-  segment: z.string(),
-  segment_size: z.number().int().positive(),
-  generation: z.string().regex(/^[0-9]{1,20}$/),
-  layout: z.object({
-    sq_offset: z.number().int(),
-    sq_capacity: z.number().int(),
-    cq_offset: z.number().int(),
-    cq_capacity: z.number().int(),
-    gq_offset: z.number().int(),
-    gq_capacity: z.number().int(),
-    slot_offset: z.number().int(),
-    slot_count: z.number().int(),
-    slot_size: z.number().int(),
-  }),
-  limits: z.object({
-    max_in_flight: z.number().int().positive(),
-    read_reserve: z.number().int().nonnegative().optional(),
-    part_size: z.number().int().positive().optional(),
-  }),
-});
-type Welcome = z.infer<typeof welcomeSchema>;
-
-const REFUSAL_CODES: ReadonlySet<string> = new Set([
-  'SHMPIPE_E_PERMISSION',
-  'SHMPIPE_E_VERSION',
-  'SHMPIPE_E_BUSY',
-  'SHMPIPE_E_HANDSHAKE',
-]);
-
-function frame(msg: object): Buffer {
-  const body = Buffer.from(JSON.stringify(msg), 'utf8');
-  if (body.length > MAX_FRAME) throw new ShmpipeError('SHMPIPE_E_INVALID_ARGUMENT', 'control frame too large');
-  const out = Buffer.allocUnsafe(4 + body.length);
-  out.writeUInt32LE(body.length, 0);
-  body.copy(out, 4);
-  return out;
+/**
+ * Whether a consuming op (PUT, WRITE, OPEN_READ, FILE_WRITE, CONTENT_READ) that ended with
+ * `status` and without `SLOT` was refused before the sidecar took its slot (SPEC §7.2 steps 1–2:
+ * nothing changed), so the slot is still the caller's. `otherUses`: the caller's other requests
+ * still naming the slot (INVALID_SLOT then means "in flight", not "not yours"). MALFORMED and
+ * SHUTTING_DOWN are also what an accepted op that then failed ends with: the slot may be gone,
+ * so it is never reused. Any other status: the op was accepted and consumed the slot.
+ */
+function untaken(status: number, otherUses: number): boolean {
+  return status === UNKNOWN_OPCODE || status === OUT_OF_RANGE || (status === INVALID_SLOT && otherUses > 0);
 }
 
 /** Connects to the sidecar at `options.socketPath` and completes the handshake. */
 export async function connect(options: ConnectOptions): Promise<Client> {
   const o = parseOptions(options);
-  const hello = {
-    type: 'hello',
-    version: VERSION,
-    slot_count: o.slotCount,
-    slot_size: o.slotSize,
-    sq_capacity: o.sqCapacity,
-    cq_capacity: o.cqCapacity,
-    client: o.clientName ?? `node-${process.pid}`,
-  };
-  const { sock, reply, fds } = await native.connect(o.socketPath, frame(hello), o.connectTimeoutMs);
-  // Until the Client owns them, every failure closes what the handshake handed us.
-  let session: Established;
-  try {
-    session = establish(reply, fds);
-  } catch (e) {
-    for (const fd of [sock, ...fds]) {
-      if (fd < 0) continue;
-      try {
-        native.close(fd);
-      } catch {
-        // already failing; the first error is the one to report
-      }
-    }
-    throw e;
-  }
-  return new Client(o, session.layout, session.views, session.rings, sock, session.sqFd, session.cqFd);
-}
-
-interface Established {
-  layout: ClientLayout;
-  views: SegmentViews;
-  rings: { sq: Producer; cq: Consumer; gq: Consumer };
-  sqFd: number;
-  cqFd: number;
-}
-
-function handshakeError(code: ErrorCode, message: string, cause?: unknown): ShmpipeError {
-  return new ShmpipeError(code, `handshake: ${message}`, { cause });
-}
-
-/** Checks the reply and the segment (SPEC §10 step 3); maps it. Closes the segment fd. */
-function establish(reply: string, fds: number[]): Established {
-  let msg: unknown;
-  try {
-    msg = JSON.parse(reply);
-  } catch (e) {
-    throw handshakeError('SHMPIPE_E_HANDSHAKE', 'the reply is not JSON', e);
-  }
-  const m = msg as { type?: unknown; code?: unknown; message?: unknown };
-  if (m !== null && typeof m === 'object' && m.type === 'error') {
-    const code = typeof m.code === 'string' && REFUSAL_CODES.has(m.code) ? (m.code as ErrorCode) : 'SHMPIPE_E_HANDSHAKE';
-    throw new ShmpipeError(code, `the sidecar refused the connection: ${String(m.message ?? m.code)}`);
-  }
-  const parsed = welcomeSchema.safeParse(msg);
-  if (!parsed.success) {
-    throw handshakeError('SHMPIPE_E_HANDSHAKE', `unexpected reply: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  }
-  const w: Welcome = parsed.data;
-  if (w.version !== VERSION) throw handshakeError('SHMPIPE_E_VERSION', `the sidecar speaks version ${w.version}, this client ${VERSION}`);
-  if (fds.length !== 3) throw handshakeError('SHMPIPE_E_HANDSHAKE', `expected 3 file descriptors, got ${fds.length}`);
-  const [segFd, sqFd, cqFd] = fds as [number, number, number];
-
-  // The layout this side computes from the negotiated parameters must equal the welcome's ...
-  let expected: Layout;
-  try {
-    expected = computeLayout(w.layout);
-  } catch (e) {
-    throw handshakeError('SHMPIPE_E_HANDSHAKE', `bad layout parameters: ${(e as Error).message}`, e);
-  }
-  const mismatch = (['sq_offset', 'cq_offset', 'gq_offset', 'gq_capacity', 'slot_offset'] as const).find((k) => expected[k] !== w.layout[k]);
-  if (mismatch !== undefined || expected.segment_size !== w.segment_size) {
-    throw handshakeError('SHMPIPE_E_HANDSHAKE', `welcome layout field ${mismatch ?? 'segment_size'} disagrees with SPEC §4`);
-  }
-
-  // ... and the header the sidecar wrote into the segment (SPEC §10 step 3).
-  const segment = native.map(segFd, w.segment_size);
-  native.close(segFd); // the mapping keeps the memory; the fd is no longer needed
-  fds[0] = -1;
-  const views = new SegmentViews(segment);
-  // READY is stored last with Release; this SeqCst load acquires the whole layout (SPEC §3).
-  const state = Atomics.load(views.u32, HEADER.state / 4);
-  if (state !== STATE.READY) throw handshakeError('SHMPIPE_E_HANDSHAKE', `segment state is ${state}, not READY`);
-  let header: { layout: Layout; generation: bigint };
-  try {
-    header = decodeHeader(new Uint8Array(segment, 0, HEADER_SIZE));
-  } catch (e) {
-    if (e instanceof HeaderMismatch) {
-      throw handshakeError(e.field === 'version' ? 'SHMPIPE_E_VERSION' : 'SHMPIPE_E_HANDSHAKE', e.message, e);
-    }
-    throw e;
-  }
-  const bad = (Object.keys(expected) as (keyof Layout)[]).find((k) => header.layout[k] !== expected[k]);
-  if (bad !== undefined) throw handshakeError('SHMPIPE_E_HANDSHAKE', `segment header ${bad} disagrees with the welcome`);
-  if (header.generation !== BigInt(w.generation)) throw handshakeError('SHMPIPE_E_HANDSHAKE', 'segment generation disagrees with the welcome');
-
-  const layout: ClientLayout = Object.freeze({
-    session: w.session,
-    generation: w.generation,
-    segment: w.segment,
-    segmentSize: expected.segment_size,
-    sqOffset: expected.sq_offset,
-    sqCapacity: expected.sq_capacity,
-    cqOffset: expected.cq_offset,
-    cqCapacity: expected.cq_capacity,
-    gqOffset: expected.gq_offset,
-    gqCapacity: expected.gq_capacity,
-    slotOffset: expected.slot_offset,
-    slotCount: expected.slot_count,
-    slotSize: expected.slot_size,
-    // Requests count one unit each, read streams 1 + read-ahead (their most completions at
-    // once), so keeping at most cq_capacity units in flight means the CQ can never overflow: a
-    // full CQ would park completions in the sidecar's overflow list, which it retries on a 1 ms
-    // poll (measured: 3x lower throughput).
-    maxInFlight: Math.min(w.limits.max_in_flight, expected.cq_capacity),
-    readReserve: Math.min(w.limits.read_reserve ?? 0, expected.slot_count),
-    grantWindow: expected.slot_count - Math.min(w.limits.read_reserve ?? 0, expected.slot_count),
-    partSize: w.limits.part_size ?? DEFAULT_PART_SIZE,
-  });
-  let rings: { sq: Producer; cq: Consumer; gq: Consumer };
-  try {
-    rings = {
-      sq: new Producer(views, 'SQ', layout.sqOffset, layout.sqCapacity, ENTRY_SIZE),
-      cq: new Consumer(views, 'CQ', layout.cqOffset, layout.cqCapacity, ENTRY_SIZE),
-      gq: new Consumer(views, 'GQ', layout.gqOffset, layout.gqCapacity, GRANT_ENTRY_SIZE),
-    };
-  } catch (e) {
-    throw handshakeError('SHMPIPE_E_PROTOCOL', (e as Error).message, e);
-  }
-  return { layout, views, rings, sqFd, cqFd };
+  const s = await handshake(o);
+  return new Client(o, s.layout, s.views, s.rings, s.sock, s.sqFd, s.cqFd);
 }
 
 export class Client implements SlotOwner {
@@ -386,39 +87,29 @@ export class Client implements SlotOwner {
   readonly raw: RawAccess;
 
   private views: SegmentViews | null;
-  private sq: Producer;
-  private cq: Consumer;
-  private gq: Consumer;
-  private readonly socket: net.Socket;
+  private readonly sq: Producer;
+  private readonly cq: Consumer;
+  private readonly gq: Consumer;
+  private readonly control: ControlChannel;
   private readonly sqFd: number;
   private readonly cqFd: number;
   private watchHandle: native.WatchHandle | null = null;
   private readonly maxQueued: number;
-  private readonly maxInFlight: number;
   private readonly sidecarWakeIndex: number;
   private readonly agentWakeIndex: number;
 
-  /**
-   * In-flight requests by `id & pendingMask`. An array, not a Map: a Map's old-space backing
-   * store made every request survive scavenges (measured: half the CPU in GC, 1.1 M vs 2+ M
-   * req/s). Twice the in-flight budget, so a free index is always near.
-   */
-  private readonly pending: (Request | null)[];
-  private readonly pendingMask: number;
-  private nextId = 1;
-  private inFlight = 0;
+  private readonly requests: RequestTable;
   private readonly queue = new Fifo<Request>();
-  private readonly allocWaiters = new Fifo<AllocWaiter>();
-  private freeSlots: Slot[] = [];
-  private readonly slotBuffers: (Buffer | undefined)[];
+  private readonly slots: SlotPool;
+  private readonly watchdog: Watchdog;
   private flushScheduled = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private drainScheduled = false;
   private failure: ShmpipeError | null = null;
   private resolveClosed!: (v: ShmpipeError | undefined) => void;
-  private socketClosed: Promise<void>;
-  private frameBuf: Buffer = Buffer.alloc(0);
   private drainingFlag = false;
+  /** Whether an idle open client keeps the event loop alive (ref()/unref()). */
+  private refed = true;
 
   /** @internal Created by connect(). */
   constructor(
@@ -438,35 +129,34 @@ export class Client implements SlotOwner {
     this.sqFd = sqFd;
     this.cqFd = cqFd;
     this.maxQueued = o.maxQueued;
-    this.maxInFlight = layout.maxInFlight;
     this.sidecarWakeIndex = HEADER.sidecar_need_wakeup / 4;
     this.agentWakeIndex = HEADER.agent_need_wakeup / 4;
-    this.slotBuffers = new Array<Buffer | undefined>(layout.slotCount);
-    const tableSize = 2 ** Math.ceil(Math.log2(Math.max(2, layout.maxInFlight) * 2));
-    this.pending = new Array<Request | null>(tableSize).fill(null);
-    this.pendingMask = tableSize - 1;
+    this.requests = new RequestTable(layout.maxInFlight);
+    this.slots = new SlotPool(this, views, layout.slotOffset, layout.slotSize, layout.slotCount);
+    this.watchdog = new Watchdog(views.b64, o.unresponsiveMs, () => this.busy(), (silentMs) =>
+      this.fail(
+        new ShmpipeError(
+          'SHMPIPE_E_UNRESPONSIVE',
+          `the sidecar made no progress for ${silentMs} ms (its heartbeat did not move; unresponsiveMs ${o.unresponsiveMs}): the session is closed`,
+        ),
+      ),
+    );
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
 
-    // Node adopts the control socket: it gives EOF detection and frame writes without more
-    // native code. The socket is only used for the `mapped` frame, `draining`, and EOF.
     try {
-      this.socket = new net.Socket({ fd: sock, readable: true, writable: true });
+      this.control = new ControlChannel(sock, {
+        onDraining: () => {
+          this.drainingFlag = true;
+        },
+        onEnd: (err) => this.fail(err),
+      });
     } catch (e) {
-      for (const fd of [sock, sqFd, cqFd]) native.close(fd);
+      closeAll([sock, sqFd, cqFd]);
       throw new ShmpipeError('SHMPIPE_E_HANDSHAKE', 'cannot adopt the control socket', { cause: e });
     }
-    this.socketClosed = new Promise((resolve) => this.socket.once('close', () => resolve()));
-    this.socket.on('data', (chunk: Buffer) => this.onFrameBytes(chunk));
-    const gone = (why: string) => () =>
-      this.fail(new ShmpipeError('SHMPIPE_E_DISCONNECTED', `the sidecar is gone (${why} on the control socket)`));
-    this.socket.on('end', gone('EOF'));
-    this.socket.on('close', gone('close'));
-    this.socket.on('error', (e: Error) =>
-      this.fail(new ShmpipeError('SHMPIPE_E_DISCONNECTED', `control socket error: ${e.message}`, { cause: e })),
-    );
-    this.socket.write(frame({ type: 'mapped' }));
+    this.control.send({ type: 'mapped' });
 
     this.raw = this.makeRaw();
     try {
@@ -482,6 +172,34 @@ export class Client implements SlotOwner {
   /** True once the sidecar announced a graceful shutdown. */
   get draining(): boolean {
     return this.drainingFlag;
+  }
+
+  /**
+   * Lets the process (or worker) exit while this client is open with nothing pending, like
+   * net.Socket#unref(): its doorbell watcher and control socket stop keeping the event loop
+   * alive. Pending calls always keep it alive (the watchdog's timer runs while any is pending).
+   * No effect after the client ended. Returns the client.
+   */
+  unref(): this {
+    if (this.failure !== null || !this.refed) return this;
+    this.refed = false;
+    this.setRefs(false);
+    if (!this.busy()) this.watchdog.stop();
+    return this;
+  }
+
+  /** Undoes unref(): an open client keeps the event loop alive again (the default). */
+  ref(): this {
+    if (this.failure !== null || this.refed) return this;
+    this.refed = true;
+    this.setRefs(true);
+    return this;
+  }
+
+  private setRefs(ref: boolean): void {
+    native.watchRef(this.watchHandle as native.WatchHandle, ref);
+    this.control.setRef(ref);
+    this.watchdog.setKeepAlive(!ref);
   }
 
   // ---- public operations --------------------------------------------------------------------
@@ -543,8 +261,8 @@ export class Client implements SlotOwner {
    * Reads `key` (or `options.range`) as an async iterable of filled slots, each released when the
    * iteration moves on. Throws SHMPIPE_E_INVALID_ARGUMENT at once for bad arguments.
    */
-  openRead(key: string, options?: store.ReadOptions): store.ReadStream {
-    return store.openRead(this, key, options);
+  openRead(key: string, options?: reads.ReadOptions): reads.ReadStream {
+    return reads.openRead(this, key, options);
   }
 
   /** Size, CRC-32C and modification time of `key`; SHMPIPE_E_NOT_FOUND if there is none. */
@@ -564,29 +282,30 @@ export class Client implements SlotOwner {
 
   /** Uploads the file at `path` as `key`, reading it straight into slots. */
   putFile(path: string, key: string, options?: store.FileOptions): Promise<store.PutResult> {
-    return store.putFile(this, path, key, options);
+    return files.putFile(this, path, key, options);
   }
 
   /** Downloads `key` into the file at `path` (via a temporary file, renamed when verified). */
   getFile(key: string, path: string, options?: store.FileOptions): Promise<store.ReadResult> {
-    return store.getFile(this, key, path, options);
+    return files.getFile(this, key, path, options);
   }
 
   /** A free slot; waits (FIFO) for a grant when none is free. No round trip when one is. */
   alloc(): Promise<Slot> {
     if (this.failure !== null) return Promise.reject(this.failed());
-    const slot = this.freeSlots.pop();
+    const slot = this.slots.take();
     if (slot !== undefined) return Promise.resolve(slot);
-    if (this.queue.length + this.allocWaiters.length >= this.maxQueued) {
+    if (this.queue.length + this.slots.waiting >= this.maxQueued) {
       return Promise.reject(new ShmpipeError('SHMPIPE_E_QUEUE_FULL', `alloc: ${this.maxQueued} calls are already waiting (maxQueued)`));
     }
-    return new Promise((resolve, reject) => this.allocWaiters.push({ resolve, reject }));
+    this.watchdog.arm();
+    return this.slots.wait();
   }
 
   /** A free slot, or null when none is granted right now. */
   tryAlloc(): Slot | null {
     if (this.failure !== null) throw this.failed();
-    return this.freeSlots.pop() ?? null;
+    return this.slots.take() ?? null;
   }
 
   /**
@@ -598,7 +317,7 @@ export class Client implements SlotOwner {
    */
   async close(): Promise<void> {
     this.shutdown(new ShmpipeError('SHMPIPE_E_CLOSED', 'the client was closed'), undefined);
-    await this.socketClosed;
+    await this.control.closed;
   }
 
   // ---- SlotOwner ----------------------------------------------------------------------------
@@ -642,19 +361,30 @@ export class Client implements SlotOwner {
       const r = new Request(q.kind, q.opcode, q.slot, q.offset, q.length, Number(q.args[0]), null, resolve as (v: never) => void, reject);
       r.arg1 = q.args[1];
       r.arg2 = q.args[2];
-      r.weight = Math.max(1, Math.min(q.weight, this.maxInFlight));
+      r.weight = Math.max(1, Math.min(q.weight, this.requests.maxInFlight));
       r.consumes = q.consumes;
       r.stream = q.stream;
       this.enqueue(r);
     });
   }
 
+  /** Whether calls are pending: in flight, waiting for ring space or budget, or for a slot. */
+  private busy(): boolean {
+    return this.requests.inFlight > 0 || this.queue.length > 0 || this.slots.waiting > 0;
+  }
+
   /** Into the SQ now, or into the FIFO behind earlier calls (bounded by maxQueued). */
   private enqueue(r: Request): void {
+    this.watchdog.arm();
     const slot = r.slot;
     if (slot !== null) slot.busy++;
     if (this.queue.length === 0 && this.tryPush(r)) return;
-    if (this.queue.length + this.allocWaiters.length >= this.maxQueued && r.kind !== K_RELEASE) {
+    if (this.failure !== null) {
+      if (slot !== null) slot.busy--;
+      r.reject(this.failed());
+      return;
+    }
+    if (this.queue.length + this.slots.waiting >= this.maxQueued && r.kind !== K_RELEASE) {
       if (slot !== null) slot.busy--;
       r.reject(new ShmpipeError('SHMPIPE_E_QUEUE_FULL', `${this.maxQueued} calls are already waiting for ring space (maxQueued)`));
       return;
@@ -663,57 +393,25 @@ export class Client implements SlotOwner {
     this.armRetry();
   }
 
-
-
   /** Writes `r` into the SQ (unpublished) if ring space and in-flight budget allow. */
   private tryPush(r: Request): boolean {
-    if (this.inFlight + r.weight > this.maxInFlight) return false;
-    const at = this.sq.reserve();
-    if (at < 0) return false;
-    const u32 = (this.views as SegmentViews).u32;
-    // Ids count up; one whose table index is still held by a long-running request is skipped.
-    let id = this.nextId;
-    while (this.pending[id & this.pendingMask] !== null) id++;
-    this.nextId = id + 1;
-    r.id = id;
-    const w = at >>> 2;
-    u32[w] = id >>> 0;
-    u32[w + 1] = (id / TWO_32) >>> 0;
-    if (r.raw !== null) {
-      (this.views as SegmentViews).u8.set(r.raw, at + 8);
-    } else {
-      const slot = r.slot;
-      u32[w + 2] = r.opcode; // flags 0, reserved0 0
-      u32[w + 3] = slot === null ? NO_SLOT : slot.id;
-      u32[w + 4] = slot === null ? 0 : slot.generation;
-      u32[w + 5] = r.offset;
-      u32[w + 6] = r.length;
-      u32[w + 7] = 0;
-      u32[w + 8] = r.arg0 >>> 0;
-      u32[w + 9] = (r.arg0 / TWO_32) >>> 0;
-      if (r.kind < K_FIRST_STORE) {
-        u32[w + 10] = 0;
-        u32[w + 11] = 0;
-        u32[w + 12] = 0;
-        u32[w + 13] = 0;
-      } else {
-        const a1 = r.arg1;
-        if (typeof a1 === 'bigint') {
-          u32[w + 10] = Number(a1 & 0xffff_ffffn);
-          u32[w + 11] = Number(a1 >> 32n);
-        } else {
-          u32[w + 10] = a1 >>> 0;
-          u32[w + 11] = (a1 / TWO_32) >>> 0;
-        }
-        u32[w + 12] = r.arg2 >>> 0;
-        u32[w + 13] = 0;
-      }
-      u32[w + 14] = 0;
-      u32[w + 15] = 0;
+    if (!this.requests.fits(r)) return false;
+    let at: number;
+    try {
+      at = this.sq.reserve(); // may re-read the SQ head the sidecar wrote
+    } catch (e) {
+      this.fail(sessionError(e));
+      return false;
     }
+    if (at < 0) return false;
+    const views = this.views as SegmentViews;
+    this.requests.add(r);
+    writeSubmission(views.u32, views.u8, at, r);
+    // From here the sidecar may take the slot (and grant it again before we see the completion).
+    if (r.slot !== null) {
+      if (r.givesUpSlot) this.slots.giveUp(r.slot);
+    } else if (r.rawSlot !== null) this.slots.giveUp(r.rawSlot);
     this.sq.commit();
-    this.pending[id & this.pendingMask] = r;
-    this.inFlight += r.weight;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       // A resolved-promise reaction rather than queueMicrotask, which allocates an AsyncResource.
@@ -754,7 +452,8 @@ export class Client implements SlotOwner {
    */
   private armRetry(): void {
     if (this.retryTimer !== null || this.failure !== null) return;
-    if (this.inFlight + (this.queue.peek()?.weight ?? 1) > this.maxInFlight) return; // completions will pump
+    const next = this.queue.peek();
+    if (next === undefined || !this.requests.fits(next)) return; // completions will pump
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       if (this.failure === null) this.guard(() => this.pumpQueue());
@@ -776,9 +475,7 @@ export class Client implements SlotOwner {
     try {
       f();
     } catch (e) {
-      if (e instanceof ShmpipeError) this.fail(e);
-      else if (e instanceof RingCorrupt) this.fail(new ShmpipeError('SHMPIPE_E_PROTOCOL', e.message, { cause: e }));
-      else throw e;
+      this.fail(sessionError(e));
     }
   }
 
@@ -786,42 +483,51 @@ export class Client implements SlotOwner {
   private drain(): void {
     this.drainScheduled = false;
     if (this.views === null) return;
-    const i32 = this.views.i32;
-    this.guard(() => {
-      Atomics.store(i32, this.agentWakeIndex, 0); // C6: awake
-      let budget = DRAIN_BUDGET;
-      for (;;) {
-        const n = this.drainCq() + this.drainGq();
-        if (this.queue.length > 0) this.pumpQueue();
-        if (this.failure !== null) return;
-        budget -= n;
-        if (n > 0 && budget > 0) continue;
-        if (n > 0) {
-          // Long burst: let other I/O in, stay awake (flag 0) and come back right after.
-          if (!this.drainScheduled) {
-            this.drainScheduled = true;
-            setImmediate(() => this.drain());
-          }
-          return;
-        }
-        // C1: SeqCst store (Atomics), which is also the C2 fence.
-        Atomics.store(i32, this.agentWakeIndex, 1);
-        // C3: re-check both tails; C4: work arrived meanwhile, so consume instead of sleeping.
-        if (!this.cq.hasNew() && !this.gq.hasNew()) return; // C5: sleep in the event loop
-        Atomics.store(i32, this.agentWakeIndex, 0);
-      }
-    });
+    this.guard(this.consumeAll);
+    // An unref()'d client that has nothing pending any more must not hold the loop for the
+    // watchdog's next check.
+    if (!this.refed && !this.busy()) this.watchdog.stop();
   }
 
-  private drainCq(): number {
-    const n = this.cq.available();
-    if (n === 0) return 0;
-    for (let i = 0; i < n && this.failure === null; i++) this.complete(this.cq.offsetAt(i));
-    if (this.failure !== null) return 0;
-    this.cq.advance(n);
-    this.cq.release();
-    return n;
-  }
+  private readonly consumeAll = (): void => {
+    const i32 = (this.views as SegmentViews).i32;
+    Atomics.store(i32, this.agentWakeIndex, 0); // C6: awake
+    let budget = DRAIN_BUDGET;
+    for (;;) {
+      const n = this.cq.consume(this.onCompletion) + this.gq.consume(this.onGrant);
+      if (this.queue.length > 0) this.pumpQueue();
+      if (this.failure !== null) return;
+      budget -= n;
+      if (n > 0 && budget > 0) continue;
+      if (n > 0) {
+        // Long burst: let other I/O in, stay awake (flag 0) and come back right after.
+        if (!this.drainScheduled) {
+          this.drainScheduled = true;
+          setImmediate(() => this.drain());
+        }
+        return;
+      }
+      // C1: SeqCst store (Atomics), which is also the C2 fence.
+      Atomics.store(i32, this.agentWakeIndex, 1);
+      // C3: re-check both tails; C4: work arrived meanwhile, so consume instead of sleeping.
+      if (!this.cq.hasNew() && !this.gq.hasNew()) return; // C5: sleep in the event loop
+      Atomics.store(i32, this.agentWakeIndex, 0);
+    }
+  };
+
+  /** A CQ entry (SPEC §5.2) at byte offset `at`; false once the session has ended. */
+  private readonly onCompletion = (at: number): boolean => {
+    this.complete(at);
+    return this.failure === null;
+  };
+
+  /** A GQ entry (SPEC §5.3) at byte offset `at`. */
+  private readonly onGrant = (at: number): boolean => {
+    const u32 = (this.views as SegmentViews).u32;
+    const w = at >>> 2;
+    this.slots.grant(u32[w]!, u32[w + 1]!);
+    return true;
+  };
 
   private complete(at: number): void {
     const views = this.views as SegmentViews;
@@ -831,159 +537,65 @@ export class Client implements SlotOwner {
     const status = views.i32[w + 2]!;
     const flags = u32[w + 3]!;
     if (u32[w + 14] !== 0 || u32[w + 15] !== 0 || (flags & ~(CQ_MORE | CQ_SLOT)) !== 0 || status > 0) {
-      throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `malformed completion for request ${id}`);
+      throw violation(`malformed completion for request ${id}`);
     }
-    const r = this.pending[id & this.pendingMask];
-    if (r === null || r === undefined || r.id !== id) throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `completion for unknown request ${id}`);
-    if ((flags & CQ_SLOT) !== 0 && u32[w + 4]! >= this.layout.slotCount) {
-      throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `completion names slot ${u32[w + 4]} beyond slot_count`);
-    }
+    const r = this.requests.get(id);
+    if (r === null) throw violation(`completion for unknown request ${id}`);
+    const sid = u32[w + 4]!;
+    if ((flags & CQ_SLOT) !== 0 && sid >= this.layout.slotCount) throw violation(`completion names slot ${sid} beyond slot_count`);
     if ((flags & CQ_MORE) !== 0) {
       // A stream chunk: a filled slot granted to us (SPEC §7.2 OPEN_READ).
-      if (r.stream !== null && (flags & CQ_SLOT) !== 0) {
-        const sid = u32[w + 4]!;
-        const chunk = new Slot(this, sid, u32[w + 5]!, this.slotBuffer(sid));
-        r.stream.chunk(chunk, u32[w + 6]! + u32[w + 7]! * TWO_32, u32[w + 8]! + u32[w + 9]! * TWO_32, u32[w + 10]! + u32[w + 11]! * TWO_32);
-      }
+      if (r.stream === null || (flags & CQ_SLOT) === 0 || status !== 0) throw violation(`request ${id} (${opName(r)}) got a completion with MORE that is not a stream chunk`);
+      const chunk = this.slots.handOver(sid, u32[w + 5]!, 'stream chunk');
+      r.stream.chunk(chunk, u32[w + 6]! + u32[w + 7]! * TWO_32, u32[w + 8]! + u32[w + 9]! * TWO_32, u32[w + 10]! + u32[w + 11]! * TWO_32);
       return;
     }
-    this.pending[id & this.pendingMask] = null;
-    this.inFlight -= r.weight;
-    const slot = r.slot;
-    if (slot !== null) {
-      slot.busy--;
-      if (r.consumes && (flags & CQ_SLOT) === 0) {
-        // Consumed (PUT, WRITE, an opened OPEN_READ): the slot is the sidecar's now.
-        slot.owner = null;
-        slot.releaseDeferred = false;
-      } else if (slot.busy === 0 && slot.releaseDeferred) {
-        slot.releaseDeferred = false;
-        this.submit(K_RELEASE, OP_SLOT_RELEASE, slot, 0, 0, 0, null).catch(noop);
+    // The slot first: a violation found there leaves `r` in the table, which rejects it.
+    if (r.slot !== null) this.settleSlot(r, r.slot, flags, status, sid, u32[w + 5]!);
+    else if (r.rawSlot !== null) this.settleRawSlot(r.rawSlot, flags, status, sid);
+    else if ((flags & CQ_SLOT) !== 0 && r.kind !== K_RAW) throw violation(`completion of request ${id} (${opName(r)}) hands over slot ${sid}; the request named none`);
+    this.requests.remove(r);
+    settle(r, views, at);
+  }
+
+  /**
+   * Who holds the request's slot after its final completion (SPEC §7, §7.2 "Consumed slots").
+   * A completion with `SLOT` hands that very slot back. Without it: SLOT_RELEASE and consumed
+   * slots are gone; a refusal that did not take the slot (steps 1–2: nothing changed) leaves it
+   * the caller's, usable; a non-consuming op must not succeed without handing it back.
+   */
+  private settleSlot(r: Request, slot: Slot, flags: number, status: number, sid: number, sgen: number): void {
+    slot.busy--;
+    if ((flags & CQ_SLOT) !== 0) {
+      if (sid !== slot.id || sgen !== slot.generation || r.kind === K_RELEASE) {
+        throw violation(`completion of request ${r.id} (${opName(r)}) hands back slot ${sid} generation ${sgen}; it named slot ${slot.id} generation ${slot.generation}`);
       }
-    }
-    if (r.kind === K_RAW) {
-      const c = decodeCompletion(views.u8, at);
-      const code = c.status < 0 ? errorFromStatus(c.status, 'raw').code : null;
-      (r.resolve as (v: RawCompletion) => void)({
-        requestId: c.request_id,
-        status: c.status,
-        code: code === 'SHMPIPE_E_PROTOCOL' ? null : code,
-        flags: c.flags,
-        slotId: c.slot_id,
-        slotGen: c.slot_gen,
-        result: c.result,
-        aux: c.aux,
-      });
+      if (r.givesUpSlot) this.slots.retake(slot);
+    } else if (r.kind === K_RELEASE) {
+      return; // back in the sidecar's pool (a refused release leaves it there for the session)
+    } else if (r.givesUpSlot) {
+      if (!untaken(status, slot.busy)) {
+        this.slots.drop(slot);
+        return;
+      }
+      this.slots.retake(slot);
+    } else if (status === 0) {
+      throw violation(`request ${r.id} (${opName(r)}) succeeded without handing back slot ${slot.id}`);
+    } else if (status === STALE_SLOT || (status === INVALID_SLOT && slot.busy === 0)) {
+      // The sidecar does not count the slot as ours (so it may grant it again): never use it.
+      this.slots.drop(slot);
       return;
     }
-    if (status !== 0) {
-      // Store failures whose slot came back carry the store's message in it (SPEC §7.2).
-      let detail: string | undefined;
-      const n = u32[w + 6]!;
-      if (r.kind >= K_FIRST_STORE && slot !== null && (flags & CQ_SLOT) !== 0 && n > 0 && n <= slot.capacity && u32[w + 7] === 0) {
-        detail = slot.buffer.toString('utf8', 0, n);
-      }
-      r.reject(errorFromStatus(status, (r.kind === K_ENGINE ? ENGINE_OP_NAMES.get(r.opcode) : OP_NAMES[r.kind]) ?? 'request', detail));
-      return;
-    }
-    const result = u32[w + 6]! + u32[w + 7]! * TWO_32;
-    switch (r.kind) {
-      case K_ECHO:
-        (r.resolve as (v: EchoResult) => void)({ length: result, checksum: u32[w + 8]! });
-        return;
-      case K_DELAY:
-        (r.resolve as (v: number) => void)(result);
-        return;
-      case K_STATS:
-        this.completeStats(r, result);
-        return;
-      case K_PUT:
-      case K_OPEN_WRITE:
-      case K_WRITE:
-      case K_COMMIT:
-      case K_ABORT:
-      case K_OPEN_READ:
-      case K_STAT:
-      case K_LIST:
-      case K_DELETE:
-      case K_ENGINE:
-        (r.resolve as (v: StoreCompletion) => void)({ result, aux0: u32[w + 8]! + u32[w + 9]! * TWO_32, aux1: u32[w + 10]! + u32[w + 11]! * TWO_32 });
-        return;
-      default:
-        (r.resolve as (v: undefined) => void)(undefined);
+    if (slot.busy === 0 && slot.releaseDeferred) {
+      slot.releaseDeferred = false;
+      this.submit(K_RELEASE, OP_SLOT_RELEASE, slot, 0, 0, 0, null).catch(noop);
     }
   }
 
-  private completeStats(r: Request, length: number): void {
-    const slot = r.slot as Slot;
-    if (length > slot.capacity) {
-      r.reject(new ShmpipeError('SHMPIPE_E_PROTOCOL', `STATS result ${length} exceeds the slot`));
-      return;
-    }
-    try {
-      (r.resolve as (v: Stats) => void)(JSON.parse(slot.buffer.toString('utf8', 0, length)) as Stats);
-    } catch (e) {
-      r.reject(new ShmpipeError('SHMPIPE_E_PROTOCOL', 'STATS returned invalid JSON', { cause: e }));
-    }
-  }
-
-  private drainGq(): number {
-    const n = this.gq.available();
-    if (n === 0) return 0;
-    const u32 = (this.views as SegmentViews).u32;
-    for (let i = 0; i < n; i++) {
-      const w = this.gq.offsetAt(i) >>> 2;
-      const id = u32[w]!;
-      const gen = u32[w + 1]!;
-      if (id >= this.layout.slotCount) throw new ShmpipeError('SHMPIPE_E_PROTOCOL', `grant names slot ${id} beyond slot_count`);
-      const slot = new Slot(this, id, gen, this.slotBuffer(id));
-      const waiter = this.allocWaiters.shift();
-      if (waiter !== undefined) waiter.resolve(slot);
-      else this.freeSlots.push(slot);
-    }
-    this.gq.advance(n);
-    this.gq.release();
-    return n;
-  }
-
-  /** The Buffer viewing slot `id`, made once per slot and reused for every grant of it. */
-  private slotBuffer(id: number): Buffer {
-    let b = this.slotBuffers[id];
-    if (b === undefined) {
-      const views = this.views as SegmentViews;
-      b = Buffer.from(views.buffer, this.layout.slotOffset + id * this.layout.slotSize, this.layout.slotSize);
-      this.slotBuffers[id] = b;
-    }
-    return b;
-  }
-
-  // ---- control socket -----------------------------------------------------------------------
-
-  private onFrameBytes(chunk: Buffer): void {
-    this.frameBuf = this.frameBuf.length === 0 ? chunk : Buffer.concat([this.frameBuf, chunk]);
-    while (this.frameBuf.length >= 4) {
-      const len = this.frameBuf.readUInt32LE(0);
-      if (len > MAX_FRAME) {
-        this.fail(new ShmpipeError('SHMPIPE_E_PROTOCOL', `control frame of ${len} bytes exceeds ${MAX_FRAME}`));
-        return;
-      }
-      if (this.frameBuf.length < 4 + len) return;
-      const body = this.frameBuf.subarray(4, 4 + len).toString('utf8');
-      this.frameBuf = this.frameBuf.subarray(4 + len);
-      let msg: { type?: unknown; code?: unknown; message?: unknown };
-      try {
-        msg = JSON.parse(body) as typeof msg;
-      } catch {
-        this.fail(new ShmpipeError('SHMPIPE_E_PROTOCOL', 'control frame is not JSON'));
-        return;
-      }
-      if (msg.type === 'draining') this.drainingFlag = true;
-      else if (msg.type === 'error') {
-        this.fail(new ShmpipeError('SHMPIPE_E_DISCONNECTED', `the sidecar ended the session: ${String(msg.code)} ${String(msg.message ?? '')}`));
-        return;
-      }
-      // Unknown frame types are ignored: later versions may add notices.
-    }
+  /** A raw request named a slot the client holds: it is gone if the request succeeded and kept it. */
+  private settleRawSlot(slot: Slot, flags: number, status: number, sid: number): void {
+    if ((flags & CQ_SLOT) !== 0 ? sid === slot.id : status !== 0) this.slots.retake(slot);
+    else this.slots.drop(slot);
   }
 
   // ---- raw diagnostics ----------------------------------------------------------------------
@@ -997,7 +609,16 @@ export class Client implements SlotOwner {
             new ShmpipeError('SHMPIPE_E_INVALID_ARGUMENT', 'raw.submit: expects a Uint8Array of exactly 56 bytes (entry bytes 8..64)'),
           );
         }
-        return this.submit<RawCompletion>(K_RAW, -1, null, 0, 0, 0, Uint8Array.from(bytes56));
+        if (this.failure !== null) return Promise.reject(this.failed());
+        const bytes = Uint8Array.from(bytes56);
+        const v = new DataView(bytes.buffer);
+        // Entry bytes 12..20 (here 4..12): slot_id, slot_gen.
+        const named = this.slots.find(v.getUint32(4, true), v.getUint32(8, true));
+        return new Promise<RawCompletion>((resolve, reject) => {
+          const r = new Request(K_RAW, -1, null, 0, 0, 0, bytes, resolve as (v: never) => void, reject);
+          r.rawSlot = named;
+          this.enqueue(r);
+        });
       },
       ringDoorbell: (): void => {
         if (this.failure !== null) throw this.failed();
@@ -1031,51 +652,20 @@ export class Client implements SlotOwner {
   private shutdown(err: ShmpipeError, closedValue: ShmpipeError | undefined): void {
     if (this.failure !== null) return;
     this.failure = err;
+    this.watchdog.stop();
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     this.retryTimer = null;
     if (this.watchHandle !== null) native.unwatch(this.watchHandle);
     this.watchHandle = null;
-    for (const fd of [this.sqFd, this.cqFd]) {
-      try {
-        native.close(fd);
-      } catch {
-        // closing is best effort; nothing more can be done with the fd
-      }
-    }
-    this.socket.destroy();
+    closeAll([this.sqFd, this.cqFd]);
+    this.control.destroy();
     const reject = (e: { reject: (x: ShmpipeError) => void }): void => e.reject(new ShmpipeError(err.code, err.message));
-    const inFlight = this.pending.filter((r): r is Request => r !== null).sort((a, b) => a.id - b.id);
-    this.pending.fill(null);
-    this.inFlight = 0;
-    for (const r of inFlight) reject(r);
+    for (const r of this.requests.drain()) reject(r);
     for (const r of this.queue.drain()) reject(r);
-    for (const w of this.allocWaiters.drain()) reject(w);
-    for (const s of this.freeSlots) s.owner = null;
-    this.freeSlots = [];
     // Drop this client's references to the mapping; the addon's finalizer munmaps it once no
     // Slot buffer references it either.
+    this.slots.close(err);
     this.views = null;
-    this.slotBuffers.fill(undefined);
     this.resolveClosed(closedValue);
   }
 }
-
-/** Backup-engine ops by opcode, for error messages: REPO_OPEN → "repo_open". */
-const ENGINE_OP_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(OPCODES).map(([name, code]) => [code, name.toLowerCase()]));
-
-const OP_NAMES: Record<number, string> = {
-  [K_NOP]: 'nop',
-  [K_ECHO]: 'echo',
-  [K_RELEASE]: 'release',
-  [K_STATS]: 'stats',
-  [K_DELAY]: 'delay',
-  [K_PUT]: 'put',
-  [K_OPEN_WRITE]: 'openWrite',
-  [K_WRITE]: 'write',
-  [K_COMMIT]: 'commit',
-  [K_ABORT]: 'abort',
-  [K_OPEN_READ]: 'openRead',
-  [K_STAT]: 'stat',
-  [K_LIST]: 'list',
-  [K_DELETE]: 'delete',
-};

@@ -43,6 +43,9 @@ export const LOCAL_ERROR_CODES = Object.freeze([
   // A ResilientClient call was bound to a session that ended (its slot or handle is gone); the
   // outcome is unknown: allocate again and redo it.
   'SHMPIPE_E_SESSION_LOST',
+  // The sidecar's heartbeat did not move for `unresponsiveMs` while calls were pending (it is
+  // stopped or wedged): the client gave up on the session and closed it.
+  'SHMPIPE_E_UNRESPONSIVE',
 ] as const);
 
 export type LocalErrorCode = (typeof LOCAL_ERROR_CODES)[number];

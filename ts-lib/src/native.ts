@@ -12,6 +12,7 @@ interface Addon {
   map(fd: number, size: number): ArrayBuffer;
   watch(fd: number, callback: (err: Error | null) => void): object;
   unwatch(handle: object): void;
+  watchRef(handle: object, ref: boolean): void;
   ring(fd: number): void;
   close(fd: number): void;
   setTimes(target: number | Buffer, seconds: number, nanoseconds: number, noFollow: boolean): void;
@@ -93,6 +94,12 @@ export function watch(fd: number, callback: (err: Error | null) => void): WatchH
 export function unwatch(handle: WatchHandle): void {
   if (handle === null || typeof handle !== 'object') throw new ShmpipeError('SHMPIPE_E_INVALID_ARGUMENT', 'unwatch: bad handle');
   load().unwatch(handle);
+}
+
+/** Whether the watcher keeps the event loop (the process, the worker) alive; it does at first. */
+export function watchRef(handle: WatchHandle, ref: boolean): void {
+  if (handle === null || typeof handle !== 'object' || typeof ref !== 'boolean') throw new ShmpipeError('SHMPIPE_E_INVALID_ARGUMENT', 'watchRef: bad arguments');
+  load().watchRef(handle, ref);
 }
 
 /** Rings an eventfd doorbell (adds 1). */

@@ -8,6 +8,9 @@ import { z } from 'zod';
 import { ShmpipeError } from './errors';
 import { MAX_RING_CAPACITY, MAX_SLOT_COUNT, MAX_SLOT_SIZE, MIN_RING_CAPACITY, PAGE_SIZE } from './protocol';
 
+/** The smallest unresponsiveMs: twice the heartbeat's period bound (SPEC §3). */
+const MIN_UNRESPONSIVE_MS = 200;
+
 /** sockaddr_un.sun_path holds 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH_BYTES = 107;
 
@@ -52,6 +55,16 @@ export const optionsSchema = z
     connectTimeoutMs: int('connectTimeoutMs')
       .min(1, { message: 'connectTimeoutMs must be at least 1' })
       .max(2 ** 31 - 1, { message: 'connectTimeoutMs must be below 2^31' })
+      .default(5000),
+    // While calls are pending and the sidecar's heartbeat (SPEC §3: at least every 100 ms) does
+    // not move for this long, every pending call rejects with SHMPIPE_E_UNRESPONSIVE and the
+    // client closes. 0 turns it off.
+    unresponsiveMs: int('unresponsiveMs')
+      .min(0, { message: 'unresponsiveMs must not be negative' })
+      .max(2 ** 31 - 1, { message: 'unresponsiveMs must be below 2^31' })
+      .refine((n) => n === 0 || n >= MIN_UNRESPONSIVE_MS, {
+        message: `unresponsiveMs must be 0 (off) or at least ${MIN_UNRESPONSIVE_MS} (the heartbeat moves every 100 ms)`,
+      })
       .default(5000),
   })
   .strict();

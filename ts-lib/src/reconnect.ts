@@ -1,8 +1,11 @@
 /**
  * ResilientClient: a Client that survives a sidecar restart (a crash, or a Kubernetes sidecar
  * container coming back after SIGTERM). It owns one Client at a time; when that session ends
- * with SHMPIPE_E_DISCONNECTED or SHMPIPE_E_SHUTTING_DOWN it reconnects to the same socket with
- * capped, jittered exponential backoff.
+ * with SHMPIPE_E_DISCONNECTED or SHMPIPE_E_SHUTTING_DOWN, or with SHMPIPE_E_UNRESPONSIVE (the
+ * sidecar stopped making progress: stopped or wedged; the client closed its end, so the sidecar
+ * reclaims the session if it ever resumes), it reconnects to the same socket with capped,
+ * jittered exponential backoff. Against a sidecar that is still stopped each attempt waits
+ * `connectTimeoutMs` for the handshake, then backs off.
  *
  * What happens to calls across a restart:
  * - Idempotent calls — nop, stats, delay, stat, list, delete, putFile (it re-reads the file
@@ -37,7 +40,7 @@ const reconnectSchema = z
 export type ReconnectOptions = z.input<typeof reconnectSchema>;
 
 /** Errors that mean "the session is gone, a new one may work". */
-const SESSION_ENDED: ReadonlySet<string> = new Set(['SHMPIPE_E_DISCONNECTED', 'SHMPIPE_E_SHUTTING_DOWN']);
+const SESSION_ENDED: ReadonlySet<string> = new Set(['SHMPIPE_E_DISCONNECTED', 'SHMPIPE_E_SHUTTING_DOWN', 'SHMPIPE_E_UNRESPONSIVE']);
 
 function sessionLost(what: string, cause: unknown): ShmpipeError {
   return new ShmpipeError('SHMPIPE_E_SESSION_LOST', `${what}: the sidecar session it belonged to ended; its outcome is unknown — allocate again and redo it`, { cause });
@@ -49,6 +52,9 @@ export class ResilientClient extends EventEmitter {
   private readonly slotSession = new WeakMap<Slot, Client>();
   private closing = false;
   private gaveUp: ShmpipeError | null = null;
+  private refed = true;
+  /** The wait before the next reconnect attempt, while there is one. */
+  private backoff: NodeJS.Timeout | null = null;
 
   private constructor(
     first: Client,
@@ -96,7 +102,12 @@ export class ResilientClient extends EventEmitter {
       }
       const ceiling = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(attempt - 1, 20));
       // Full jitter: many agents restarting against one sidecar do not reconnect in lockstep.
-      await new Promise((r) => setTimeout(r, Math.max(1, Math.round(Math.random() * ceiling))));
+      await new Promise((r) => {
+        this.backoff = setTimeout(r, Math.max(1, Math.round(Math.random() * ceiling)));
+        // unref()'d and no call waits for a session: retrying must not hold the process.
+        if (!this.refed && this.waiters.length === 0) this.backoff.unref();
+      });
+      this.backoff = null;
       if (this.closing) return;
       try {
         const c = await connect(this.options);
@@ -104,6 +115,7 @@ export class ResilientClient extends EventEmitter {
           await c.close();
           return;
         }
+        if (!this.refed) c.unref();
         this.current = c;
         this.watch(c);
         this.emit('reconnected', attempt);
@@ -126,6 +138,7 @@ export class ResilientClient extends EventEmitter {
     if (this.closing) return Promise.reject(new ShmpipeError('SHMPIPE_E_CLOSED', 'the client is closed'));
     if (this.gaveUp) return Promise.reject(this.gaveUp);
     if (this.current) return Promise.resolve(this.current);
+    this.backoff?.ref(); // a call waits for the next session now: keep the process up for it
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
@@ -220,6 +233,23 @@ export class ResilientClient extends EventEmitter {
   /** A read stream belongs to one session (see openWrite). */
   async openRead(key: string, options?: ReadOptions): Promise<ReadStream> {
     return (await this.session()).openRead(key, options);
+  }
+
+  /**
+   * Like Client#unref() for every session of this client: the process may exit while it is open
+   * with nothing pending (also while it waits to reconnect with no call waiting). Returns it.
+   */
+  unref(): this {
+    this.refed = false;
+    this.current?.unref();
+    return this;
+  }
+
+  /** Undoes unref() (the default: an open client keeps the process alive). */
+  ref(): this {
+    this.refed = true;
+    this.current?.ref();
+    return this;
   }
 
   async close(): Promise<void> {

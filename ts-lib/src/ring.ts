@@ -11,7 +11,7 @@
  * Ordering pairs (the Rust side labels the same names in shm-protocol/src/ring.rs):
  * - [PUBLISH] Producer.publish `Atomics.store(tail)` ↔ the sidecar's Acquire load of the SQ tail;
  *   Consumer.available `Atomics.load(tail)` ↔ the sidecar's Release store of the CQ/GQ tail.
- * - [RELEASE] Consumer.release `Atomics.store(head)` ↔ the sidecar producer's Acquire load of
+ * - [RELEASE] Consumer.consume `Atomics.store(head)` ↔ the sidecar producer's Acquire load of
  *   head; Producer.refreshHead `Atomics.load(head)` ↔ the sidecar consumer's Release store.
  */
 
@@ -47,23 +47,25 @@ function loadPosition(b64: BigUint64Array, index: number): number {
   return v <= BigInt(MAX_POSITION) ? Number(v) : -1;
 }
 
-/** The SQ: the agent writes 64-byte submissions, the sidecar consumes them. */
-export class Producer {
+/**
+ * What both halves share: the ring's geometry and the validated positions found at connect
+ * (SPEC §4: 0 ≤ tail - head ≤ capacity).
+ */
+abstract class RingHalf {
   readonly capacity: number;
-  private readonly mask: number;
-  private readonly tailIndex: number;
-  private readonly headIndex: number;
-  private readonly entries: number;
-  private tail: number;
-  private published: number;
-  private cachedHead: number;
+  protected readonly mask: number;
+  protected readonly tailIndex: number;
+  protected readonly headIndex: number;
+  protected readonly entries: number;
+  protected readonly initialHead: number;
+  protected readonly initialTail: number;
 
   constructor(
-    private readonly views: SegmentViews,
-    private readonly name: string,
+    protected readonly views: SegmentViews,
+    protected readonly name: string,
     offset: number,
     capacity: number,
-    private readonly entrySize: number,
+    protected readonly entrySize: number,
   ) {
     this.capacity = capacity;
     this.mask = capacity - 1;
@@ -73,9 +75,22 @@ export class Producer {
     const tail = loadPosition(views.b64, this.tailIndex);
     const head = loadPosition(views.b64, this.headIndex);
     if (tail < 0 || head < 0 || tail - head < 0 || tail - head > capacity) throw new RingCorrupt(name, head, tail);
-    this.tail = tail;
-    this.published = tail;
-    this.cachedHead = head;
+    this.initialHead = head;
+    this.initialTail = tail;
+  }
+}
+
+/** The SQ: the agent writes 64-byte submissions, the sidecar consumes them. */
+export class Producer extends RingHalf {
+  private tail: number;
+  private published: number;
+  private cachedHead: number;
+
+  constructor(views: SegmentViews, name: string, offset: number, capacity: number, entrySize: number) {
+    super(views, name, offset, capacity, entrySize);
+    this.tail = this.initialTail;
+    this.published = this.initialTail;
+    this.cachedHead = this.initialHead;
   }
 
   /** Free entries, re-reading the consumer's head only when the cache says full. */
@@ -125,35 +140,18 @@ export class Producer {
   }
 }
 
-/** The CQ or GQ: the sidecar produces, the agent consumes. */
-export class Consumer {
-  readonly capacity: number;
-  private readonly mask: number;
-  private readonly tailIndex: number;
-  private readonly headIndex: number;
-  private readonly entries: number;
+/**
+ * The CQ or GQ: the sidecar produces, the agent consumes. One implementation for both; they
+ * differ only in entry size and in what the client does with an entry (`consume`'s visitor).
+ */
+export class Consumer extends RingHalf {
   private head: number;
-  private released: number;
   private cachedTail: number;
 
-  constructor(
-    private readonly views: SegmentViews,
-    private readonly name: string,
-    offset: number,
-    capacity: number,
-    private readonly entrySize: number,
-  ) {
-    this.capacity = capacity;
-    this.mask = capacity - 1;
-    this.tailIndex = (offset + RING.tail) / 8;
-    this.headIndex = (offset + RING.head) / 8;
-    this.entries = offset + RING.entries;
-    const tail = loadPosition(views.b64, this.tailIndex);
-    const head = loadPosition(views.b64, this.headIndex);
-    if (tail < 0 || head < 0 || tail - head < 0 || tail - head > capacity) throw new RingCorrupt(name, head, tail);
-    this.head = head;
-    this.released = head;
-    this.cachedTail = head;
+  constructor(views: SegmentViews, name: string, offset: number, capacity: number, entrySize: number) {
+    super(views, name, offset, capacity, entrySize);
+    this.head = this.initialHead;
+    this.cachedTail = this.initialHead;
   }
 
   /**
@@ -171,23 +169,23 @@ export class Consumer {
     return this.cachedTail !== this.head;
   }
 
-  /** Byte offset of the `i`-th unread entry (`i < available()`). */
-  offsetAt(i: number): number {
-    return this.entries + ((this.head + i) & this.mask) * this.entrySize;
-  }
-
-  /** Marks `n` entries read; call release() after a batch. */
-  advance(n: number): void {
-    this.head += n;
-  }
-
-  /** Hands consumed entries back to the producer. */
-  release(): void {
-    if (this.head === this.released) return;
+  /**
+   * Reads every entry available now, in order: `visit(byteOffset)` for each, then one store of
+   * head hands them all back (a batch). Returns how many were read. When `visit` returns false
+   * (the session ended meanwhile) it stops there and hands nothing back.
+   */
+  consume(visit: (at: number) => boolean): number {
+    const n = this.available();
+    if (n === 0) return 0;
+    const head = this.head;
+    for (let i = 0; i < n; i++) {
+      if (!visit(this.entries + ((head + i) & this.mask) * this.entrySize)) return 0;
+    }
+    this.head = head + n;
     // [RELEASE] SeqCst store (≥ Release): our reads of those entries happen before the sidecar
     // (Acquire load of head) overwrites them.
     Atomics.store(this.views.b64, this.headIndex, BigInt(this.head));
-    this.released = this.head;
+    return n;
   }
 
   private refreshTail(): void {

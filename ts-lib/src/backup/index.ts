@@ -15,3 +15,5 @@ export * as ops from './ops';
 export { encodeEntry, decodeEntry, type TreeEntry, type SnapshotInfo, type CommitSummary, type CheckReport } from './ops';
 export { runBackup, findParent, snapshotPaths, type BackupOptions, type BackupResult } from './backup';
 export { runRestore, type RestoreOptions, type RestoreResult } from './restore';
+// The ops above need a Client of this bundle (Slot checks are `instanceof`): tests connect with this.
+export { connect } from '../client';
