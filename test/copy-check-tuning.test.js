@@ -140,6 +140,22 @@ describe('copy, check --read-data-subset, tuning flags', function () {
     assert.match(fromEnv.stderr, /SHMPIPE_PACK_SIZE/);
   });
 
+  it('--limit-upload / --limit-download (and their SHMPIPE_* variables) pace the private sidecar', async function () {
+    const l = path.join(work, 'limited');
+    write(l, 'random.bin', crypto.randomBytes(5 * 1024 * 1024));
+    const repoL = path.join(work, 'l');
+    await ok(['init', '--repo', repoL], { env: B });
+    // 5 MiB in 1 MiB packs at 1 MiB/s with one second of burst: the last pack cannot start
+    // before ~3 s. (Lower bounds only: a slow machine makes it later, never earlier.)
+    const up = await ok(['backup', l, '--repo', repoL, '--pack-size', '1', '--limit-upload', '1024', '--json'], { env: B });
+    assert.ok(up.summary.packs_added >= 4);
+    assert.ok(up.ms >= 2500, `upload paced: ${up.ms} ms`);
+    const t0 = Date.now();
+    await ok(['restore', 'latest', path.join(work, 'limited-back'), '--repo', repoL], { env: { ...B, SHMPIPE_LIMIT_DOWNLOAD: '1024' } });
+    assert.ok(Date.now() - t0 >= 2500, `download paced: ${Date.now() - t0} ms`);
+    assert.equal((await cli(['backup', l, '--repo', repoL, '--limit-upload', '0'], { env: B })).status, 2);
+  });
+
   it('check --read-data-subset: 1/t … t/t read every pack once; a damaged pack is found by one of them', async function () {
     const repoT = path.join(work, 't');
     const full = JSON.parse((await ok(['check', '--read-data', '--json', '--repo', repoT], { env: B })).stdout);

@@ -35,7 +35,22 @@ export const REPO_OPTIONS: Options = {
     group: 'repository options',
     help: "read the repository password from FILE (default: SHMPIPE_PASSWORD, else a prompt on a terminal)",
   },
+  'limit-upload': { type: 'string', value: 'KIB/S', env: 'SHMPIPE_LIMIT_UPLOAD', group: 'repository options', help: 'limit uploads to the repository to this many KiB/s (a private sidecar: a running one has its own limits)' },
+  'limit-download': { type: 'string', value: 'KIB/S', env: 'SHMPIPE_LIMIT_DOWNLOAD', group: 'repository options', help: 'limit downloads from the repository to this many KiB/s (a private sidecar: a running one has its own limits)' },
 };
+
+/** The private sidecar's environment for `--limit-upload`/`--limit-download` (checked). */
+function limitsEnv(ctx: CommandContext, named: string | undefined): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [flag, name] of [['limit-upload', 'SHMPIPE_LIMIT_UPLOAD'], ['limit-download', 'SHMPIPE_LIMIT_DOWNLOAD']] as const) {
+    const v = ctx.values[flag] as string | undefined;
+    if (v === undefined) continue;
+    if (!/^[1-9][0-9]{0,12}$/.test(v)) throw new UsageError(`--${flag} needs a whole number of KiB/s (at least 1), got '${v}'`);
+    if (named !== undefined) ctx.err(`shmpipe: --${flag} applies to a private sidecar; the running one uses its own limits`);
+    else env[name] = v;
+  }
+  return env;
+}
 
 /** Slots of a backup session: large, so a file of up to 4 MiB is one FILE_PUT. */
 const SLOT_SIZE = 4 << 20;
@@ -110,7 +125,7 @@ export async function openRepo(ctx: CommandContext, o: { init?: RepoParams; side
     session = await openSession({
       sidecar: named,
       verbose: ctx.global.verbose,
-      sidecarEnv: { ...(url !== null ? { SHMPIPE_STORE: url } : {}), ...o.sidecarEnv },
+      sidecarEnv: { ...(url !== null ? { SHMPIPE_STORE: url } : {}), ...limitsEnv(ctx, named), ...o.sidecarEnv },
       slotSize: SLOT_SIZE,
       slotCount: SLOT_COUNT,
     });
