@@ -35,8 +35,8 @@ export const REPO_OPTIONS: Options = {
     group: 'repository options',
     help: "read the repository password from FILE (default: SHMPIPE_PASSWORD, else a prompt on a terminal)",
   },
-  'limit-upload': { type: 'string', value: 'KIB/S', env: 'SHMPIPE_LIMIT_UPLOAD', group: 'repository options', help: 'limit uploads to the repository to this many KiB/s (a private sidecar: a running one has its own limits)' },
-  'limit-download': { type: 'string', value: 'KIB/S', env: 'SHMPIPE_LIMIT_DOWNLOAD', group: 'repository options', help: 'limit downloads from the repository to this many KiB/s (a private sidecar: a running one has its own limits)' },
+  'limit-upload': { type: 'string', value: 'RATE', env: 'SHMPIPE_LIMIT_UPLOAD', group: 'repository options', help: 'limit uploads to the repository to this many KiB/s (a private sidecar: a running one has its own limits)' },
+  'limit-download': { type: 'string', value: 'RATE', env: 'SHMPIPE_LIMIT_DOWNLOAD', group: 'repository options', help: 'limit downloads from the repository to this many KiB/s (a private sidecar: a running one has its own limits)' },
 };
 
 /** The private sidecar's environment for `--limit-upload`/`--limit-download` (checked). */
