@@ -142,17 +142,18 @@ describe('copy, check --read-data-subset, tuning flags', function () {
 
   it('--limit-upload / --limit-download (and their SHMPIPE_* variables) pace the private sidecar', async function () {
     const l = path.join(work, 'limited');
-    write(l, 'random.bin', crypto.randomBytes(5 * 1024 * 1024));
+    write(l, 'random.bin', crypto.randomBytes(3 * 1024 * 1024));
     const repoL = path.join(work, 'l');
     await ok(['init', '--repo', repoL], { env: B });
-    // 5 MiB in 1 MiB packs at 1 MiB/s with one second of burst: the last pack cannot start
-    // before ~3 s. (Lower bounds only: a slow machine makes it later, never earlier.)
-    const up = await ok(['backup', l, '--repo', repoL, '--pack-size', '1', '--limit-upload', '1024', '--json'], { env: B });
-    assert.ok(up.summary.packs_added >= 4);
-    assert.ok(up.ms >= 2500, `upload paced: ${up.ms} ms`);
+    // 3 MiB of packs at 256 KiB/s with one second of burst: the index and snapshot objects
+    // written after them cannot start before ~11 s; unlimited, the whole command takes ~2.5 s
+    // here. (Lower bounds only: a slow machine makes it later, never earlier.)
+    const up = await ok(['backup', l, '--repo', repoL, '--pack-size', '1', '--limit-upload', '256', '--json'], { env: B });
+    assert.ok(up.summary.packs_added >= 2);
+    assert.ok(up.ms >= 5000, `upload paced: ${up.ms} ms`);
     const t0 = Date.now();
-    await ok(['restore', 'latest', path.join(work, 'limited-back'), '--repo', repoL], { env: { ...B, SHMPIPE_LIMIT_DOWNLOAD: '1024' } });
-    assert.ok(Date.now() - t0 >= 2500, `download paced: ${Date.now() - t0} ms`);
+    await ok(['restore', 'latest', path.join(work, 'limited-back'), '--repo', repoL], { env: { ...B, SHMPIPE_LIMIT_DOWNLOAD: '256' } });
+    assert.ok(Date.now() - t0 >= 5000, `download paced: ${Date.now() - t0} ms`);
     assert.equal((await cli(['backup', l, '--repo', repoL, '--limit-upload', '0'], { env: B })).status, 2);
   });
 
