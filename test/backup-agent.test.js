@@ -68,13 +68,14 @@ function makeTree(base) {
 async function restoreFromDisk(entries, target, include = []) {
   const t = new B.RestoreTarget(target);
   await t.prepare();
-  const keep = B.includeFilter(include);
+  const sel = B.selector({ include });
   const buf = Buffer.alloc(1 << 20);
   const skipped = [];
   for (const e of entries) {
-    if (!keep(e.path)) continue;
-    if (e.kind === 'dir') await t.dir(e);
-    else if (e.kind === 'symlink') await t.symlink(e);
+    const s = sel(e.path, e.kind === 'dir');
+    if (!s.restore && !s.descend) continue;
+    if (e.kind === 'dir') t.dir(e, undefined, !s.restore);
+    else if (e.kind === 'symlink') t.symlink(e);
     else if (e.kind === 'file') {
       const sink = await t.file(e);
       const fd = fs.openSync(e.abs, 'r');
@@ -87,9 +88,10 @@ async function restoreFromDisk(entries, target, include = []) {
       }
       fs.closeSync(fd);
       await sink.finish();
-    } else if (!t.other(e)) skipped.push(e.path);
+    } else if (t.special(e) === 'skipped') skipped.push(e.path);
   }
-  await t.finishDirs();
+  t.finishDirs();
+  t.close();
   return skipped;
 }
 
@@ -152,14 +154,18 @@ describe('backup agent: filesystem side', function () {
     assert.throws(() => B.rootNames(['/']), /no name/);
   });
 
-  it('classifies files against the parent snapshot by size, mtime and inode', function () {
-    const e = { kind: 'file', size: 10n, mtimeNs: 5n, inode: 7n };
+  it('classifies files against the parent snapshot by size, mtime, ctime and inode (restic\'s rule)', function () {
+    const e = { kind: 'file', size: 10n, mtimeNs: 5n, inode: 7n, ctimeNs: 9n };
+    const p = { kind: 'file', size: 10n, mtimeNs: 5n, inode: 7n, ctimeNs: 9n };
     assert.equal(B.classify(e, undefined), 'new');
-    assert.equal(B.classify(e, { kind: 'file', size: 10n, mtimeNs: 5n, inode: 7n }), 'unchanged');
-    assert.equal(B.classify(e, { kind: 'file', size: 11n, mtimeNs: 5n, inode: 7n }), 'changed');
-    assert.equal(B.classify(e, { kind: 'file', size: 10n, mtimeNs: 6n, inode: 7n }), 'changed');
-    assert.equal(B.classify(e, { kind: 'file', size: 10n, mtimeNs: 5n, inode: 8n }), 'changed');
-    assert.equal(B.classify(e, { kind: 'symlink', size: 10n, mtimeNs: 5n, inode: 7n }), 'changed');
+    assert.equal(B.classify(e, p), 'unchanged');
+    assert.equal(B.classify(e, { ...p, size: 11n }), 'changed');
+    assert.equal(B.classify(e, { ...p, mtimeNs: 6n }), 'changed');
+    assert.equal(B.classify(e, { ...p, inode: 8n }), 'changed');
+    assert.equal(B.classify(e, { ...p, ctimeNs: 10n }), 'changed', 'a change that keeps size and mtime moves ctime');
+    assert.equal(B.classify(e, { ...p, ctimeNs: undefined }), 'changed', 'a parent without ctime (older snapshot): read again');
+    assert.equal(B.classify(e, p, true), 'changed', '--force');
+    assert.equal(B.classify(e, { ...p, kind: 'symlink' }), 'changed');
   });
 
   it('restores bit-exact and metadata-exact from positional writes', async function () {
@@ -167,9 +173,9 @@ describe('backup agent: filesystem side', function () {
     const { entries } = await collect([root]);
     const target = path.join(base, 'out');
     const skipped = await restoreFromDisk(entries, target);
-    assert.deepEqual(skipped, ['src/fifo']);
+    assert.deepEqual(skipped, [], 'the FIFO is made again');
     const back = (await collect([path.join(target, 'src')])).entries;
-    const want = entries.filter((e) => e.kind !== 'other');
+    const want = entries;
     assert.deepEqual(back.map((e) => e.path), want.map((e) => e.path));
     for (const [i, e] of want.entries()) {
       assert.deepEqual(meta(back[i]), meta(e), e.path);
@@ -195,15 +201,19 @@ describe('backup agent: filesystem side', function () {
     const sink = await t.file({ path: 'f', kind: 'file', mode: 0o100644, uid: 0, gid: 0, mtimeNs: 0n, size: 100n });
     await sink.write(Buffer.alloc(10, 1), 10, 0);
     await sink.abort();
+    t.close();
     assert.deepEqual(fs.readdirSync(path.join(base, 'out')), []);
-    for (const bad of ['../x', 'a/../../x', '', 'a//b', '.']) assert.throws(() => t.abs(bad), /refusing/);
+    for (const bad of ['../x', 'a/../../x', '', 'a//b', '.', '/abs', '\\x2e\\x2e', 'a\\x2fb', 'a\\x00', '\\x41']) {
+      assert.throws(() => B.pathNames(bad), (e) => e.code === 'SHMPIPE_E_UNSAFE_ENTRY' && /refusing entry/.test(e.message), bad);
+    }
+    assert.deepEqual(B.pathNames('back\\\\slash/\\\\x2e\\\\x2e'), [b('back\\slash'), b('\\x2e\\x2e')]);
   });
 
   it('restores small files with synchronous writes (exact content, sparse tail, metadata; abort leaves nothing), making directories once', async function () {
     const root = path.join(base, 'out-sync');
     const t = new B.RestoreTarget(root);
     await t.prepare();
-    await t.dir({ path: 'd', kind: 'dir', mode: 0o40750, uid: 0, gid: 0, mtimeNs: 1_000_000_123n, size: 0n });
+    t.dir({ path: 'd', kind: 'dir', mode: 0o40750, uid: 0, gid: 0, mtimeNs: 1_000_000_123n, size: 0n });
     await t.dir({ path: 'd/e', kind: 'dir', mode: 0o40755, uid: 0, gid: 0, mtimeNs: 2_000_000_456n, size: 0n });
     const a = crypto.randomBytes(5000);
     const b = crypto.randomBytes(3000);
@@ -223,14 +233,16 @@ describe('backup agent: filesystem side', function () {
     assert.deepEqual(fs.readFileSync(path.join(root, 'd/two')), Buffer.concat([a.subarray(0, 10), Buffer.alloc(90)]));
     t.syncFile({ path: 'three', kind: 'file', mode: 0o100644, uid: 0, gid: 0, mtimeNs: 0n, size: 0n }).finish();
     assert.equal(fs.statSync(path.join(root, 'three')).size, 0);
-    // A file whose directory entry was not seen (e.g. out of order): its parents are made.
-    t.syncFile({ path: 'x/y/four', kind: 'file', mode: 0o100644, uid: 0, gid: 0, mtimeNs: 0n, size: 0n }).finish();
-    assert.ok(fs.statSync(path.join(root, 'x/y/four')).isFile());
+    // A file whose directory entry was not seen (out of order, or a hostile listing): refused.
+    assert.throws(() => t.syncFile({ path: 'x/y/four', kind: 'file', mode: 0o100644, uid: 0, gid: 0, mtimeNs: 0n, size: 0n }), /its directory was not restored/);
+    assert.ok(!fs.existsSync(path.join(root, 'x')));
     const f5 = t.syncFile({ path: 'd/five', kind: 'file', mode: 0o100644, uid: 0, gid: 0, mtimeNs: 0n, size: 10n });
     f5.write(a, 10, 0);
     f5.abort();
     assert.deepEqual(fs.readdirSync(path.join(root, 'd')).sort(), ['e', 'two']);
-    await t.finishDirs();
+    assert.equal(fs.statSync(path.join(root, 'd')).mode & 0o7777, 0o700, 'directories stay 0700 while their contents are restored');
+    t.finishDirs();
+    t.close();
     assert.equal(fs.statSync(path.join(root, 'd')).mode & 0o7777, 0o750);
     assert.equal(fs.statSync(path.join(root, 'd/e'), { bigint: true }).mtimeNs, 2_000_000_456n);
   });

@@ -52,6 +52,11 @@
 // part of libuv's stable 1.x ABI: handle memory is sized with uv_handle_size() and user data
 // goes through uv_handle_set_data/get_data, so no struct layout is assumed. The two enum values
 // are fixed by UV_HANDLE_TYPE_MAP (POLL is the 8th entry after UNKNOWN = 0) and uv_poll_event.
+// fsops.cc: the *at() file-system calls, registered below as `fs`.
+namespace shmpipe_fsops {
+Napi::Object Exports(Napi::Env env);
+}
+
 extern "C" {
 typedef struct uv_loop_s uv_loop_t;
 typedef struct uv_handle_s uv_handle_t;
@@ -651,6 +656,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("noop", Napi::Function::New(env, Noop, "noop"));
   exports.Set("atomicsAdder", Napi::Function::New(env, AtomicsAdder, "atomicsAdder"));
   exports.Set("atomicsJoin", Napi::Function::New(env, AtomicsJoin, "atomicsJoin"));
+  exports.Set("fs", shmpipe_fsops::Exports(env));
   return exports;
 }
 

@@ -10,7 +10,8 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..', '..');
-const src = path.join(root, 'ts-lib', 'addon', 'shmpipe_addon.cc');
+// shmpipe_addon.cc (transport) and fsops.cc (the *at() file-system calls of restore and backup).
+const sources = ['shmpipe_addon.cc', 'fsops.cc'].map((f) => path.join(root, 'ts-lib', 'addon', f));
 const outDir = path.join(root, 'ts-lib', 'build');
 const out = path.join(outDir, 'shmpipe_addon.node');
 
@@ -26,7 +27,7 @@ const args = [
   '-DNAPI_VERSION=8', '-DNAPI_DISABLE_CPP_EXCEPTIONS', '-DNODE_ADDON_API_DISABLE_DEPRECATED',
   '-I', path.join(apiHeaders, 'include'),
   '-I', addonApi,
-  src,
+  ...sources,
   // Node-API and libuv symbols stay undefined here and resolve against the node binary at load.
   '-o', out,
 ];

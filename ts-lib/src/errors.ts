@@ -46,6 +46,10 @@ export const LOCAL_ERROR_CODES = Object.freeze([
   // The sidecar's heartbeat did not move for `unresponsiveMs` while calls were pending (it is
   // stopped or wedged): the client gave up on the session and closed it.
   'SHMPIPE_E_UNRESPONSIVE',
+  // A snapshot entry restore refuses to use: a name that is not one (`..`, `/` once decoded),
+  // a duplicate, an entry below something that is not a directory it restored (backup/names.ts,
+  // restore-plan.ts). Also a walk/backup entry whose name no repository may hold.
+  'SHMPIPE_E_UNSAFE_ENTRY',
 ] as const);
 
 export type LocalErrorCode = (typeof LOCAL_ERROR_CODES)[number];

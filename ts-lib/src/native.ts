@@ -151,3 +151,9 @@ export function setTimes(target: number | Buffer, ns: bigint, noFollow = false):
 export function noop(): void {
   load().noop();
 }
+
+/** The *at() file-system calls of fsops.cc, untyped: ts-lib/src/backup/fsops.ts types and
+ * validates them (restore and backup are their only users). */
+export function fsAddon(): unknown {
+  return (load() as unknown as { fs: unknown }).fs;
+}

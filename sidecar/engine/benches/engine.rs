@@ -188,6 +188,7 @@ async fn session_run(data: &Arc<Vec<u8>>, workers: usize, files: usize, url: &st
             dev: 0,
             target: None,
             content: Some(c.clone()),
+            ..TreeEntry::default()
         };
         session.add_entry(e, Change::New).await.unwrap();
     }
@@ -282,6 +283,7 @@ async fn rss_run(mb: usize) -> (u64, u64, f64, f64, f64) {
             dev: 0,
             target: None,
             content: Some(c.clone()),
+            ..TreeEntry::default()
         };
         session.add_entry(e, Change::New).await.unwrap();
     }

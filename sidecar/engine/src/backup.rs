@@ -481,6 +481,20 @@ impl BackupSession {
             }
             (_, None) => {}
         }
+        self.push_entry(entry, change).await
+    }
+
+    /// Adds an entry exactly as given, without [`BackupSession::add_entry`]'s checks (content
+    /// known to the repository, sizes agreeing): what a buggy or hostile writer that has the
+    /// password can put in a repository. For tests of the readers (the hostile-repository
+    /// corpus, `examples/hostile_corpus.rs`); the sidecar never calls it.
+    #[doc(hidden)]
+    pub async fn add_entry_unchecked(&self, entry: TreeEntry) -> Result<()> {
+        self.sh.check_open()?;
+        self.push_entry(entry, Change::New).await
+    }
+
+    async fn push_entry(&self, entry: TreeEntry, change: Change) -> Result<()> {
         let mut t = self.tree.lock().await;
         match entry.kind {
             EntryKind::File => match change {

@@ -202,7 +202,9 @@ impl ContentReader {
 
     /// The whole file in memory (tests, small files).
     pub async fn read_to_end(mut self) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(self.size as usize);
+        // The size comes from the repository: reserve no more than a chunk's worth up front (a
+        // hostile content ref claiming 1 TiB must fail as integrity, not abort the process).
+        let mut out = Vec::with_capacity(self.size.min(8 << 20) as usize);
         while let Some(b) = self.next_chunk().await? {
             out.extend_from_slice(&b);
         }

@@ -26,15 +26,16 @@ pub const TREE_BLOB_MIN: usize = 64 * 1024;
 pub const TREE_BLOB_MAX: usize = 1024 * 1024;
 
 /// What a tree entry is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EntryKind {
     /// Regular file (has content).
+    #[default]
     File,
     /// Directory.
     Dir,
     /// Symbolic link (has target).
     Symlink,
-    /// Device, FIFO, socket: metadata only.
+    /// Device, FIFO, socket: the type is in `mode`, a device's number in `rdev`.
     Other,
 }
 
@@ -102,8 +103,11 @@ impl ContentRef {
 }
 
 /// One path of a snapshot. The engine does not touch the filesystem: the agent fills this in
-/// from `lstat` and gets it back on restore, bit for bit.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// from `lstat` and gets it back on restore, bit for bit. The fields after `content` came after
+/// format version 1's first release: optional, absent when empty, so older trees still read
+/// (REPOSITORY.md, Snapshots). Build literals with `..TreeEntry::default()` so a new optional
+/// field does not break them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreeEntry {
     /// Path relative to the backup root, `/`-separated (UTF-8; the agent escapes anything else).
     #[serde(rename = "p")]
@@ -138,6 +142,185 @@ pub struct TreeEntry {
     /// File content (files only).
     #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
     pub content: Option<ContentRef>,
+    /// Status change time, ns since the epoch (the agent's unchanged-file test: a change that
+    /// keeps size and mtime still moves ctime).
+    #[serde(rename = "ct", default, skip_serializing_if = "Option::is_none")]
+    pub ctime_ns: Option<i64>,
+    /// Device number of a character or block device (`st_rdev`).
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub rdev: Option<u64>,
+    /// Hard link count (`st_nlink`) of a file with more than one link: restore links the
+    /// entries with the same `dev` and `inode` to the first one restored.
+    #[serde(rename = "nl", default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<u64>,
+    /// Extended attributes (POSIX ACLs included, as `system.posix_acl_*`), in the order read.
+    #[serde(rename = "a", default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+    /// The file had holes at backup (fewer blocks allocated than its size): restore leaves
+    /// runs of zeros as holes.
+    #[serde(rename = "sp", default, skip_serializing_if = "std::ops::Not::not")]
+    pub sparse: bool,
+}
+
+/// One extended attribute of a tree entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    /// Its name, escaped like a file name (names need not be UTF-8).
+    #[serde(rename = "n")]
+    pub name: String,
+    /// Its value (a CBOR byte string).
+    #[serde(rename = "v", with = "cbor_bytes")]
+    pub value: Vec<u8>,
+}
+
+/// `Vec<u8>` as a CBOR byte string (serde's default is an array of integers, ~2x the size).
+mod cbor_bytes {
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl<'de> Visitor<'de> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_bytes(Bytes)
+    }
+}
+
+/// The longest entry path restore accepts, in decoded bytes (Linux's PATH_MAX): a backup reads
+/// every file by its path, so an honest snapshot never holds a longer one.
+pub const PATH_MAX: usize = 4096;
+
+/// Decodes one escaped name (REPOSITORY.md, "Names": `\\` is a backslash, `\xNN` a byte that
+/// is not part of valid UTF-8, everything else is itself) to its bytes; `None` if it is not in
+/// the canonical form an agent writes (an unknown escape, or `\xNN` for a byte that needs none:
+/// two spellings of one name would defeat duplicate checks).
+pub fn unescape_name(text: &str) -> Option<Vec<u8>> {
+    decode_escapes(text).filter(|b| !text.contains('\\') || escape_name(b) == text)
+}
+
+/// The bytes of an escaped name, or `None` for an escape no agent writes (canonical or not).
+fn decode_escapes(text: &str) -> Option<Vec<u8>> {
+    if !text.contains('\\') {
+        return Some(text.as_bytes().to_vec());
+    }
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(b'\\') => {
+                out.push(b'\\');
+                i += 2;
+            }
+            Some(b'x') => {
+                let hex = b.get(i + 2..i + 4)?;
+                if !hex.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+                i += 4;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// The agent's escaping of a name's bytes (the inverse of [`unescape_name`]).
+pub fn escape_name(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Why `path` is not an entry path an honest agent writes, or `None` if it is one: relative,
+/// `/`-separated, every name canonically escaped and, decoded, not empty, not `.` or `..`,
+/// without `/` or NUL, and at most [`PATH_MAX`] bytes in all. The sidecar refuses such entries
+/// in ADD_ENTRIES (defence in depth: restore checks again, as it trusts no repository); the
+/// library's [`crate::BackupSession::add_entry`] writes whatever it is given.
+pub fn path_problem(path: &str) -> Option<String> {
+    if path.is_empty() {
+        return Some("the path is empty".into());
+    }
+    if path.len() > 4 * PATH_MAX {
+        return Some(format!("the path is longer than {PATH_MAX} bytes"));
+    }
+    let mut total = 0usize;
+    for name in path.split('/') {
+        // Decoded first, so an escaped `..` or `/` is named as what it is.
+        let Some(bytes) = decode_escapes(name) else {
+            return Some(format!("name {name:?} has an escape no agent writes"));
+        };
+        if let Some(why) = name_problem(&bytes) {
+            return Some(format!("name {name:?} {why}"));
+        }
+        if name.contains('\\') && escape_name(&bytes) != name {
+            return Some(format!("name {name:?} is not canonically escaped"));
+        }
+        total += bytes.len() + 1;
+    }
+    (total - 1 > PATH_MAX).then(|| format!("the path is longer than {PATH_MAX} bytes"))
+}
+
+/// Why one decoded name cannot be a directory entry, or `None`.
+fn name_problem(bytes: &[u8]) -> Option<&'static str> {
+    match bytes {
+        [] => Some("is empty"),
+        b"." | b".." => Some("is a dot name"),
+        _ if bytes.contains(&b'/') => Some("contains '/'"),
+        _ if bytes.contains(&0) => Some("contains NUL"),
+        _ => None,
+    }
+}
+
+/// Why `target` is not a symlink target an honest agent writes (canonically escaped, not
+/// empty, no NUL once decoded), or `None`. Targets may be absolute or contain `..`: restore
+/// creates links, it never follows them.
+pub fn target_problem(target: &str) -> Option<String> {
+    match decode_escapes(target) {
+        None => Some(format!("target {target:?} has an escape no agent writes")),
+        Some(b) if b.is_empty() => Some("the target is empty".into()),
+        Some(b) if b.contains(&0) => Some(format!("target {target:?} contains NUL")),
+        Some(b) if target.contains('\\') && escape_name(&b) != target => Some(format!("target {target:?} is not canonically escaped")),
+        Some(_) => None,
+    }
 }
 
 /// Counts and sizes of one backup, stored in its snapshot and returned by commit.
@@ -259,6 +442,7 @@ mod tests {
             dev: 66,
             target: None,
             content,
+            ..TreeEntry::default()
         }
     }
 
@@ -269,15 +453,52 @@ mod tests {
         let mut link = entry("日本語/ссылка → x", None);
         link.kind = EntryKind::Symlink;
         link.target = Some("../🦀".into());
-        let entries = vec![entry("a", Some(c.clone())), entry("b/c", Some(l)), link, entry("", None)];
+        let mut special = entry("dev", None);
+        special.kind = EntryKind::Other;
+        special.rdev = Some(0x0801);
+        special.ctime_ns = Some(-5);
+        special.xattrs = vec![Xattr { name: "user.k\\xff".into(), value: vec![0, 1, 255] }];
+        let mut linked = entry("hard", Some(c.clone()));
+        linked.links = Some(2);
+        linked.sparse = true;
+        let entries = vec![entry("a", Some(c.clone())), entry("b/c", Some(l)), link, entry("", None), special, linked];
         let mut buf = Vec::new();
         for e in &entries {
             encode_entry(e, &mut buf);
         }
         assert_eq!(decode_tree(&buf, "t").unwrap(), entries);
         assert!(decode_tree(&buf[..buf.len() - 1], "t").is_err());
+        // The optional fields cost nothing when absent: an entry without them encodes as before
+        // (so trees written before they existed decode, and dedup with new ones).
+        let mut plain = Vec::new();
+        encode_entry(&entry("a", Some(c.clone())), &mut plain);
+        let keys: std::collections::BTreeMap<String, ciborium::Value> = ciborium::from_reader(&plain[..]).unwrap();
+        assert_eq!(keys.keys().map(String::as_str).collect::<Vec<_>>(), ["c", "d", "g", "k", "m", "n", "p", "s", "t", "u"]);
         assert_eq!(ContentRef::decode(&c.encode()).unwrap(), c);
         assert!(ContentRef::decode(b"\xff").is_err());
+    }
+
+    #[test]
+    fn names_decode_canonically_and_hostile_paths_are_named() {
+        for ok in ["a", "a/b", "back\\\\slash", "\\\\x2e\\\\x2e", "a\\\\x2fb", "x\\xffy", "日本/ü", "..a", "a..", "\u{fffd}"] {
+            assert_eq!(path_problem(ok), None, "{ok}");
+            let bytes = unescape_name(ok.rsplit('/').next().unwrap()).unwrap();
+            assert_eq!(escape_name(&bytes), ok.rsplit('/').next().unwrap());
+        }
+        assert_eq!(unescape_name("back\\\\slash").unwrap(), b"back\\slash");
+        assert_eq!(unescape_name("\\\\x2e\\\\x2e").unwrap(), b"\\x2e\\x2e");
+        let long = ["n"; 2049].join("/");
+        for bad in [
+            "", "/", "/etc/passwd", "a/", "a//b", ".", "..", "a/../../b", "a/./b", "\\x2e\\x2e", "x/\\x2e\\x2e/y",
+            "a\\x2fb", "a\\x00b", "\\x41", "a\\q", "a\\", "a\\x4", "a\\xFF", long.as_str(),
+        ] {
+            assert!(path_problem(bad).is_some(), "{bad:?} must be refused");
+        }
+        assert_eq!(target_problem("../../etc/passwd"), None);
+        assert_eq!(target_problem("/abs\\xfe"), None);
+        for bad in ["", "a\\x00", "\\x2f"] {
+            assert!(target_problem(bad).is_some(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 fn entry(path: &str, kind: EntryKind, size: u64) -> TreeEntry {
-    TreeEntry { path: path.into(), kind, mode: if kind == EntryKind::Dir { 0o40755 } else { 0o100644 }, uid: 0, gid: 0, mtime_ns: 1, size, inode: 1, dev: 1, target: None, content: None }
+    TreeEntry { path: path.into(), kind, mode: if kind == EntryKind::Dir { 0o40755 } else { 0o100644 }, mtime_ns: 1, size, inode: 1, dev: 1, ..TreeEntry::default() }
 }
 
 /// One snapshot of `files` (path, bytes) under a directory `d`.

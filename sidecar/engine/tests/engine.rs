@@ -78,6 +78,7 @@ fn meta(path: &str, kind: EntryKind, size: u64, n: u64) -> TreeEntry {
         dev: 2049,
         target: None,
         content: None,
+        ..TreeEntry::default()
     }
 }
 

@@ -112,6 +112,7 @@ fn a_backup_killed_midway_leaves_a_consistent_repository() {
                 dev: 0,
                 target: None,
                 content: Some(c.clone()),
+                ..TreeEntry::default()
             };
             s.add_entry(e, Change::New).await.unwrap();
             contents.push(c);

@@ -138,6 +138,7 @@ fn file_entry(path: &str, c: ContentRef) -> TreeEntry {
         dev: 1,
         target: None,
         content: Some(c),
+        ..TreeEntry::default()
     }
 }
 

@@ -86,7 +86,7 @@ struct BeginRequest {
 }
 
 /// One tree entry on the wire (see the module comment).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireEntry {
     pub p: String,
@@ -107,7 +107,26 @@ pub struct WireEntry {
     /// ADD_ENTRIES: the agent's comparison with the parent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x: Option<String>,
+    /// ctime ns (decimal string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ct: Option<String>,
+    /// A device's st_rdev (decimal string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r: Option<String>,
+    /// A file's link count when above 1 (decimal string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nl: Option<String>,
+    /// Extended attributes: `[name (escaped), value (lowercase hex)]` pairs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub a: Vec<(String, String)>,
+    /// The file had holes at backup.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sp: bool,
 }
+
+/// Extended attributes an entry may carry, and the largest value (Linux's XATTR_SIZE_MAX).
+const XATTRS_MAX: usize = 1024;
+const XATTR_VALUE_MAX: usize = 65536;
 
 fn kind_name(k: EntryKind) -> &'static str {
     match k {
@@ -148,6 +167,11 @@ impl WireEntry {
             l: e.target.clone(),
             c: e.content.as_ref().map(encode_content),
             x: None,
+            ct: e.ctime_ns.map(|t| t.to_string()),
+            r: e.rdev.map(|r| r.to_string()),
+            nl: e.links.map(|n| n.to_string()),
+            a: e.xattrs.iter().map(|x| (x.name.clone(), hex::encode(&x.value))).collect(),
+            sp: e.sparse,
         }
     }
 
@@ -166,11 +190,42 @@ impl WireEntry {
             Some("unchanged") => Change::Unchanged,
             Some(x) => return Err(OpError::malformed(format!("unknown change {x:?}"))),
         };
+        // Names are checked after decoding (an escaped `..` or `/` is as bad as a plain one):
+        // an honest sidecar never stores a path restore would have to refuse.
+        if let Some(why) = shmpipe_engine::snapshot::path_problem(&self.p) {
+            return Err(OpError::malformed(format!("entry {:?}: {why}", self.p)));
+        }
+        if let Some(why) = self.l.as_deref().and_then(shmpipe_engine::snapshot::target_problem) {
+            return Err(OpError::malformed(format!("entry {:?}: {why}", self.p)));
+        }
+        if self.l.is_some() != (kind == EntryKind::Symlink) {
+            return Err(OpError::malformed(format!("entry {:?}: a target is required for symlinks and only for symlinks", self.p)));
+        }
         if self.c.is_some() != (kind == EntryKind::File) {
             return Err(OpError::malformed(format!("entry {:?}: a content reference is required for files and only for files", self.p)));
         }
+        if self.r.is_some() && kind != EntryKind::Other || (self.nl.is_some() || self.sp) && kind != EntryKind::File {
+            return Err(OpError::malformed(format!("entry {:?}: r is for devices, nl and sp for files", self.p)));
+        }
+        if self.a.len() > XATTRS_MAX {
+            return Err(OpError::malformed(format!("entry {:?}: more than {XATTRS_MAX} extended attributes", self.p)));
+        }
+        let mut xattrs = Vec::with_capacity(self.a.len());
+        for (name, value) in self.a {
+            let ok = shmpipe_engine::snapshot::unescape_name(&name).is_some_and(|b| !b.is_empty() && !b.contains(&0));
+            let value = hex::decode(&value).ok().filter(|v| v.len() <= XATTR_VALUE_MAX);
+            match (ok, value) {
+                (true, Some(value)) => xattrs.push(shmpipe_engine::snapshot::Xattr { name, value }),
+                _ => return Err(OpError::malformed(format!("entry {:?}: extended attribute {name:?} is not a name and a hex value", self.p))),
+            }
+        }
         let content = self.c.map(|c| decode_content(c.as_bytes())).transpose()?;
         let entry = TreeEntry {
+            ctime_ns: self.ct.as_deref().map(|t| parse_num("ct", t)).transpose()?,
+            rdev: self.r.as_deref().map(|r| parse_num("r", r)).transpose()?,
+            links: self.nl.as_deref().map(|n| parse_num("nl", n)).transpose()?,
+            xattrs,
+            sparse: self.sp,
             mtime_ns: parse_num("t", &self.t)?,
             size: parse_num("s", &self.s)?,
             inode: parse_num("n", &self.n)?,
@@ -704,6 +759,7 @@ mod tests {
             l: None,
             c: content.map(str::to_owned),
             x: Some(x.into()),
+            ..WireEntry::default()
         };
         if kind == "symlink" {
             w.l = Some("target".into());
@@ -845,6 +901,70 @@ mod tests {
         o.add_entries(b, entry("ok", "dir", None, "new").as_bytes()).await.unwrap();
         let s: serde_json::Value = serde_json::from_slice(&o.backup_commit(b).await.unwrap()).unwrap();
         assert_eq!(s["entries"], 1);
+    }
+
+    /// What a hostile agent (or a buggy one) could put in a path: every one is refused before
+    /// anything of the batch is added, escaped forms included.
+    #[tokio::test]
+    async fn hostile_entry_names_are_refused_after_decoding() {
+        let o = ops(8);
+        let repo = o.repo_init(INIT).await.unwrap();
+        let b = o.backup_begin(repo, b"{}").await.unwrap();
+        for bad in [
+            "..", "a/..", "a/../../etc", ".", "a/./b", "/etc/passwd", "a//b", "a/", "", "\\x2e\\x2e", "a/\\x2e\\x2e/b", "a\\x2fb",
+            "a\\x00", "\\x61", "a\\q",
+        ] {
+            let batch = format!("{}\n{}", entry("ok", "dir", None, "new"), entry(bad, "dir", None, "new"));
+            let e = o.add_entries(b, batch.as_bytes()).await.unwrap_err();
+            assert_eq!(e.code, CODE_MALFORMED, "{bad:?}: {}", e.message);
+        }
+        let bad_target = entry("l", "symlink", None, "new").replace("\"l\":\"target\"", "\"l\":\"a\\\\x00\"");
+        assert_eq!(o.add_entries(b, bad_target.as_bytes()).await.unwrap_err().code, CODE_MALFORMED, "{bad_target}");
+        let no_target = entry("l", "symlink", None, "new").replace(",\"l\":\"target\"", "");
+        assert_eq!(o.add_entries(b, no_target.as_bytes()).await.unwrap_err().code, CODE_MALFORMED, "{no_target}");
+        // Literal backslashes, and names that only look like escapes once escaped, are fine.
+        let fine = ["\\\\x2e\\\\x2e", "a\\\\x2fb", "back\\\\slash", "x\\xff", "..hidden"].map(|p| entry(p, "dir", None, "new")).join("\n");
+        assert_eq!(o.add_entries(b, fine.as_bytes()).await.unwrap(), 5);
+        let s: serde_json::Value = serde_json::from_slice(&o.backup_commit(b).await.unwrap()).unwrap();
+        assert_eq!(s["entries"], 5, "nothing of a refused batch went in");
+    }
+
+    /// ctime, rdev, link count, xattrs and the sparse flag go in and come out as given; an
+    /// entry without them lists without them (older snapshots read the same).
+    #[tokio::test]
+    async fn optional_entry_fields_round_trip() {
+        let o = ops(8);
+        let repo = o.repo_init(INIT).await.unwrap();
+        let b = o.backup_begin(repo, b"{}").await.unwrap();
+        let content = o.file_put(b, data(10, 3)).await.unwrap().0;
+        let mut f: WireEntry = serde_json::from_str(&sized("f", "file", Some(&content), 10, "new")).unwrap();
+        f.ct = Some("-1234567890123".into());
+        f.nl = Some("3".into());
+        f.sp = true;
+        f.a = vec![("user.k\\xff".into(), "00ff10".into()), ("system.posix_acl_access".into(), String::new())];
+        let mut dev: WireEntry = serde_json::from_str(&entry("dev", "other", None, "new")).unwrap();
+        dev.r = Some("18446744073709551615".into());
+        let plain = entry("d", "dir", None, "new");
+        let batch = [serde_json::to_string(&f).unwrap(), serde_json::to_string(&dev).unwrap(), plain.clone()].join("\n");
+        o.add_entries(b, batch.as_bytes()).await.unwrap();
+        for bad in [
+            (|w: &mut WireEntry| w.r = Some("1".into())) as fn(&mut WireEntry),
+            |w| w.a = vec![("".into(), "00".into())],
+            |w| w.a = vec![("a\\x00".into(), "00".into())],
+            |w| w.a = vec![("user.x".into(), "zz".into())],
+            |w| w.ct = Some("x".into()),
+        ] {
+            let mut w = f.clone();
+            bad(&mut w);
+            assert_eq!(o.add_entries(b, serde_json::to_string(&w).unwrap().as_bytes()).await.unwrap_err().code, CODE_MALFORMED, "{w:?}");
+        }
+        let id = serde_json::from_slice::<serde_json::Value>(&o.backup_commit(b).await.unwrap()).unwrap()["id"].as_str().unwrap().to_owned();
+        let listed = list_all(&o, repo, &id, 1 << 20).await;
+        f.x = None;
+        dev.x = None;
+        let mut plain: WireEntry = serde_json::from_str(&plain).unwrap();
+        plain.x = None;
+        assert_eq!(listed, [f, dev, plain]);
     }
 
     #[tokio::test]

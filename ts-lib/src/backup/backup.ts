@@ -9,6 +9,16 @@
  * id), its entries are loaded into a map, and a file with the same kind, size, mtime and inode
  * (incremental.ts) is recorded with the parent's content reference, without being read.
  *
+ * Sources are not trusted (source.ts): a file is opened without following a symlink or
+ * blocking on a FIFO and checked against what the walk saw; what it became meanwhile is
+ * recorded as what it is now, and a file that changed while it was read is kept as read —
+ * both reported to `onWarning` (the CLI exits 3, as restic does). Change detection is
+ * restic's: size, mtime, ctime and inode (incremental.ts); `force` reads everything again.
+ * A file with more than one link whose device and inode were seen earlier in this backup is
+ * recorded with the first one's content, not read again. Extended attributes (POSIX ACLs
+ * included) are recorded unless `xattrs` is false; an unchanged file keeps its parent's
+ * (changing an xattr moves ctime).
+ *
  * A file that cannot be read (EACCES, vanished, I/O error) is reported to `onUnreadable` and
  * left out; the backup still commits. A failure of the sidecar or of an entry batch is fatal:
  * the backup is aborted (BACKUP_ABORT), nothing is committed, and the error propagates. So is
@@ -16,6 +26,7 @@
  */
 
 import * as fs from 'node:fs';
+import type { BigIntStats } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Client } from '../client';
@@ -25,6 +36,8 @@ import type { Slot } from '../slot';
 import { classify, type Change, type ParentFile } from './incremental';
 import { addEntries, backupAbort, backupBegin, backupCommit, close, encodeEntry, entries, fileFinish, fileOpen, filePut, fileWrite, snapshots, type CommitSummary, type FileContent, type Handle } from './ops';
 import type { ProgressCounts } from './progress';
+import type { Xattr } from './restore-fs';
+import { changedWhileRead, openSource, openSourceSync, readSparse, readSyncUpTo, readUpTo, readXattrs, Unreadable } from './source';
 import { walk, type Select, type SourceEntry, type WalkError } from './walk';
 
 export interface BackupOptions {
@@ -36,6 +49,15 @@ export interface BackupOptions {
   tags?: string[];
   /** A path that could not be read or listed (left out of the snapshot). */
   onUnreadable?: (e: WalkError) => void;
+  /** A path that changed while it was backed up (recorded as it was read, or as it is now). */
+  onWarning?: (e: WalkError) => void;
+  /** Read every file, also those the parent says are unchanged (restic's --force). */
+  force?: boolean;
+  /** Record extended attributes and POSIX ACLs (default true). */
+  xattrs?: boolean;
+  /** Tests only: called just before a file is opened for reading, and after it was read
+   * (before the final check), to change the source at a known point. */
+  testHooks?: { beforeOpen?: (e: SourceEntry) => void; afterRead?: (e: SourceEntry) => void };
   /** Called often; throttle on the receiving side (progress.ts). */
   onProgress?: (c: ProgressCounts) => void;
   signal?: AbortSignal;
@@ -54,14 +76,16 @@ export interface BackupResult {
   parent: string | null;
   /** Entries left out because they could not be read. */
   unreadable: number;
+  /** Entries that changed while they were backed up. */
+  warnings: number;
   /** Bytes this agent read from files. */
   bytesRead: number;
   /** Wall time of the whole backup (parent lookup, walk, upload, commit). */
   durationMs: number;
 }
 
-/** Parent entries by path: what the incremental test needs, and the content to reuse. */
-type ParentMap = Map<string, ParentFile & { content: string | undefined }>;
+/** Parent entries by path: what the incremental test needs, and the content and xattrs to reuse. */
+type ParentMap = Map<string, ParentFile & { content: string | undefined; xattrs: Xattr[] | undefined }>;
 
 /** An entry waiting to be added: its line once known (null: left out). */
 interface Pending {
@@ -78,41 +102,6 @@ const SYNC_READ_MAX = 256 << 10;
 const MAX_STREAMED_FILES = 4;
 /** Entries queued behind an unfinished file before the walk waits for the queue to drain. */
 const MAX_QUEUED_ENTRIES = 100_000;
-
-const fsOpen = (p: Buffer): Promise<number> => new Promise((resolve, reject) => fs.open(p, 'r', (err, fd) => (err ? reject(err) : resolve(fd))));
-const fsRead = (fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> =>
-  new Promise((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
-
-/** Reads up to `len` bytes at `pos` into `buf` from 0; fewer only at end of file (it shrank). */
-async function readUpTo(fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
-  let got = 0;
-  while (got < len) {
-    const n = await fsRead(fd, buf, got, len - got, pos + got);
-    if (n === 0) break;
-    got += n;
-  }
-  return got;
-}
-
-function readSyncUpTo(fd: number, buf: Buffer, len: number): number {
-  let got = 0;
-  while (got < len) {
-    const n = fs.readSync(fd, buf, got, len - got, got);
-    if (n === 0) break;
-    got += n;
-  }
-  return got;
-}
-
-/** A local read failure: reported per file, not fatal. */
-class Unreadable extends Error {
-  constructor(
-    readonly op: string,
-    override readonly cause: unknown,
-  ) {
-    super((cause as Error)?.message ?? String(cause));
-  }
-}
 
 /** The snapshot paths of a backup: the roots made absolute (what a parent must match). */
 export function snapshotPaths(roots: readonly string[]): string[] {
@@ -133,7 +122,7 @@ export async function findParent(c: Client, repo: Handle, host: string, paths: r
 async function loadParent(c: Client, repo: Handle, id: string): Promise<ParentMap> {
   const map: ParentMap = new Map();
   for await (const e of await entries(c, repo, id)) {
-    map.set(e.path, { kind: e.kind, size: e.size, mtimeNs: e.mtimeNs, inode: e.inode, content: e.content });
+    map.set(e.path, { kind: e.kind, size: e.size, mtimeNs: e.mtimeNs, inode: e.inode, ctimeNs: e.ctimeNs, content: e.content, xattrs: e.xattrs });
   }
   return map;
 }
@@ -221,51 +210,90 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
     counts.errors++;
     o.onUnreadable?.(e);
   };
+  let warnings = 0;
+  const warn = (e: SourceEntry, message: string): void => {
+    warnings++;
+    o.onWarning?.({ path: e.path, op: 'read', code: undefined, message });
+  };
+  const withXattrs = o.xattrs !== false;
+  /** `e` with its xattrs read from `from` (a warning, not a failure, if they cannot be). */
+  const xattrsOf = (e: SourceEntry, from: number | Buffer): SourceEntry => {
+    if (!withXattrs) return e;
+    try {
+      const x = readXattrs(from);
+      return x === undefined ? e : { ...e, xattrs: x };
+    } catch (err) {
+      warn(e, `its extended attributes could not be read: ${(err as Error).message}`);
+      return e;
+    }
+  };
 
   // ---- file contents --------------------------------------------------------------------
+  /** What a file job produced: its content and entry as read, or what the path is now. */
+  type Read = { content: FileContent | null; entry: SourceEntry };
+
+  /** Opens `e` (source.ts: checked against the walk), or gives what it is now instead. */
+  const opened = async (e: SourceEntry, sync: boolean): Promise<{ fd: number; st: BigIntStats; entry: SourceEntry } | Read> => {
+    o.testHooks?.beforeOpen?.(e);
+    const r = sync ? await openSourceSync(e) : await openSource(e);
+    if (r.warning !== null) warn(e, r.warning);
+    if (r.fd < 0) {
+      return { content: null, entry: xattrsOf(r.entry, r.entry.abs) };
+    }
+    const ok = r as { fd: number; st: BigIntStats; entry: SourceEntry };
+    return { fd: ok.fd, st: ok.st, entry: xattrsOf(ok.entry, ok.fd) };
+  };
+
+  /** After the read: the final check (did it change while read?). */
+  const checkAfter = (e: SourceEntry, fd: number, st: BigIntStats, got: number): void => {
+    o.testHooks?.afterRead?.(e);
+    const why = changedWhileRead(fd, st, got);
+    if (why !== null) warn(e, why);
+  };
+
   /** A file that fits one slot: read it in, FILE_PUT, the slot comes back with the reference. */
-  const putSmall = async (e: SourceEntry, size: number): Promise<FileContent> => {
-    const slot = await c.alloc();
+  const putSmall = async (e: SourceEntry): Promise<Read> => {
+    const sync = Number(e.size) <= SYNC_READ_MAX;
+    const f = await opened(e, sync);
+    if (!('fd' in f)) return f;
+    const size = Number(f.st.size);
+    let slot: Slot | null = null;
+    let n: number;
     try {
-      let n: number;
+      if (size > slotSize) throw new Unreadable('read', new Error('it grew past a slot since the walk'), 'EAGAIN');
+      slot = await c.alloc();
       try {
-        if (size <= SYNC_READ_MAX) {
-          const fd = fs.openSync(e.abs, 'r');
-          try {
-            n = readSyncUpTo(fd, slot.buffer, size);
-          } finally {
-            fs.closeSync(fd);
-          }
-        } else {
-          const fd = await fsOpen(e.abs);
-          try {
-            n = await readUpTo(fd, slot.buffer, size, 0);
-          } finally {
-            fs.close(fd, () => {});
-          }
-        }
+        n = sync && size <= SYNC_READ_MAX ? readSyncUpTo(f.fd, slot.buffer, size) : await readUpTo(f.fd, slot.buffer, size, 0);
       } catch (err) {
         throw new Unreadable('read', err);
       }
+      checkAfter(e, f.fd, f.st, n);
+    } catch (err) {
+      slot?.release();
+      throw err;
+    } finally {
+      fs.close(f.fd, () => {});
+    }
+    try {
       counts.bytes += n;
-      return await filePut(c, backup, slot, n);
+      return { content: await filePut(c, backup, slot, n), entry: f.entry };
     } finally {
       slot.release();
     }
   };
 
   /** A larger file: slot-sized reads, the next one running while the previous one is written. */
-  const putLarge = async (e: SourceEntry, size: number): Promise<FileContent | null> => {
-    let fd: number;
-    try {
-      fd = await fsOpen(e.abs);
-    } catch (err) {
-      throw new Unreadable('open', err);
-    }
+  const putLarge = async (e: SourceEntry): Promise<Read | null> => {
+    const f = await opened(e, false);
+    if (!('fd' in f)) return f;
+    const { fd, st } = f;
+    const size = Number(st.size);
+    const holes = f.entry.sparse === true;
     const readAt = async (pos: number): Promise<{ slot: Slot; n: number }> => {
       const slot = await c.alloc();
       try {
-        return { slot, n: await readUpTo(fd, slot.buffer, Math.min(slotSize, size - pos), pos) };
+        const len = Math.min(slotSize, size - pos);
+        return { slot, n: holes ? await readSparse(fd, slot.buffer, len, pos, size) : await readUpTo(fd, slot.buffer, len, pos) };
       } catch (err) {
         slot.release();
         throw new Unreadable('read', err);
@@ -291,9 +319,10 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
         await fileWrite(c, file, slot, n);
         progress();
       }
+      checkAfter(e, fd, st, pos);
       const content = await fileFinish(c, file);
       file = 0;
-      return content;
+      return { content, entry: f.entry };
     } finally {
       // After a failure a read may still run: wait for it (the fd closes next), return its slot.
       if (next !== null) await next.then((r) => r.slot.release(), () => {});
@@ -302,23 +331,35 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
     }
   };
 
+  /** The first file of each (device, inode) with more than one link: later ones share its content. */
+  const linked = new Map<string, Promise<Read | null>>();
+
   let active = 0;
   let streamed = 0;
   let slotFree: (() => void) | null = null;
   const jobs = new Set<Promise<void>>();
-  const startFile = (e: SourceEntry, item: Pending, change: Change): void => {
+  const startFile = (e: SourceEntry, item: Pending, change: Change, first?: Promise<Read | null>): Promise<Read | null> => {
     const size = Number(e.size);
     const large = size > slotSize;
     active++;
     if (large) streamed++;
+    let result: Read | null = null;
+    const read = async (): Promise<Read | null> => {
+      // A hard link to a file read earlier in this backup: its content, unless that failed.
+      const shared = first === undefined ? null : await first;
+      if (shared?.content != null && shared.entry.kind === 'file') return { content: shared.content, entry: { ...e, xattrs: shared.entry.xattrs } };
+      return large ? putLarge(e) : putSmall(e);
+    };
     const job = (async () => {
       try {
-        const content = large ? await putLarge(e, size) : await putSmall(e, size);
-        if (content !== null) item.line = encodeEntry({ ...e, size: BigInt(content.size), content: content.content }, change);
+        result = await read();
+        if (result === null) return;
+        const r = result.entry;
+        if (result.content !== null) item.line = encodeEntry({ ...r, size: BigInt(result.content.size), content: result.content.content }, change);
+        else item.line = encodeEntry(r);
       } catch (err) {
         if (!(err instanceof Unreadable)) throw err;
-        const code = (err.cause as NodeJS.ErrnoException)?.code;
-        unreadable({ path: e.path, op: err.op, code: typeof code === 'string' ? code : undefined, message: err.message });
+        unreadable({ path: e.path, op: err.op, code: typeof err.code === 'string' ? err.code : undefined, message: err.message });
       }
     })()
       .catch(fail)
@@ -335,6 +376,7 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
         progress();
       });
     jobs.add(job);
+    return job.then(() => result, () => null);
   };
 
   try {
@@ -342,11 +384,11 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
       if (cancelled()) break;
       counts.filesTotal++;
       const prev = parentMap.get(e.path);
-      const change = e.kind === 'file' ? classify(e, prev) : 'new';
+      const change = e.kind === 'file' ? classify(e, prev, o.force === true) : 'new';
       const item: Pending = { line: null, ready: false };
       queue.push(item);
       if (e.kind === 'file' && change === 'unchanged' && prev?.content !== undefined) {
-        item.line = encodeEntry({ ...e, content: prev.content }, 'unchanged');
+        item.line = encodeEntry({ ...e, content: prev.content, ...(withXattrs && prev.xattrs ? { xattrs: prev.xattrs } : {}) }, 'unchanged');
         item.ready = true;
         counts.files++;
       } else if (e.kind === 'file') {
@@ -354,9 +396,12 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
         const large = Number(e.size) > slotSize;
         while ((active >= maxFiles || (large && streamed >= maxStreamed)) && !cancelled()) await new Promise<void>((r) => (slotFree = r));
         if (cancelled()) break;
-        startFile(e, item, change);
+        const key = (e.links ?? 0) > 1 ? `${e.dev}:${e.inode}` : null;
+        const first = key === null ? undefined : linked.get(key);
+        const done = startFile(e, item, change, first);
+        if (key !== null && first === undefined) linked.set(key, done);
       } else {
-        item.line = encodeEntry(e);
+        item.line = encodeEntry(xattrsOf(e, e.abs));
         item.ready = true;
         counts.files++;
       }
@@ -374,7 +419,7 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
     if (fatal !== null) throw fatal;
     progress();
     const commit = await backupCommit(c, backup);
-    return { commit, parent, unreadable: counts.errors, bytesRead: counts.bytes, durationMs: Number(process.hrtime.bigint() - started) / 1e6 };
+    return { commit, parent, unreadable: counts.errors, warnings, bytesRead: counts.bytes, durationMs: Number(process.hrtime.bigint() - started) / 1e6 };
   } catch (e) {
     fail(e);
     while (jobs.size > 0) await Promise.all([...jobs]);

@@ -23,6 +23,8 @@ import type { Slot } from '../slot';
 import { checkRange, checkSlot, guard, invalid, payloadSlot, ReadStream, startStream } from '../store';
 import { K_ENGINE, type StoreCompletion } from '../store-request';
 import type { Change } from './incremental';
+import { pathNames, targetBytes } from './names';
+import type { Xattr } from './restore-fs';
 import type { EntryKind, SourceEntry } from './walk';
 
 /** A sidecar handle: a repository, backup, file writer or entry cursor. */
@@ -126,12 +128,21 @@ export interface CheckReport {
   affected_file_count?: number;
 }
 
-/** A tree entry (SPEC §7.3), as added and as listed: the walker's metadata, and for files the content. */
-export type TreeEntry = Omit<SourceEntry, 'abs' | 'target'> & {
+/** A tree entry (SPEC §7.3), as added and as listed: the walker's metadata, and for files the
+ * content. The fields after `content` are optional on the wire (older snapshots lack them). */
+export type TreeEntry = Omit<SourceEntry, 'abs' | 'target' | 'ctimeNs' | 'rdev' | 'links' | 'xattrs' | 'sparse'> & {
   /** Symlinks: the target. */
   target?: string | undefined;
   /** Files: the content reference (hex). */
   content?: string | undefined;
+  ctimeNs?: bigint | undefined;
+  /** Devices: st_rdev. */
+  rdev?: bigint | undefined;
+  /** Files with more than one link: st_nlink. */
+  links?: number | undefined;
+  xattrs?: Xattr[] | undefined;
+  /** The file had holes at backup. */
+  sparse?: boolean | undefined;
 };
 
 const KINDS: ReadonlySet<string> = new Set(['file', 'dir', 'symlink', 'other']);
@@ -179,7 +190,14 @@ function u32(v: unknown, field: string): number {
  * (required), `x` only when not "new" (the sidecar's default).
  */
 export function encodeEntry(e: TreeEntry, change: Change = 'new'): string {
-  if (typeof e.path !== 'string' || e.path === '' || e.path.startsWith('/')) throw invalid(`entry path must be a non-empty relative path, got ${JSON.stringify(e.path)}`);
+  // The names as restore will decode them (names.ts): no entry a restore would refuse is stored.
+  if (typeof e.path !== 'string') throw invalid(`entry path must be a string, got ${typeof e.path}`);
+  try {
+    pathNames(e.path);
+    if (e.kind === 'symlink') targetBytes(e.path, e.target);
+  } catch (err) {
+    throw invalid(`entry path: ${(err as Error).message}`);
+  }
   if (!KINDS.has(e.kind)) throw invalid(`entry ${JSON.stringify(e.path)}: kind must be file, dir, symlink or other, got ${String(e.kind)}`);
   if (change !== 'new' && change !== 'changed' && change !== 'unchanged') throw invalid(`entry ${JSON.stringify(e.path)}: change must be new, changed or unchanged`);
   const line: Record<string, unknown> = {
@@ -200,6 +218,17 @@ export function encodeEntry(e: TreeEntry, change: Change = 'new'): string {
   if (e.kind === 'file') line.c = checkContent(e.content, `entry ${JSON.stringify(e.path)}`);
   else if (e.content !== undefined) throw invalid(`entry ${JSON.stringify(e.path)}: only files have a content reference`);
   if (change !== 'new') line.x = change;
+  if (e.ctimeNs !== undefined) line.ct = i64(e.ctimeNs, 'ctimeNs');
+  if (e.rdev !== undefined) {
+    if (e.kind !== 'other') throw invalid(`entry ${JSON.stringify(e.path)}: only special files have an rdev`);
+    line.r = u64(e.rdev, 'rdev');
+  }
+  if (e.links !== undefined || e.sparse === true) {
+    if (e.kind !== 'file') throw invalid(`entry ${JSON.stringify(e.path)}: only files have links or holes`);
+    if (e.links !== undefined) line.nl = u64(BigInt(u32(e.links, 'links')), 'links');
+    if (e.sparse === true) line.sp = true;
+  }
+  if (e.xattrs !== undefined && e.xattrs.length > 0) line.a = e.xattrs.map((x) => [x.name, x.value.toString('hex')]);
   return JSON.stringify(line);
 }
 
@@ -224,7 +253,7 @@ export function decodeEntry(line: string): TreeEntry {
   if (typeof o.p !== 'string' || typeof o.k !== 'string' || !KINDS.has(o.k) || !Number.isInteger(o.m) || !Number.isInteger(o.u) || !Number.isInteger(o.g)) {
     throw protocolError('entriesNext', `a malformed entry: ${line.slice(0, 120)}`);
   }
-  return {
+  const e: TreeEntry = {
     path: o.p,
     kind: o.k as EntryKind,
     mode: o.m as number,
@@ -237,6 +266,22 @@ export function decodeEntry(line: string): TreeEntry {
     target: typeof o.l === 'string' ? o.l : undefined,
     content: typeof o.c === 'string' ? o.c : undefined,
   };
+  // The optional fields only when present (older snapshots lack them).
+  if (o.ct !== undefined) e.ctimeNs = big(o.ct, 'ct', true);
+  if (o.r !== undefined) e.rdev = big(o.r, 'r');
+  if (o.nl !== undefined) e.links = Number(big(o.nl, 'nl'));
+  if (o.a !== undefined) e.xattrs = xattrsOf(o.a);
+  if (o.sp === true) e.sparse = true;
+  return e;
+}
+
+const HEX = /^(?:[0-9a-f]{2})*$/;
+
+function xattrsOf(a: unknown): Xattr[] {
+  if (!Array.isArray(a) || !a.every((x) => Array.isArray(x) && x.length === 2 && typeof x[0] === 'string' && typeof x[1] === 'string' && HEX.test(x[1]))) {
+    throw protocolError('entriesNext', 'an entry whose xattrs are not [name, hex] pairs');
+  }
+  return a.map(([name, value]: [string, string]) => ({ name, value: Buffer.from(value, 'hex') }));
 }
 
 // ---- submission ---------------------------------------------------------------------------

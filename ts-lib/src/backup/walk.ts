@@ -18,6 +18,7 @@
 import { promises as fsp, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { escapeName } from './names';
+import type { Xattr } from './restore-fs';
 
 export type EntryKind = 'file' | 'dir' | 'symlink' | 'other';
 
@@ -38,6 +39,15 @@ export interface SourceEntry {
   dev: bigint;
   /** Symlinks: the target, escaped like names. */
   target?: string;
+  ctimeNs: bigint;
+  /** Character and block devices: st_rdev. */
+  rdev?: bigint;
+  /** Files with more than one link: st_nlink (hard links are restored as such). */
+  links?: number;
+  /** Extended attributes (read by backup.ts, not the walk). */
+  xattrs?: Xattr[];
+  /** Files with fewer blocks allocated than their size: holes, kept at restore. */
+  sparse?: boolean;
 }
 
 export interface WalkError {
@@ -66,8 +76,16 @@ function kindOf(st: BigIntStats): EntryKind {
   return 'other';
 }
 
-async function describe(abs: Buffer, repoPath: string): Promise<SourceEntry> {
+/** The entry at `abs` as it is now (`lstat`, never following it). */
+export async function describe(abs: Buffer, repoPath: string): Promise<SourceEntry> {
   const st = await fsp.lstat(abs, { bigint: true });
+  const e = entryOf(st, abs, repoPath);
+  if (e.kind === 'symlink') e.target = escapeName(await fsp.readlink(abs, { encoding: 'buffer' }));
+  return e;
+}
+
+/** An entry from `lstat`/`fstat` results (symlink targets are the caller's). */
+export function entryOf(st: BigIntStats, abs: Buffer, repoPath: string): SourceEntry {
   const kind = kindOf(st);
   const e: SourceEntry = {
     path: repoPath,
@@ -80,8 +98,11 @@ async function describe(abs: Buffer, repoPath: string): Promise<SourceEntry> {
     size: st.size,
     inode: st.ino,
     dev: st.dev,
+    ctimeNs: st.ctimeNs,
   };
-  if (kind === 'symlink') e.target = escapeName(await fsp.readlink(abs, { encoding: 'buffer' }));
+  if (st.isCharacterDevice() || st.isBlockDevice()) e.rdev = st.rdev;
+  if (kind === 'file' && st.nlink > 1n) e.links = Number(st.nlink);
+  if (kind === 'file' && st.blocks * 512n < st.size) e.sparse = true;
   return e;
 }
 

@@ -42,6 +42,8 @@ export const backup: Command = {
     host: { type: 'string', short: 'H', value: 'NAME', help: "record this host name in the snapshot (default: this machine's host name)" },
     tag: { type: 'string', value: 'TAG', multiple: true, help: 'add a tag to the snapshot' },
     every: { type: 'string', value: 'DURATION', help: 'keep running and back up once per interval (e.g. 15m, 1h, 1d; at least 10s), each run incremental against the previous one; SIGTERM while idle exits 0' },
+    force: { type: 'boolean', default: false, help: 'read every file again, also those the parent snapshot says are unchanged (same size, mtime, ctime and inode)' },
+    'no-xattrs': { type: 'boolean', default: false, help: 'do not back up extended attributes (and POSIX ACLs)' },
     'dry-run': { type: 'boolean', short: 'n', default: false, help: 'write nothing: list what would be backed up (new, changed) and the totals, reading no file' },
     ...SELECTION_OPTIONS,
     ...STDIN_OPTIONS,
@@ -95,6 +97,12 @@ export const backup: Command = {
             signal,
             onProgress,
             ...tune,
+            force: ctx.values.force === true,
+            ...(ctx.values['no-xattrs'] === true ? { xattrs: false } : {}),
+            onWarning: (e) => {
+              if (ctx.global.json) ctx.out(JSON.stringify({ type: 'warning', path: e.path, op: e.op, code: e.code ?? null, message: e.message }));
+              else ctx.err(`shmpipe backup: warning: ${e.path}: ${e.message}`);
+            },
             onUnreadable: (e) => {
               if (ctx.global.json) ctx.out(JSON.stringify({ type: 'error', path: e.path, op: e.op, code: e.code ?? null, message: e.message }));
               else ctx.err(`shmpipe backup: cannot read ${e.path}: ${e.message}`);
@@ -102,7 +110,7 @@ export const backup: Command = {
           }),
         );
       const run = (): Promise<BackupResult> =>
-        stream === null ? files() : runStreamBackup(ctx, stream, { host, tags, signal, onProgress, ...tune }).then((s) => ({ ...s, parent: null, unreadable: 0 }));
+        stream === null ? files() : runStreamBackup(ctx, stream, { host, tags, signal, onProgress, ...tune }).then((s) => ({ ...s, parent: null, unreadable: 0, warnings: 0 }));
       const r = await run().finally(() => last && progress.end(last)); // also ends a TTY bar's line before an error
       const k = r.commit.counts;
       if (ctx.global.json) {
@@ -118,6 +126,7 @@ export const backup: Command = {
             others: k.others,
             entries: r.commit.entries,
             unreadable: r.unreadable,
+            warnings: r.warnings,
             bytes_read: r.bytesRead,
             // Stored in the repository by this backup, after dedup and compression (packs,
             // index, snapshot); bytes_added_plain: the new data before compression.
@@ -133,7 +142,8 @@ export const backup: Command = {
         if (r.parent !== null) ctx.out(`parent:     ${r.parent}`);
         for (const l of summaryLines({ ...k, snapshot: r.commit.id, bytes_read: r.bytesRead, duration_s: r.durationMs / 1000, unreadable: r.unreadable })) ctx.out(l);
       }
-      return r.unreadable > 0 || sel.missing.length > 0 ? 3 : 0;
+      // A file left out, or one that changed while it was read: the snapshot is not all it should be.
+      return r.unreadable > 0 || r.warnings > 0 || sel.missing.length > 0 ? 3 : 0;
     };
     return interruptible(ctx, 'shmpipe backup: interrupted; the backup was aborted, nothing was committed', async (signal) => {
       if (every === null) return once(signal);
