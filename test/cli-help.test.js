@@ -38,7 +38,7 @@ describe('shmpipe help, completions and man pages', function () {
     for (const c of defs.commands) {
       for (const o of [...c.options, ...defs.global_options]) {
         assert.ok(typeof o.help === 'string' && o.help.length >= 10, `${c.name} --${o.name} has help text`);
-        if (o.type === 'string') assert.match(o.value, /^[A-Z][A-Z0-9_:|.[\]-]*$/, `${c.name} --${o.name} has a value placeholder`);
+        if (o.type === 'string') assert.match(o.value, /^[A-Z][A-Z0-9_:|.,[\]-]*$/, `${c.name} --${o.name} has a value placeholder`);
       }
     }
   });
@@ -84,6 +84,20 @@ describe('shmpipe help, completions and man pages', function () {
     assert.equal(v.type, 'version');
     assert.equal(v.version, require('../package.json').version);
     assert.equal(run(['--version']).stdout.trim(), v.version);
+    assert.match(v.sidecar, /^\d+\.\d+\.\d+/, "the sidecar binary's version");
+    assert.equal(v.repository_format, null, 'no repository named: no format');
+  });
+
+  it('version --repo: the repository format version, read without a password', function () {
+    const repo = path.join(tmp, 'repo');
+    const init = run(['init', '--repo', repo], { env: { SHMPIPE_PASSWORD: 'version-test' } });
+    assert.equal(init.status, 0, init.stderr);
+    const r = run(['version', '--repo', repo, '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    const v = JSON.parse(r.stdout);
+    assert.equal(v.repository_format, 1);
+    assert.match(run(['version', '--repo', repo]).stdout, /format version 1/);
+    assert.equal(JSON.parse(run(['version', '--repo', path.join(tmp, 'none'), '--json']).stdout).repository_format, null);
   });
 
   it('completion bash: completes commands, every flag of every command, and fixed values', function () {

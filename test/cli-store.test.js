@@ -1,4 +1,4 @@
-// The store commands of the shmpipe CLI: put, get, ls, stat, rm, with a private sidecar on the
+// The store commands of the shmpipe CLI: put, get, list, stat, rm, with a private sidecar on the
 // store named by --store, and with a running sidecar (--sidecar); --store with --sidecar is a
 // usage error.
 'use strict';
@@ -24,7 +24,7 @@ describe('shmpipe CLI: store commands', function () {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('put, ls, stat, get, rm against the store named by --store (a private sidecar)', function () {
+  it('put, list, stat, get, rm against the store named by --store (a private sidecar)', function () {
     const store = `file://${path.join(dir, 'store')}`;
     const src = path.join(dir, 'in.bin');
     const data = crypto.randomBytes(3 * 1024 * 1024 + 17);
@@ -35,7 +35,7 @@ describe('shmpipe CLI: store commands', function () {
     assert.equal(p.size, data.length);
     assert.ok(fs.existsSync(path.join(dir, 'store', 'cli', 'a', 'file.bin')), 'the object is in the --store directory');
 
-    const ls = run(['ls', 'cli', '--store', store]);
+    const ls = run(['list', 'cli', '--store', store]);
     assert.equal(ls.status, 0, ls.stderr);
     assert.match(ls.stdout, new RegExp(`^ *${data.length} +\\S+ +cli/a/file\\.bin$`, 'm'));
     const stat = run(['stat', 'cli/a/file.bin', '--store', store, '--json']);
@@ -63,9 +63,9 @@ describe('shmpipe CLI: store commands', function () {
       const src = path.join(dir, 'small.txt');
       fs.writeFileSync(src, 'hello');
       assert.equal(run(['put', src, 'k', '--sidecar', sc.socketPath]).status, 0);
-      const ls = run(['ls', '--sidecar', sc.socketPath, '--json']);
+      const ls = run(['list', '--sidecar', sc.socketPath, '--json']);
       assert.deepEqual(ls.stdout.trim().split('\n').map((l) => JSON.parse(l).key), ['k']);
-      const both = run(['ls', '--sidecar', sc.socketPath, '--store', `file://${dir}`]);
+      const both = run(['list', '--sidecar', sc.socketPath, '--store', `file://${dir}`]);
       assert.equal(both.status, 2);
       assert.match(both.stderr, /--store configures a private sidecar/);
       assert.equal(run(['put', src]).status, 2, 'missing <key>');

@@ -42,16 +42,18 @@ function jsonLines(stdout) {
  * @param {Record<string,string>} o.env the whole environment (see cliEnv)
  * @param {number} [o.timeoutMs]
  * @param {(line: string, proc: import('node:child_process').ChildProcess) => void} [o.onLine] each stdout line as it comes
+ * @param {string|Buffer} [o.input] written to the CLI's stdin (else stdin is closed)
  * @param {number} [o.uid] run as this uid (and o.gid)
  * @param {number} [o.gid]
  */
 function runCli(args, o) {
   return new Promise((resolve, reject) => {
     const started = Date.now();
-    const opts = { env: o.env, stdio: ['ignore', 'pipe', 'pipe'] };
+    const opts = { env: o.env, stdio: [o.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'] };
     if (o.uid !== undefined) Object.assign(opts, { uid: o.uid, gid: o.gid ?? o.uid });
     if (o.cwd !== undefined) opts.cwd = o.cwd;
     const proc = spawn(process.execPath, [CLI, ...args], opts);
+    if (o.input !== undefined) proc.stdin.end(o.input);
     let stdout = '';
     let stderr = '';
     let pending = '';

@@ -77,6 +77,8 @@ pub struct BackupOptions {
     pub index_every_packs: usize,
     /// Take a shared repository lock (default true).
     pub lock: bool,
+    /// The snapshot's time, ns since the epoch (default: now). `copy` keeps the original's.
+    pub time_ns: Option<i64>,
 }
 
 impl Default for BackupOptions {
@@ -92,6 +94,7 @@ impl Default for BackupOptions {
             max_uploads: 1,
             index_every_packs: 16,
             lock: true,
+            time_ns: None,
         }
     }
 }
@@ -206,6 +209,7 @@ impl Repository {
             self.snapshot(p).await?;
         }
         let workers = self.inner.workers;
+        let time_ns = opts.time_ns;
         let settings = &self.inner.settings;
         let pack_size = u64::from(opts.pack_size.unwrap_or(settings.pack_size)).max(1);
         let max_chunk = settings.chunker.max_size as usize;
@@ -242,7 +246,7 @@ impl Repository {
             }),
             opts,
             started: Instant::now(),
-            time_ns: lock::now_ns(),
+            time_ns: time_ns.unwrap_or_else(lock::now_ns),
             lock: Mutex::new(lock),
         })
     }

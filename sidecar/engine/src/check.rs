@@ -105,6 +105,15 @@ impl Repository {
     /// Checks the repository (see the module docs). Fails only if the store itself fails;
     /// damage is reported in the [`CheckReport`].
     pub async fn check(&self, opts: CheckOptions) -> Result<CheckReport> {
+        self.check_subset(opts, None).await
+    }
+
+    /// [`Repository::check`], reading only the packs `subset` selects (`check
+    /// --read-data-subset`; subset.rs); `Some` implies reading data.
+    pub async fn check_subset(&self, opts: CheckOptions, subset: Option<crate::subset::PackSubset>) -> Result<CheckReport> {
+        if let Some(s) = &subset {
+            s.validate()?;
+        }
         let mut report = CheckReport::default();
         let store = &self.inner.store;
         let aead = &self.inner.aead;
@@ -163,8 +172,9 @@ impl Repository {
 
         // 3. Data.
         let mut bad_blobs: HashSet<BlobId> = HashSet::new();
-        if opts.read_data {
-            let packs: Vec<IndexedPack> = indexed.values().filter(|p| !missing_packs.contains(&p.id)).cloned().collect();
+        if opts.read_data || subset.is_some() {
+            let chosen = subset.map(|s| s.select(&indexed.values().map(|p| (p.id, p.size)).collect::<Vec<_>>()));
+            let packs: Vec<IndexedPack> = indexed.values().filter(|p| !missing_packs.contains(&p.id) && chosen.as_ref().is_none_or(|c| c.contains(&p.id))).cloned().collect();
             let mut verdicts = futures::stream::iter(packs)
                 .map(|p| {
                     let repo = self.clone();

@@ -23,6 +23,7 @@
 
 pub mod backup;
 pub mod blob;
+pub mod browse;
 pub mod bufpool;
 pub mod check;
 pub mod chunker;
@@ -37,9 +38,11 @@ pub mod pack;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;
+pub mod subset;
 
 pub use backup::{BackupOptions, BackupSession, Change, FileWriter, SnapshotSummary};
 pub use blob::{BlobKind, Compression};
+pub use browse::UsedBlob;
 pub use check::{AffectedFile, CheckIssue, CheckOptions, CheckReport};
 pub use chunker::ChunkerParams;
 pub use crypto::KdfParams;
@@ -48,6 +51,7 @@ pub use id::{BlobId, Id, PackId, SnapshotId};
 pub use lock::{LockKind, RepoLock};
 pub use repo::{OpenOptions, RepoParams, Repository, Settings};
 pub use restore::{ContentReader, EntryReader, ParentFile};
+pub use subset::PackSubset;
 pub use snapshot::{ChunkRef, ContentRef, EntryKind, SnapshotCounts, SnapshotFile, SnapshotInfo, TreeEntry};
 
 #[cfg(test)]

@@ -172,12 +172,10 @@ impl Dispatcher {
                 self.spawn_store(sub, started, Some(lease), async move { document(ops.snapshots(handle).await) });
             }
             Opcode::Check => {
-                let read_data = match sub.args[1] {
-                    0 => false,
-                    1 => true,
-                    _ => return Err((ErrorCode::Malformed, lease)),
+                let Some((read_data, subset)) = crate::ops::backup::check_read(sub.args[1]) else {
+                    return Err((ErrorCode::Malformed, lease));
                 };
-                self.spawn_store(sub, started, Some(lease), async move { document(ops.check(handle, read_data).await) });
+                self.spawn_store(sub, started, Some(lease), async move { document(ops.check_subset(handle, read_data, subset).await) });
             }
             Opcode::EntriesOpen => {
                 let snapshot = check!(input(self));

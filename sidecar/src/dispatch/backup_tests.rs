@@ -164,8 +164,8 @@ fn refusals_give_the_slot_back_and_say_why() {
     assert_eq!(one(&mut r, &mut d).status, ErrorCode::InvalidHandle.status());
     r.push(handle_op(4, Opcode::BackupAbort, 999));
     assert_eq!(one(&mut r, &mut d).status, ErrorCode::InvalidHandle.status());
-    r.push(RawSubmission { args: [repo, 2, 0, 0], ..slot_op(5, Opcode::Check, g[1], 0, 0) });
-    assert_eq!(one(&mut r, &mut d).status, ErrorCode::Malformed.status(), "CHECK arg1 is 0 or 1");
+    r.push(RawSubmission { args: [repo, 9, 0, 0], ..slot_op(5, Opcode::Check, g[1], 0, 0) });
+    assert_eq!(one(&mut r, &mut d).status, ErrorCode::Malformed.status(), "CHECK arg1 is 0..=4");
 
     // A second init, a wrong password, a bad payload: typed codes, the message in the slot.
     for (id, op, payload, code) in [

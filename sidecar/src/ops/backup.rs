@@ -9,7 +9,10 @@
 //! - Repository open/init request: `{"password": s, "params"?: {"compression_level"?: n,
 //!   "pack_size_mib"?: n, "kdf_m_kib"?: n, "kdf_t"?: n}}` (params only for init). The
 //!   repository lives in the sidecar's configured store; an agent cannot name another place.
-//! - Backup begin: `{"parent"?: hex id, "host"?: s, "tags"?: [s], "paths"?: [s]}`.
+//! - Backup begin: `{"parent"?: hex id, "host"?: s, "tags"?: [s], "paths"?: [s],
+//!   "compression_level"?: n (-7..=19, 0 off), "pack_size_mib"?: n (1..=128)` (these two
+//!   override the repository's defaults for this backup), "time_ns"?: decimal (the snapshot's
+//!   time; default now: `copy` keeps the original's)}.
 //! - A content reference: its compact engine encoding as lowercase hex text (opaque to the
 //!   agent, which only passes it back).
 //! - Tree entries, both ways: JSON lines, one object per entry, [`WireEntry`]: 64-bit numbers
@@ -74,6 +77,12 @@ struct BeginRequest {
     tags: Vec<String>,
     #[serde(default)]
     paths: Vec<String>,
+    #[serde(default)]
+    compression_level: Option<i32>,
+    #[serde(default)]
+    pack_size_mib: Option<u32>,
+    #[serde(default)]
+    time_ns: Option<String>,
 }
 
 /// One tree entry on the wire (see the module comment).
@@ -265,6 +274,26 @@ fn summary_json(s: &SnapshotSummary) -> Vec<u8> {
 }
 
 
+/// CHECK's `arg1`, SPEC §7.3: its low byte says what data to read — 0 none, 1 all, 2 group
+/// `n/t`, 3 a share, 4 a size — and the bits above it the parameter (`p = arg1 >> 8`: for a
+/// group n = p >> 20 and t = p & 0xFFFFF; a share in parts per million; a size in bytes).
+/// `None`: malformed.
+pub fn check_read(arg1: u64) -> Option<(bool, Option<shmpipe_engine::PackSubset>)> {
+    use shmpipe_engine::PackSubset;
+    let p = arg1 >> 8;
+    let subset = match arg1 & 0xff {
+        0 | 1 if p != 0 => return None,
+        0 => return Some((false, None)),
+        1 => return Some((true, None)),
+        2 => PackSubset::Group { n: u32::try_from(p >> 20).ok()?, t: (p & 0xF_FFFF) as u32 },
+        3 => PackSubset::PartsPerMillion(u32::try_from(p).ok()?),
+        4 => PackSubset::Bytes(p),
+        _ => return None,
+    };
+    subset.validate().ok()?;
+    Some((true, Some(subset)))
+}
+
 /// Items of each list a check report carries at most (the report must fit one slot; the
 /// counts say how many there were).
 const REPORT_LIST_MAX: usize = 1000;
@@ -447,12 +476,27 @@ impl BackupOps {
         let repo = self.repo(repo)?;
         let req: BeginRequest = parse_json("backup request", request)?;
         let parent = req.parent.as_deref().map(parse_id).transpose()?;
+        let compression = match req.compression_level {
+            None => None,
+            Some(0) => Some(Compression::Off),
+            Some(level) if (-7..=19).contains(&level) => Some(Compression::Zstd(level)),
+            Some(_) => return Err(OpError::malformed("compression_level must be in -7..=19")),
+        };
+        let pack_size = match req.pack_size_mib {
+            None => None,
+            Some(mib) if (1..=128).contains(&mib) => Some(mib << 20),
+            Some(_) => return Err(OpError::malformed("pack_size_mib must be in 1..=128")),
+        };
+        let time_ns = req.time_ns.as_deref().map(|t| t.parse::<i64>().map_err(|_| OpError::malformed("time_ns must be a decimal integer (ns since the epoch)"))).transpose()?;
         let session = repo
             .begin_backup(BackupOptions {
                 parent,
                 host: req.host,
                 tags: req.tags,
                 paths: req.paths,
+                compression,
+                pack_size,
+                time_ns,
                 max_uploads: self.uploads,
                 ..Default::default()
             })
@@ -675,8 +719,13 @@ impl BackupOps {
 
     /// CHECK: the report JSON (`ok` false when the repository is damaged).
     pub async fn check(&self, repo: u64, read_data: bool) -> OpResult<Vec<u8>> {
+        self.check_subset(repo, read_data, None).await
+    }
+
+    /// CHECK reading only the packs `subset` selects (`check --read-data-subset`).
+    pub async fn check_subset(&self, repo: u64, read_data: bool, subset: Option<shmpipe_engine::PackSubset>) -> OpResult<Vec<u8>> {
         let repo = self.repo(repo)?;
-        Ok(check_json(&repo.check(CheckOptions { read_data }).await?))
+        Ok(check_json(&repo.check_subset(CheckOptions { read_data }, subset).await?))
     }
 }
 

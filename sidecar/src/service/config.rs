@@ -184,6 +184,14 @@ pub struct StoreArgs {
           action = clap::ArgAction::Set)]
     pub fsync: bool,
 
+    /// Upload limit of the whole sidecar in KiB/s (restic's --limit-upload) [default: none].
+    #[arg(long, env = "SHMPIPE_LIMIT_UPLOAD", value_parser = clap::value_parser!(u64).range(1..=(1 << 40)))]
+    pub limit_upload: Option<u64>,
+
+    /// Download limit of the whole sidecar in KiB/s (restic's --limit-download) [default: none].
+    #[arg(long, env = "SHMPIPE_LIMIT_DOWNLOAD", value_parser = clap::value_parser!(u64).range(1..=(1 << 40)))]
+    pub limit_download: Option<u64>,
+
     /// Slots per session kept out of the GQ for read streams [default: min(slots/4, 16)].
     #[arg(long, env = "SHMPIPE_READ_RESERVE", value_parser = clap::value_parser!(u32).range(0..=65_535))]
     pub read_reserve: Option<u32>,
@@ -233,6 +241,8 @@ impl StoreArgs {
             part_size: usize::try_from(self.part_size).map_err(|_| "SHMPIPE_PART_SIZE too large".to_owned())?,
             max_parts_in_flight: self.parts_in_flight as usize,
             fsync: self.fsync,
+            limit_upload: self.limit_upload.map(|k| k * 1024),
+            limit_download: self.limit_download.map(|k| k * 1024),
             ..Default::default()
         };
         options.retry.max_retries = self.retries as usize;

@@ -165,6 +165,9 @@ pub struct StoreOptions {
     /// Size of the chunks a reader hands out from `file://` (other backends deliver what the
     /// network gives).
     pub read_chunk_size: usize,
+    /// Upload and download limits in bytes per second (`None`: none); see ratelimit.rs.
+    pub limit_upload: Option<u64>,
+    pub limit_download: Option<u64>,
     /// `file://`: fsync files and directories before a put/commit returns (durable objects).
     pub fsync: bool,
 }
@@ -184,6 +187,8 @@ impl Default for StoreOptions {
             part_size: 8 * 1024 * 1024,
             max_parts_in_flight: 4,
             read_chunk_size: 1024 * 1024,
+            limit_upload: None,
+            limit_download: None,
             fsync: true,
         }
     }
@@ -205,6 +210,8 @@ impl fmt::Debug for StoreOptions {
             .field("part_size", &self.part_size)
             .field("max_parts_in_flight", &self.max_parts_in_flight)
             .field("read_chunk_size", &self.read_chunk_size)
+            .field("limit_upload", &self.limit_upload)
+            .field("limit_download", &self.limit_download)
             .field("fsync", &self.fsync)
             .finish()
     }

@@ -14,6 +14,7 @@ pub mod checksum;
 pub mod config;
 pub mod error;
 pub mod key;
+pub mod ratelimit;
 pub mod reader;
 pub mod store;
 pub mod trailer;

@@ -57,6 +57,8 @@ pub struct Reader {
     verify: Option<Crc32c>,
     source: Source,
     done: bool,
+    /// The store's download limit (ratelimit.rs), paid per chunk handed on.
+    limit: Option<std::sync::Arc<crate::ratelimit::RateLimit>>,
 }
 
 enum Source {
@@ -88,7 +90,14 @@ impl std::fmt::Debug for Reader {
 }
 
 impl Reader {
-    pub(crate) async fn open(
+    pub(crate) async fn open(store: Store, key: String, path: Path, range: Option<Range<u64>>) -> Result<Self, StoreError> {
+        let limit = store.inner.download_limit.clone();
+        let mut r = Self::open_unlimited(store, key, path, range).await?;
+        r.limit = limit;
+        Ok(r)
+    }
+
+    async fn open_unlimited(
         store: Store,
         key: String,
         path: Path,
@@ -166,6 +175,7 @@ impl Reader {
             verify: full.then(Crc32c::new),
             source,
             done: false,
+            limit: None,
         }
     }
 
@@ -274,6 +284,9 @@ impl Reader {
             }
             Source::Empty => unreachable!("empty sources have an empty range"),
         };
+        if let Some(l) = &self.limit {
+            l.take(chunk.len()).await;
+        }
         if let Some(c) = self.verify.as_mut() {
             c.update(&chunk);
         }

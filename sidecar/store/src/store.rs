@@ -69,6 +69,9 @@ pub(crate) struct Shared {
     pub part_size: usize,
     pub max_parts_in_flight: usize,
     pub read_chunk_size: usize,
+    /// Bandwidth limits (ratelimit.rs).
+    pub upload_limit: Option<Arc<crate::ratelimit::RateLimit>>,
+    pub download_limit: Option<Arc<crate::ratelimit::RateLimit>>,
     /// Aborts of writers dropped without commit run here, so shutdown can wait for them.
     pub background: TaskTracker,
     pub description: String,
@@ -112,6 +115,8 @@ impl Store {
                 part_size: o.part_size,
                 max_parts_in_flight: o.max_parts_in_flight,
                 read_chunk_size: o.read_chunk_size,
+                upload_limit: o.limit_upload.map(|b| Arc::new(crate::ratelimit::RateLimit::new(b))),
+                download_limit: o.limit_download.map(|b| Arc::new(crate::ratelimit::RateLimit::new(b))),
                 background: TaskTracker::new(),
                 description,
             }),
@@ -149,6 +154,9 @@ impl Store {
             crc.update(c);
         }
         let trailer = Trailer { data_len: crc.len(), checksum: crc.finish() };
+        if let Some(l) = &self.inner.upload_limit {
+            l.take(crc.len() as usize).await;
+        }
         let payload = self.seal(chunks, &trailer);
         let res = self
             .inner

@@ -283,7 +283,15 @@ impl State {
     fn start_part(&mut self, n: usize) {
         let payload = self.take_front(n.min(self.buffered));
         let Upload::Ready(upload) = &mut self.upload else { unreachable!("make_room created it") };
-        self.parts.spawn(upload.put_part(payload));
+        let limit = self.store.inner.upload_limit.clone();
+        let len = payload.content_length();
+        let part = upload.put_part(payload);
+        self.parts.spawn(async move {
+            if let Some(l) = limit {
+                l.take(len).await;
+            }
+            part.await
+        });
         self.parts_started += 1;
     }
 

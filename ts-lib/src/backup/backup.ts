@@ -38,7 +38,7 @@ import { addEntries, backupAbort, backupBegin, backupCommit, close, encodeEntry,
 import type { ProgressCounts } from './progress';
 import type { Xattr } from './restore-fs';
 import { changedWhileRead, openSource, openSourceSync, readSparse, readSyncUpTo, readUpTo, readXattrs, Unreadable } from './source';
-import { walk, type SourceEntry, type WalkError } from './walk';
+import { walk, type Select, type SourceEntry, type WalkError } from './walk';
 
 export interface BackupOptions {
   /** The roots, as given on the command line. */
@@ -61,6 +61,13 @@ export interface BackupOptions {
   /** Called often; throttle on the receiving side (progress.ts). */
   onProgress?: (c: ProgressCounts) => void;
   signal?: AbortSignal;
+  /** What to leave out (select.ts). */
+  select?: Select;
+  /** zstd level of new blobs (0 off) and pack size for this backup: the repository's if unset. */
+  compressionLevel?: number;
+  packSizeMiB?: number;
+  /** Files read at once (at most; the slots bound it too). */
+  readConcurrency?: number;
 }
 
 export interface BackupResult {
@@ -127,14 +134,21 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
   const parent = o.parent === undefined ? await findParent(c, repo, host, paths) : o.parent;
   const parentMap: ParentMap = parent === null ? new Map() : await loadParent(c, repo, parent);
 
-  const backup = await backupBegin(c, repo, { host, paths, ...(o.tags?.length ? { tags: o.tags } : {}), ...(parent !== null ? { parent } : {}) });
+  const backup = await backupBegin(c, repo, {
+    host,
+    paths,
+    ...(o.tags?.length ? { tags: o.tags } : {}),
+    ...(parent !== null ? { parent } : {}),
+    ...(o.compressionLevel !== undefined ? { compression_level: o.compressionLevel } : {}),
+    ...(o.packSizeMiB !== undefined ? { pack_size_mib: o.packSizeMiB } : {}),
+  });
   const slotSize = c.layout.slotSize;
   // Slots: a file in flight holds at most two (one being read, one being written); the sidecar
   // keeps a streamed file's written slots until its chunker has cut them (less than a maximum
   // chunk stays: at most two slots, three to be safe); one more for an entry batch. Were the
   // agent to wait for a slot that only its own next write would free, the backup would hang.
-  const maxStreamed = Math.max(1, Math.min(MAX_STREAMED_FILES, Math.floor((c.layout.grantWindow - 3) / 5)));
-  const maxFiles = Math.max(1, Math.min(64, Math.floor((c.layout.grantWindow - 1 - 3 * maxStreamed) / 2)));
+  const maxStreamed = Math.max(1, Math.min(MAX_STREAMED_FILES, o.readConcurrency ?? MAX_STREAMED_FILES, Math.floor((c.layout.grantWindow - 3) / 5)));
+  const maxFiles = Math.max(1, Math.min(o.readConcurrency ?? 64, Math.floor((c.layout.grantWindow - 1 - 3 * maxStreamed) / 2)));
 
   const counts: ProgressCounts = { files: 0, filesTotal: 0, bytes: 0, bytesTotal: 0, totalKnown: false, errors: 0 };
   const progress = (): void => o.onProgress?.(counts);
@@ -366,7 +380,7 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
   };
 
   try {
-    for await (const e of walk(o.paths, unreadable)) {
+    for await (const e of walk(o.paths, unreadable, o.select)) {
       if (cancelled()) break;
       counts.filesTotal++;
       const prev = parentMap.get(e.path);

@@ -54,6 +54,12 @@ export interface BackupRequest {
   host?: string;
   tags?: string[];
   paths?: string[];
+  /** zstd level for this backup's new blobs (-7..19, 0 off); default the repository's. */
+  compression_level?: number;
+  /** Target pack size for this backup (1..128 MiB); default the repository's. */
+  pack_size_mib?: number;
+  /** The snapshot's time, ns since the epoch as a decimal string (default now; copy keeps the original's). */
+  time_ns?: string;
 }
 
 const SNAPSHOT_ID = /^[0-9a-f]{64}$/;
@@ -63,6 +69,9 @@ const backupRequest = z
     host: z.string().optional(),
     tags: z.array(z.string()).optional(),
     paths: z.array(z.string()).optional(),
+    compression_level: z.number().int().min(-7).max(19).optional(),
+    pack_size_mib: z.number().int().min(1).max(128).optional(),
+    time_ns: z.string().regex(/^-?[0-9]{1,19}$/, { message: 'time_ns must be a decimal integer' }).optional(),
   })
   .strict();
 
@@ -358,12 +367,39 @@ export function snapshots(c: Client, repo: Handle): Promise<SnapshotInfo[]> {
   });
 }
 
-/** CHECK: the repository's structure, and with `readData` every data blob decrypted and verified. */
-export function check(c: Client, repo: Handle, options: { readData?: boolean } = {}): Promise<CheckReport> {
+/**
+ * Which packs a partial data check reads (restic's `--read-data-subset`): group `n` of `t` by
+ * pack id, a share in parts per million at random, or random packs up to a number of bytes.
+ */
+export type CheckSubset = { group: [number, number] } | { ppm: number } | { bytes: number };
+
+/** CHECK's arg1 for a subset (SPEC §7.3): the kind in the low byte, the parameter above it. */
+function subsetArg(s: CheckSubset): number {
+  const [kind, param] = subsetParam(s);
+  return kind + param * 256;
+}
+
+function subsetParam(s: CheckSubset): [number, number] {
+  if ('group' in s) {
+    const [n, t] = s.group;
+    if (!Number.isInteger(n) || !Number.isInteger(t) || t < 1 || t > 1_000_000 || n < 1 || n > t) throw invalid(`check: a group subset is n/t with 1 ≤ n ≤ t ≤ 1000000, got ${n}/${t}`);
+    return [2, n * 2 ** 20 + t];
+  }
+  if ('ppm' in s) {
+    if (!Number.isInteger(s.ppm) || s.ppm < 1 || s.ppm > 1_000_000) throw invalid(`check: a share is 1..1000000 parts per million, got ${s.ppm}`);
+    return [3, s.ppm];
+  }
+  if (!Number.isSafeInteger(s.bytes) || s.bytes < 1 || s.bytes > 2 ** 44) throw invalid(`check: a size subset is a positive number of bytes up to 16 TiB, got ${s.bytes}`);
+  return [4, s.bytes];
+}
+
+/** CHECK: the repository's structure, and with `readData` every data blob decrypted and verified (`subset`: some packs' blobs). */
+export function check(c: Client, repo: Handle, options: { readData?: boolean; subset?: CheckSubset } = {}): Promise<CheckReport> {
   return guard(async () => {
     const readData = options.readData ?? false;
     if (typeof readData !== 'boolean') throw invalid('check: readData must be a boolean');
-    const { out } = await slotOp(c, OP_CHECK, null, [checkHandle(repo, 'repo', 'check'), readData ? 1 : 0, 0]);
+    const mode = options.subset !== undefined ? subsetArg(options.subset) : readData ? 1 : 0;
+    const { out } = await slotOp(c, OP_CHECK, null, [checkHandle(repo, 'repo', 'check'), mode, 0]);
     return parseDoc<CheckReport>(out, OP_CHECK);
   });
 }

@@ -60,6 +60,12 @@ export interface WalkError {
   message: string;
 }
 
+/**
+ * The selection hook (select.ts builds it): called for each entry below a root, in walk order,
+ * with its directory; false leaves the entry out (a directory with everything below it).
+ */
+export type Select = (e: SourceEntry, parent: SourceEntry) => boolean | Promise<boolean>;
+
 /** Children `lstat`ed at once (see walk()). */
 const LSTAT_WINDOW = 64;
 
@@ -124,7 +130,7 @@ export function rootNames(roots: readonly string[]): string[] {
 }
 
 /** Walks `roots` (see the module comment); errors go to `onError` and the walk goes on. */
-export async function* walk(roots: readonly string[], onError: (e: WalkError) => void): AsyncGenerator<SourceEntry> {
+export async function* walk(roots: readonly string[], onError: (e: WalkError) => void, select?: Select): AsyncGenerator<SourceEntry> {
   const names = rootNames(roots);
   for (const [i, root] of roots.entries()) {
     const rootPath = names[i]!;
@@ -168,6 +174,8 @@ export async function* walk(roots: readonly string[], onError: (e: WalkError) =>
             onError(e);
             continue;
           }
+          const keep = select?.(e, dir) ?? true;
+          if (keep === false || (keep !== true && !(await keep))) continue;
           yield e;
           if (e.kind === 'dir') subdirs.push(e);
         }

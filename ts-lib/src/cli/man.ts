@@ -7,11 +7,13 @@
 import { synopsis, type Command, type Options, type Program } from './command';
 import { groups, optionText } from './help';
 
-/** Text safe in roff: backslashes, hyphens (`\-`, so they are not broken or made dashes), a leading `.` or `'`. */
+/** Text safe in roff: backslashes, hyphens (`\-`, so they are not broken or made dashes), non-ASCII, a leading `.` or `'`. */
 export function roff(s: string): string {
   return s
     .replace(/\\/g, '\\e')
     .replace(/-/g, '\\-')
+    // Non-ASCII as groff's Unicode escapes: the page needs no input encoding.
+    .replace(/[^\x00-\x7f]/gu, (c) => `\\[u${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}]`)
     .split('\n')
     .map((l) => (/^[.']/.test(l) ? `\\&${l}` : l))
     .join('\n');

@@ -5,18 +5,25 @@
 
 import type { Command, Options, Program } from './command';
 import { backup } from './commands/backup';
+import { cat } from './commands/cat';
 import { check } from './commands/check';
 import { completion } from './commands/completion';
+import { copy } from './commands/copy';
+import { diff } from './commands/diff';
+import { dump } from './commands/dump';
+import { find } from './commands/find';
 import { generate } from './commands/generate';
 import { get } from './commands/get';
 import { help } from './commands/help';
 import { init } from './commands/init';
+import { list } from './commands/list';
 import { ls } from './commands/ls';
 import { put } from './commands/put';
 import { restore } from './commands/restore';
 import { rm } from './commands/rm';
 import { sidecarStats } from './commands/sidecar-stats';
 import { snapshots } from './commands/snapshots';
+import { tag } from './commands/tag';
 import { stat } from './commands/stat';
 import { stats } from './commands/stats';
 import { version } from './commands/version';
@@ -31,7 +38,7 @@ export const GLOBAL_OPTIONS: Options = {
   version: { type: 'boolean', default: false, help: 'print the version and exit' },
 };
 
-const COMMANDS: readonly Command[] = [init, backup, snapshots, restore, check, stats, put, get, ls, stat, rm, sidecarStats, version, help, completion, generate];
+const COMMANDS: readonly Command[] = [init, backup, snapshots, restore, ls, find, diff, dump, tag, copy, check, stats, cat, put, get, list, stat, rm, sidecarStats, version, help, completion, generate];
 
 export const PROGRAM: Program = {
   name: 'shmpipe',

@@ -11,9 +11,10 @@
 
 import { ShmpipeError } from '../errors';
 import { PasswordError, resolvePassword, resolveRepo } from '../backup/credentials';
-import { close, repoInit, repoOpen, snapshots, type Handle, type RepoParams } from '../backup/ops';
+import { close, repoInit, repoOpen, type Handle, type RepoParams } from '../backup/ops';
 import { Progress } from '../backup/progress';
 import { CommandError, UsageError, type CommandContext, type Options } from './command';
+import { isEmptyFilter, NO_FILTER, resolveSnapshotInfo, type SnapshotFilter } from './filter';
 import { openSession, type CliSession } from './session';
 
 /** The options of every command that opens the repository. */
@@ -34,7 +35,22 @@ export const REPO_OPTIONS: Options = {
     group: 'repository options',
     help: "read the repository password from FILE (default: SHMPIPE_PASSWORD, else a prompt on a terminal)",
   },
+  'limit-upload': { type: 'string', value: 'RATE', env: 'SHMPIPE_LIMIT_UPLOAD', group: 'repository options', help: 'limit uploads to the repository to this many KiB/s (a private sidecar: a running one has its own limits)' },
+  'limit-download': { type: 'string', value: 'RATE', env: 'SHMPIPE_LIMIT_DOWNLOAD', group: 'repository options', help: 'limit downloads from the repository to this many KiB/s (a private sidecar: a running one has its own limits)' },
 };
+
+/** The private sidecar's environment for `--limit-upload`/`--limit-download` (checked). */
+function limitsEnv(ctx: CommandContext, named: string | undefined): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [flag, name] of [['limit-upload', 'SHMPIPE_LIMIT_UPLOAD'], ['limit-download', 'SHMPIPE_LIMIT_DOWNLOAD']] as const) {
+    const v = ctx.values[flag] as string | undefined;
+    if (v === undefined) continue;
+    if (!/^[1-9][0-9]{0,12}$/.test(v)) throw new UsageError(`--${flag} needs a whole number of KiB/s (at least 1), got '${v}'`);
+    if (named !== undefined) ctx.err(`shmpipe: --${flag} applies to a private sidecar; the running one uses its own limits`);
+    else env[name] = v;
+  }
+  return env;
+}
 
 /** Slots of a backup session: large, so a file of up to 4 MiB is one FILE_PUT. */
 const SLOT_SIZE = 4 << 20;
@@ -77,9 +93,17 @@ export function explain(e: unknown, where: string): Error {
  * Opens the session and the repository (or creates it: `init`). Private sidecars get
  * `sidecarEnv` besides the store (e.g. a larger read reserve for restore).
  */
-export async function openRepo(ctx: CommandContext, o: { init?: RepoParams; sidecarEnv?: Record<string, string> } = {}): Promise<RepoSession> {
-  const flag = ctx.values.repo as string | undefined;
-  const named = ctx.global.sidecar || process.env.SHMPIPE_SIDECAR_SOCKET || undefined;
+/** A second repository (`copy --from-repo`): always a private sidecar, its own password sources. */
+export interface OtherRepo {
+  repo: string;
+  passwordFile?: string | undefined;
+  /** The environment variable holding its password. */
+  passwordEnv: string;
+}
+
+export async function openRepo(ctx: CommandContext, o: { init?: RepoParams; sidecarEnv?: Record<string, string>; other?: OtherRepo } = {}): Promise<RepoSession> {
+  const flag = o.other !== undefined ? o.other.repo : (ctx.values.repo as string | undefined);
+  const named = o.other !== undefined ? undefined : ctx.global.sidecar || process.env.SHMPIPE_SIDECAR_SOCKET || undefined;
   if (flag !== undefined && named !== undefined) {
     throw new UsageError('--repo configures a private sidecar; a running sidecar (--sidecar or SHMPIPE_SIDECAR_SOCKET) serves the repository in its own store');
   }
@@ -88,7 +112,10 @@ export async function openRepo(ctx: CommandContext, o: { init?: RepoParams; side
   const where = url ?? `the store of the sidecar at ${named}`;
   let password: string;
   try {
-    password = await resolvePassword({ passwordFile: ctx.values['password-file'] as string | undefined, confirm: o.init !== undefined });
+    password =
+      o.other !== undefined
+        ? await resolvePassword({ passwordFile: o.other.passwordFile, env: { SHMPIPE_PASSWORD: process.env[o.other.passwordEnv] } })
+        : await resolvePassword({ passwordFile: ctx.values['password-file'] as string | undefined, confirm: o.init !== undefined });
   } catch (e) {
     if (e instanceof PasswordError) throw new CommandError(e.message);
     throw e;
@@ -98,7 +125,7 @@ export async function openRepo(ctx: CommandContext, o: { init?: RepoParams; side
     session = await openSession({
       sidecar: named,
       verbose: ctx.global.verbose,
-      sidecarEnv: { ...(url !== null ? { SHMPIPE_STORE: url } : {}), ...o.sidecarEnv },
+      sidecarEnv: { ...(url !== null ? { SHMPIPE_STORE: url } : {}), ...limitsEnv(ctx, named), ...o.sidecarEnv },
       slotSize: SLOT_SIZE,
       slotCount: SLOT_COUNT,
     });
@@ -146,11 +173,11 @@ export function mbps(bytes: number, ms: number): number {
   return ms > 0 ? Math.round((bytes / 1e6 / (ms / 1000)) * 100) / 100 : 0;
 }
 
-/** `latest`, a full id, or a unique prefix of one (at least 4 hex digits) → what ENTRIES_OPEN takes. */
-export async function resolveSnapshot(r: RepoSession, arg: string): Promise<string> {
-  if (arg === 'latest' || /^[0-9a-f]{64}$/.test(arg)) return arg;
-  if (!/^[0-9a-f]{4,63}$/.test(arg)) throw new UsageError(`'${arg}' is not a snapshot: give an id (or a prefix of at least 4 hex digits) or 'latest'`);
-  const ids = (await snapshots(r.session.client, r.repo)).map((s) => s.id).filter((id) => id.startsWith(arg));
-  if (ids.length === 1) return ids[0]!;
-  throw new CommandError(ids.length === 0 ? `no snapshot ${arg} in ${r.where}` : `snapshot prefix ${arg} is ambiguous (${ids.length} snapshots)`);
+/**
+ * `latest` (the newest snapshot passing `filter`), a full id, or a unique prefix of one (at
+ * least 4 hex digits) → the snapshot's id (filter.ts).
+ */
+export async function resolveSnapshot(r: RepoSession, arg: string, filter: SnapshotFilter = NO_FILTER): Promise<string> {
+  if (/^[0-9a-f]{64}$/.test(arg) && isEmptyFilter(filter)) return arg;
+  return (await resolveSnapshotInfo(r, arg, filter)).id;
 }

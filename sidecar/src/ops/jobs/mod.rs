@@ -23,7 +23,12 @@ use tokio::task::JoinHandle;
 
 use crate::ops::error::{OpError, OpResult, CODE_MALFORMED, CODE_OUT_OF_RANGE};
 
+mod browse_json;
+mod cat;
+mod diff;
 pub mod snapshots;
+mod stats;
+mod tag;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +41,10 @@ pub type JobFn = fn(JobContext) -> JobFuture;
 /// Every job the sidecar runs, by the name an agent gives in `{"job": NAME}`.
 pub const JOBS: &[(&str, JobFn)] = &[
     ("snapshots", snapshots::run),
+    ("cat", cat::run),
+    ("diff", diff::run),
+    ("stats", stats::run),
+    ("tag", tag::run),
 ];
 
 /// Lines a job may have emitted and the agent not yet read. Small: a job that outruns its

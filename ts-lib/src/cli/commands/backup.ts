@@ -9,15 +9,23 @@
  * interval, each incremental against the previous; a failed run is reported (`{"type":
  * "run_failed"}` with --json) and the next one is tried on time. SIGTERM while idle is a clean
  * stop (exit 0); during a run it aborts that backup as without --every.
+ *
+ * What is backed up: the selection flags (../selection.ts), `--dry-run` (reads and writes
+ * nothing), or one stream as one file (`--stdin`, `--stdin-from-command`: ../stdin.ts).
  */
 
 import os from 'node:os';
-import { runBackup } from '../../backup/backup';
-import { summaryLines, type ProgressCounts } from '../../backup/progress';
+import { runBackup, type BackupResult } from '../../backup/backup';
+import { dryRunBackup } from '../../backup/dry-run';
+import { formatBytes, summaryLines, type ProgressCounts } from '../../backup/progress';
+import { pathText } from '../../backup/select';
 import { rootNames } from '../../backup/walk';
-import { UsageError, type Command } from '../command';
+import { UsageError, type Command, type CommandContext } from '../command';
 import { interruptible } from '../interrupt';
 import { mbps, progressFor, REPO_OPTIONS, withRepo } from '../repo';
+import { selection, selectionGiven, SELECTION_OPTIONS, type Selection } from '../selection';
+import { runStreamBackup, STDIN_OPTIONS, stdinMode } from '../stdin';
+import { tuning, TUNING_OPTIONS } from '../tuning';
 
 export const backup: Command = {
   name: 'backup',
@@ -31,52 +39,79 @@ export const backup: Command = {
   options: {
     parent: { type: 'string', value: 'ID', help: 'compare against this snapshot (64 hex digits) instead of the latest one of this host and these paths' },
     'no-parent': { type: 'boolean', default: false, help: 'compare against no snapshot: read every file' },
-    host: { type: 'string', value: 'NAME', help: "record this host name in the snapshot (default: this machine's host name)" },
+    host: { type: 'string', short: 'H', value: 'NAME', help: "record this host name in the snapshot (default: this machine's host name)" },
     tag: { type: 'string', value: 'TAG', multiple: true, help: 'add a tag to the snapshot' },
     every: { type: 'string', value: 'DURATION', help: 'keep running and back up once per interval (e.g. 15m, 1h, 1d; at least 10s), each run incremental against the previous one; SIGTERM while idle exits 0' },
     force: { type: 'boolean', default: false, help: 'read every file again, also those the parent snapshot says are unchanged (same size, mtime, ctime and inode)' },
+    'no-xattrs': { type: 'boolean', default: false, help: 'do not back up extended attributes (and POSIX ACLs)' },
+    'dry-run': { type: 'boolean', short: 'n', default: false, help: 'write nothing: list what would be backed up (new, changed) and the totals, reading no file' },
+    ...SELECTION_OPTIONS,
+    ...STDIN_OPTIONS,
+    ...TUNING_OPTIONS,
     ...REPO_OPTIONS,
   },
   async run(ctx) {
-    const paths = ctx.positionals;
-    if (paths.length === 0) throw new UsageError('name at least one path to back up');
+    const stream = stdinMode(ctx);
+    const paths = stream === null ? ctx.positionals : [];
+    const lists = ['files-from', 'files-from-verbatim', 'files-from-raw'].some((f) => (ctx.values[f] as string[] | undefined)?.length);
+    if (stream === null && paths.length === 0 && !lists) throw new UsageError('name at least one path to back up (or --files-from FILE)');
     const parentFlag = ctx.values.parent as string | undefined;
     if (parentFlag !== undefined && !/^[0-9a-f]{64}$/.test(parentFlag)) throw new UsageError('--parent needs a snapshot id (64 hex digits; see shmpipe snapshots)');
     if (parentFlag !== undefined && ctx.values['no-parent'] === true) throw new UsageError('--parent and --no-parent exclude each other');
     const parent = ctx.values['no-parent'] === true ? null : parentFlag;
+    const every = parseEvery(ctx.values.every as string | undefined);
+    if (every !== null && parentFlag !== undefined) throw new UsageError('--every backs up against the previous snapshot; it does not take --parent');
+    const dryRun = ctx.values['dry-run'] === true;
+    const tune = tuning(ctx);
+    if (dryRun && every !== null) throw new UsageError('--dry-run and --every exclude each other');
+    if (stream !== null) {
+      const flag = selectionGiven(ctx) ?? (dryRun ? 'dry-run' : stream === 'stdin' && every !== null ? 'every' : undefined);
+      if (flag !== undefined) throw new UsageError(`--${flag} does not go with --${stream === 'stdin' ? 'stdin' : 'stdin-from-command'}`);
+    }
+    const warn = (m: string): void => ctx.err(`shmpipe backup: warning: ${m}`);
+    // The lists are read, and exclude files parsed, once (before a first run of --every).
+    const sel: Selection = stream === null ? await selection(ctx, paths, warn) : { roots: [], select: undefined, missing: [] };
     try {
-      rootNames(paths);
+      rootNames(sel.roots);
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
-    const every = parseEvery(ctx.values.every as string | undefined);
-    if (every !== null && parentFlag !== undefined) throw new UsageError('--every backs up against the previous snapshot; it does not take --parent');
+    if (dryRun) return dryRunCommand(ctx, sel, parent);
     const once = async (signal: AbortSignal): Promise<number> => {
       const progress = progressFor(ctx, 'backup');
       let last: ProgressCounts | null = null;
-      const r = await withRepo(ctx, async ({ session, repo }) => {
-        const res = await runBackup(session.client, repo, {
-          paths,
-          parent,
-          host: (ctx.values.host as string | undefined) ?? os.hostname(),
-          tags: (ctx.values.tag as string[] | undefined) ?? [],
-          signal,
-          onProgress: (c) => {
-            last = c;
-            progress.update(c);
-          },
-          force: ctx.values.force === true,
-          onWarning: (e) => {
-            if (ctx.global.json) ctx.out(JSON.stringify({ type: 'warning', path: e.path, op: e.op, code: e.code ?? null, message: e.message }));
-            else ctx.err(`shmpipe backup: warning: ${e.path}: ${e.message}`);
-          },
-          onUnreadable: (e) => {
-            if (ctx.global.json) ctx.out(JSON.stringify({ type: 'error', path: e.path, op: e.op, code: e.code ?? null, message: e.message }));
-            else ctx.err(`shmpipe backup: cannot read ${e.path}: ${e.message}`);
-          },
-        });
-        return res;
-      }).finally(() => last && progress.end(last)); // also ends a TTY bar's line before an error
+      const onProgress = (c: ProgressCounts): void => {
+        last = c;
+        progress.update(c);
+      };
+      const host = (ctx.values.host as string | undefined) ?? os.hostname();
+      const tags = (ctx.values.tag as string[] | undefined) ?? [];
+      const files = (): Promise<BackupResult> =>
+        withRepo(ctx, ({ session, repo }) =>
+          runBackup(session.client, repo, {
+            paths: sel.roots,
+            ...(sel.select !== undefined ? { select: sel.select } : {}),
+            parent,
+            host,
+            tags,
+            signal,
+            onProgress,
+            ...tune,
+            force: ctx.values.force === true,
+            ...(ctx.values['no-xattrs'] === true ? { xattrs: false } : {}),
+            onWarning: (e) => {
+              if (ctx.global.json) ctx.out(JSON.stringify({ type: 'warning', path: e.path, op: e.op, code: e.code ?? null, message: e.message }));
+              else ctx.err(`shmpipe backup: warning: ${e.path}: ${e.message}`);
+            },
+            onUnreadable: (e) => {
+              if (ctx.global.json) ctx.out(JSON.stringify({ type: 'error', path: e.path, op: e.op, code: e.code ?? null, message: e.message }));
+              else ctx.err(`shmpipe backup: cannot read ${e.path}: ${e.message}`);
+            },
+          }),
+        );
+      const run = (): Promise<BackupResult> =>
+        stream === null ? files() : runStreamBackup(ctx, stream, { host, tags, signal, onProgress, ...tune }).then((s) => ({ ...s, parent: null, unreadable: 0, warnings: 0 }));
+      const r = await run().finally(() => last && progress.end(last)); // also ends a TTY bar's line before an error
       const k = r.commit.counts;
       if (ctx.global.json) {
         ctx.out(
@@ -108,7 +143,7 @@ export const backup: Command = {
         for (const l of summaryLines({ ...k, snapshot: r.commit.id, bytes_read: r.bytesRead, duration_s: r.durationMs / 1000, unreadable: r.unreadable })) ctx.out(l);
       }
       // A file left out, or one that changed while it was read: the snapshot is not all it should be.
-      return r.unreadable > 0 || r.warnings > 0 ? 3 : 0;
+      return r.unreadable > 0 || r.warnings > 0 || sel.missing.length > 0 ? 3 : 0;
     };
     return interruptible(ctx, 'shmpipe backup: interrupted; the backup was aborted, nothing was committed', async (signal) => {
       if (every === null) return once(signal);
@@ -128,6 +163,35 @@ export const backup: Command = {
     });
   },
 };
+
+/** `--dry-run`: the entries a backup would store and what it would read; nothing written. */
+async function dryRunCommand(ctx: CommandContext, sel: Selection, parent: string | null | undefined): Promise<number> {
+  const r = await withRepo(ctx, ({ session, repo }) =>
+    dryRunBackup(session.client, repo, {
+      paths: sel.roots,
+      parent,
+      host: (ctx.values.host as string | undefined) ?? os.hostname(),
+      ...(sel.select !== undefined ? { select: sel.select } : {}),
+      onUnreadable: (e) => {
+        if (ctx.global.json) ctx.out(JSON.stringify({ type: 'error', path: e.path, op: e.op, code: e.code ?? null, message: e.message }));
+        else ctx.err(`shmpipe backup: cannot read ${e.path}: ${e.message}`);
+      },
+      onEntry: (e, change) => {
+        const item = pathText(e.abs);
+        if (ctx.global.json) ctx.out(JSON.stringify({ type: 'verbose_status', action: change, kind: e.kind, item, size: Number(e.size) }));
+        else if (change !== 'unchanged') ctx.out(`would ${change === 'new' ? 'add' : 'update'} ${e.kind.padEnd(7)} ${item}`);
+      },
+    }),
+  );
+  if (ctx.global.json) {
+    ctx.out(JSON.stringify({ type: 'summary', dry_run: true, ...r }));
+  } else {
+    if (r.parent !== null) ctx.out(`parent:     ${r.parent}`);
+    ctx.out(`dry run: would store ${r.entries} entries: files ${r.files_new} new, ${r.files_changed} changed, ${r.files_unchanged} unchanged; ${r.dirs} dirs, ${r.others} others`);
+    ctx.out(`would read ${formatBytes(r.bytes_to_read)}; nothing was written`);
+  }
+  return r.unreadable > 0 || sel.missing.length > 0 ? 3 : 0;
+}
 
 const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 

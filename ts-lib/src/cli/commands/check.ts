@@ -4,10 +4,35 @@
  * which files of which snapshots are affected); `--json` prints the report itself.
  */
 
-import { check as checkRepo } from '../../backup/ops';
+import { check as checkRepo, type CheckSubset } from '../../backup/ops';
+import { parseSize, SelectionError } from '../../backup/select';
 import { formatBytes } from '../../backup/progress';
 import { UsageError, type Command } from '../command';
 import { REPO_OPTIONS, withRepo } from '../repo';
+
+/** restic's --read-data-subset: `n/t`, `P%` (decimals allowed), or a size. */
+export function parseSubset(s: string): CheckSubset {
+  const group = /^([0-9]+)\/([0-9]+)$/.exec(s);
+  if (group) {
+    const n = Number(group[1]);
+    const t = Number(group[2]);
+    if (n < 1 || t < 1 || n > t || t > 1_000_000) throw new UsageError(`--read-data-subset n/t needs 1 ≤ n ≤ t ≤ 1000000, got ${s}`);
+    return { group: [n, t] };
+  }
+  const pct = /^([0-9]+(?:\.[0-9]+)?)%$/.exec(s);
+  if (pct) {
+    const ppm = Math.round(Number(pct[1]) * 10_000);
+    if (ppm < 1 || ppm > 1_000_000) throw new UsageError(`--read-data-subset P% needs 0 < P ≤ 100, got ${s}`);
+    return { ppm };
+  }
+  try {
+    const bytes = parseSize(s);
+    if (bytes > 0) return { bytes };
+  } catch (e) {
+    if (!(e instanceof SelectionError)) throw e;
+  }
+  throw new UsageError(`--read-data-subset takes n/t, P% or a size such as 500M, got '${s}'`);
+}
 
 export const check: Command = {
   name: 'check',
@@ -15,12 +40,20 @@ export const check: Command = {
   description: 'Exit code 1 when it found damage: the report names the objects, and the files of which snapshots are affected.',
   options: {
     'read-data': { type: 'boolean', default: false, help: 'also read, decrypt and verify every data blob' },
+    'read-data-subset': {
+      type: 'string',
+      value: 'SUBSET',
+      help: 'read and verify the blobs of some packs only: n/t (group n of t by pack id; 1/t … t/t cover every pack once), P% (a random share) or SIZE (random packs up to SIZE, with k, m, g, t)',
+    },
     ...REPO_OPTIONS,
   },
   async run(ctx) {
     if (ctx.positionals.length > 0) throw new UsageError(`unexpected argument '${ctx.positionals[0]}'`);
-    const readData = ctx.values['read-data'] === true;
-    const report = await withRepo(ctx, (r) => checkRepo(r.session.client, r.repo, { readData }));
+    const subsetArg = ctx.values['read-data-subset'] as string | undefined;
+    const subset = subsetArg !== undefined ? parseSubset(subsetArg) : undefined;
+    if (subset !== undefined && ctx.values['read-data'] === true) throw new UsageError('--read-data reads every pack; --read-data-subset some: give one');
+    const readData = ctx.values['read-data'] === true || subset !== undefined;
+    const report = await withRepo(ctx, (r) => checkRepo(r.session.client, r.repo, { readData, ...(subset !== undefined ? { subset } : {}) }));
     if (ctx.global.json) {
       ctx.out(JSON.stringify(report));
       return report.ok ? 0 : 1;

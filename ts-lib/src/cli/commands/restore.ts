@@ -15,6 +15,7 @@ import { OVERWRITE_MODES, type Overwrite } from '../../backup/restore-fs';
 import { selector } from '../../backup/restore-select';
 import { UsageError, type Command } from '../command';
 import { interruptible } from '../interrupt';
+import { FILTER_OPTIONS, filterFrom } from '../filter';
 import { mbps, progressFor, REPO_OPTIONS, resolveSnapshot, withRepo } from '../repo';
 
 /** Slots a private sidecar keeps for read streams during a restore: all but a few (SPEC §9). */
@@ -54,6 +55,7 @@ export const restore: Command = {
     'dry-run': { type: 'boolean', default: false, help: 'say what would be done (with -v or --json, entry by entry), change nothing' },
     sparse: { type: 'boolean', default: false, help: 'leave runs of zeros as holes in every file (files that had holes at backup always get them)' },
     'no-xattrs': { type: 'boolean', default: false, help: 'do not restore extended attributes (and POSIX ACLs)' },
+    ...FILTER_OPTIONS,
     ...REPO_OPTIONS,
   },
   async run(ctx) {
@@ -82,7 +84,7 @@ export const restore: Command = {
         ctx,
         async (rs) => {
           const res = await runRestore(rs.session.client, rs.repo, {
-            snapshot: await resolveSnapshot(rs, snapshotArg),
+            snapshot: await resolveSnapshot(rs, snapshotArg, filterFrom(ctx)),
             target,
             ...patterns,
             overwrite: overwrite as Overwrite,
