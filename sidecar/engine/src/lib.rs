@@ -35,6 +35,7 @@ pub mod lock;
 pub mod objects;
 pub mod pool;
 pub mod pack;
+pub mod packread;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;
