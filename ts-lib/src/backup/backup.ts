@@ -382,6 +382,9 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
       if (cancelled()) break;
       counts.filesTotal++;
       const prev = parentMap.get(e.path);
+      // Each path is walked once: dropping what was looked up keeps the live heap (and the
+      // garbage collector's work) shrinking as the walk goes on.
+      if (prev !== undefined) parentMap.delete(e.path);
       const change = e.kind === 'file' ? classify(e, prev, o.force === true) : 'new';
       const item: Pending = { line: null, ready: false };
       queue.push(item);
