@@ -89,6 +89,12 @@ export function explain(e: unknown, where: string): Error {
       return new CommandError(`a repository already exists at ${where}`, { cause: e });
     case 'SHMPIPE_E_LOCKED':
       return new CommandError(`repository ${where} is locked by another process: ${detail()}`);
+    case 'SHMPIPE_E_REPO_LIMIT':
+      return new CommandError(`repository ${where} asks for more than this sidecar allows, or a new key is too weak: ${detail()}`);
+    case 'SHMPIPE_E_LOCK_LOST':
+      return new CommandError(`lost the lock on repository ${where}, so nothing more was written (no snapshot): ${detail()}`);
+    case 'SHMPIPE_E_REFUSED':
+      return new CommandError(`refused: ${detail().replace(/^refused: /, '')}`);
     case 'SHMPIPE_E_REPO_VERSION':
       return new CommandError(`repository ${where} has a format this sidecar cannot read: ${detail()}`);
     case 'SHMPIPE_E_DISCONNECTED':
