@@ -12,11 +12,14 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use shmpipe_store::{Store, StoreError};
 use zeroize::Zeroizing;
 
 use crate::blob::{self, BlobKind, Compression};
+use crate::cache::{self, Cache};
 use crate::chunker::{Cdc, ChunkerParams};
 use crate::crypto::{self, AeadKey, KdfParams};
 use crate::error::{EngineError, Result};
@@ -61,11 +64,15 @@ pub struct OpenOptions {
     /// CPU-bound jobs (chunk hashing/compression/encryption, decryption) running at once
     /// across every session and reader of this repository: the sidecar's worker count.
     pub workers: usize,
+    /// Base directory of the local metadata cache (`cache.rs`; the repository's cache is
+    /// `<base>/<repository id>`), `None`: no cache. The sidecar passes
+    /// [`crate::cache::default_base`] unless the agent asked for none.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        Self { workers: 2 }
+        Self { workers: 2, cache_dir: None }
     }
 }
 
@@ -126,6 +133,10 @@ pub(crate) struct RepoInner {
     /// CPU workers shared by every operation on this repository.
     pub cpu: crate::pool::CpuPool,
     pub workers: usize,
+    /// The local metadata cache, if any.
+    pub cache: Option<Cache>,
+    /// Set once cached tree blobs no longer in the index were removed (first full refresh).
+    pub trees_pruned: AtomicBool,
 }
 
 impl Repository {
@@ -225,6 +236,13 @@ impl Repository {
     fn assemble(store: Store, id: Id, aead: AeadKey, settings: Settings, opts: OpenOptions) -> Result<Self> {
         let cdc = Cdc::new(settings.chunker.clone())?;
         let workers = opts.workers.max(1);
+        let cache = opts.cache_dir.as_deref().and_then(|base| match Cache::open(base, &id) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(dir = %base.display(), error = %e, "the metadata cache is unusable; going on without it");
+                None
+            }
+        });
         Ok(Self {
             inner: Arc::new(RepoInner {
                 store,
@@ -237,6 +255,8 @@ impl Repository {
                 index_ready: AtomicBool::new(false),
                 cpu: crate::pool::CpuPool::new(workers)?,
                 workers,
+                cache,
+                trees_pruned: AtomicBool::new(false),
             }),
         })
     }
@@ -266,6 +286,10 @@ impl Repository {
     pub async fn refresh_index(&self) -> Result<()> {
         let _g = self.inner.refresh.lock().await;
         let keys = objects::list_keys(&self.inner.store, INDEX).await?;
+        if let Some(c) = &self.inner.cache {
+            let listed: HashSet<Id> = keys.iter().filter_map(|(k, _)| objects::id_of_key(k)).collect();
+            c.retain(INDEX, |id| listed.contains(id)).await;
+        }
         let todo: Vec<(Id, String)> = {
             let idx = self.inner.index.read().expect("index lock");
             keys.into_iter()
@@ -273,23 +297,73 @@ impl Repository {
                 .filter(|(id, _)| !idx.is_loaded(id))
                 .collect()
         };
-        let store = &self.inner.store;
-        let aead = &self.inner.aead;
         let mut loads = futures::stream::iter(todo)
             .map(|(id, key)| async move {
-                let f: IndexFile = objects::get_object(store, aead, &key).await?;
+                let f: IndexFile = self.get_object_cached(&key).await?;
                 Ok::<_, EngineError>((id, f))
             })
             .buffer_unordered(4);
-        while let Some((id, f)) = loads.try_next().await? {
-            let mut idx = self.inner.index.write().expect("index lock");
-            for p in &f.packs {
-                idx.add_pack(p);
+        // Staged (appended, unsorted) as they arrive and made visible together: one sort and
+        // one merge per refresh, not one per object (index.rs).
+        let mut loaded = Vec::new();
+        let staged = async {
+            while let Some((id, f)) = loads.try_next().await? {
+                let mut idx = self.inner.index.write().expect("index lock");
+                for p in &f.packs {
+                    idx.stage_pack(p)?;
+                }
+                loaded.push(id);
             }
-            idx.mark_loaded(id);
+            Ok::<_, EngineError>(())
         }
+        .await;
+        {
+            let mut idx = self.inner.index.write().expect("index lock");
+            idx.commit_staged();
+            for id in loaded {
+                idx.mark_loaded(id);
+            }
+        }
+        staged?;
         self.inner.index_ready.store(true, Ordering::Release);
+        if let Some(c) = &self.inner.cache {
+            if !self.inner.trees_pruned.swap(true, Ordering::AcqRel) {
+                let idx = &self.inner.index;
+                c.retain(cache::TREES, |id| idx.read().expect("index lock").contains(id)).await;
+            }
+        }
         Ok(())
+    }
+
+    /// Reads and opens a sealed object, from the cache when it holds a copy that opens, else
+    /// from the store (then caching it). Callers ask only for keys the store lists.
+    pub(crate) async fn get_object_cached<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
+        let Some(c) = &self.inner.cache else {
+            return objects::get_object(&self.inner.store, &self.inner.aead, key).await;
+        };
+        if let Some(data) = c.get(key).await {
+            match objects::open_object(&self.inner.aead, key, data) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "cached copy is damaged; reading the repository's");
+                    c.remove(key).await;
+                }
+            }
+        }
+        let data = objects::read_all(&self.inner.store, key).await?;
+        let v = objects::open_object(&self.inner.aead, key, data.clone())?;
+        c.put(key, &data).await;
+        Ok(v)
+    }
+
+    /// Writes a sealed object to the store and, once stored, to the cache.
+    pub(crate) async fn put_object_cached<T: Serialize>(&self, key: &str, value: &T) -> Result<u64> {
+        let data = Bytes::from(objects::seal_object(&self.inner.aead, key, value)?);
+        self.inner.store.put(key, [data.clone()]).await?;
+        if let Some(c) = &self.inner.cache {
+            c.put(key, &data).await;
+        }
+        Ok(data.len() as u64)
     }
 
     /// Loads the index once if nothing has loaded it yet.
@@ -315,18 +389,44 @@ impl Repository {
 
     /// Reads one blob: ranged read from its pack, then authentication, decompression and the
     /// id check on a worker.
+    /// Tree and chunk-list blobs go through the cache (verified like any read); `check` reads
+    /// with [`Repository::read_blob_at`], from the store.
     pub async fn read_blob(&self, id: &BlobId) -> Result<Bytes> {
         let loc = self.locate(id).await?;
-        self.read_blob_at(id, &loc).await
+        let Some(c) = self.inner.cache.as_ref().filter(|_| loc.kind != BlobKind::Data) else {
+            return self.read_blob_at(id, &loc).await;
+        };
+        let key = cache::blob_key(id);
+        if let Some(env) = c.get(&key).await {
+            match self.open_blob_on_worker(id, &loc, env).await {
+                Ok(plain) => return Ok(plain),
+                Err(e) => {
+                    tracing::warn!(blob = %id, error = %e, "cached copy is damaged; reading the repository's");
+                    c.remove(&key).await;
+                }
+            }
+        }
+        let env = self.read_envelope(&loc).await?;
+        let plain = self.open_blob_on_worker(id, &loc, env.clone()).await?;
+        c.put(&key, &env).await;
+        Ok(plain)
     }
 
-    pub(crate) async fn read_blob_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Bytes> {
+    async fn read_envelope(&self, loc: &BlobLocation) -> Result<Bytes> {
         let key = objects::pack_key(&loc.pack);
         let start = u64::from(loc.offset);
-        let env = objects::read_range(&self.inner.store, &key, start..start + u64::from(loc.length)).await?;
+        objects::read_range(&self.inner.store, &key, start..start + u64::from(loc.length)).await
+    }
+
+    async fn open_blob_on_worker(&self, id: &BlobId, loc: &BlobLocation, env: Bytes) -> Result<Bytes> {
         let repo = self.clone();
         let (id, kind, raw_len) = (*id, loc.kind, loc.raw_len);
         self.inner.cpu.run(move || repo.open_blob(kind, &id, raw_len, env)).await?
+    }
+
+    pub(crate) async fn read_blob_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Bytes> {
+        let env = self.read_envelope(loc).await?;
+        self.open_blob_on_worker(id, loc, env).await
     }
 
     /// Opens a sealed blob with this repository's keys (verifying its id).
@@ -337,13 +437,17 @@ impl Repository {
     /// Reads a snapshot's manifest.
     pub async fn snapshot(&self, id: &SnapshotId) -> Result<SnapshotFile> {
         let key = objects::snapshot_key(id);
-        objects::get_object(&self.inner.store, &self.inner.aead, &key).await
+        self.get_object_cached(&key).await
     }
 
     /// Every snapshot, oldest first.
     pub async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         let keys = objects::list_keys(&self.inner.store, SNAPSHOTS).await?;
         let ids: Vec<SnapshotId> = keys.iter().filter_map(|(k, _)| objects::id_of_key(k)).collect();
+        if let Some(c) = &self.inner.cache {
+            let listed: HashSet<Id> = ids.iter().copied().collect();
+            c.retain(SNAPSHOTS, |id| listed.contains(id)).await;
+        }
         let mut out: Vec<SnapshotInfo> = futures::stream::iter(ids)
             .map(|id| async move { Ok::<_, EngineError>(SnapshotInfo { id, file: self.snapshot(&id).await? }) })
             .buffer_unordered(8)
