@@ -34,7 +34,7 @@ import { ShmpipeError } from '../errors';
 import { Fifo } from '../fifo';
 import type { Slot } from '../slot';
 import { classify, type Change } from './incremental';
-import { addEntries, backupAbort, backupBegin, backupCommit, close, encodeEntry, entries, fileFinish, fileOpen, filePut, fileWrite, snapshots, type CommitSummary, type FileContent, type Handle } from './ops';
+import { addEntries, backupAbort, backupBegin, backupCommit, close, decodeParentEntry, encodeEntry, entryLines, fileFinish, fileOpen, filePut, fileWrite, snapshots, type CommitSummary, type FileContent, type Handle } from './ops';
 import type { ProgressCounts } from './progress';
 import { changedWhileRead, openSource, openSourceSync, readSparse, readSyncUpTo, readUpTo, readXattrs, Unreadable } from './source';
 import { ParentCursor, WalkOrder, noParent } from './parent-cursor';
@@ -118,11 +118,11 @@ export async function findParent(c: Client, repo: Handle, host: string, paths: r
 
 /**
  * The parent's entries, streamed in step with the walk (parent-cursor.ts): memory does not grow
- * with the parent's size.
+ * with the parent's size. Lines are decoded lean (`decodeParentEntry`).
  */
 export async function openParent(c: Client, repo: Handle, id: string | null, roots: readonly string[]): Promise<ParentCursor> {
   const order = new WalkOrder(rootNames(roots));
-  return id === null ? noParent(order) : new ParentCursor(await entries(c, repo, id), order);
+  return id === null ? noParent(order) : new ParentCursor(await entryLines(c, repo, id, decodeParentEntry), order);
 }
 
 export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Promise<BackupResult> {

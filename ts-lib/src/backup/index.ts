@@ -20,5 +20,6 @@ export { encodeEntry, decodeEntry, type TreeEntry, type SnapshotInfo, type Commi
 export { ParentCursor, WalkOrder } from './parent-cursor';
 export { runBackup, findParent, openParent, snapshotPaths, type BackupOptions, type BackupResult } from './backup';
 export { runRestore, type RestoreOptions, type RestoreResult } from './restore';
+export { splitSnapshotArg, subtree } from './subtree';
 // The ops above need a Client of this bundle (Slot checks are `instanceof`): tests connect with this.
 export { connect } from '../client';

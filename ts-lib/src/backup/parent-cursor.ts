@@ -18,12 +18,9 @@
  */
 
 import { unescapeName } from './names';
-import type { TreeEntry } from './ops';
-import type { ParentFile } from './incremental';
-import type { Xattr } from './restore-fs';
+import type { ParentEntry } from './ops';
 
-/** What an incremental backup takes from the parent's entry. */
-export type ParentEntry = ParentFile & { content: string | undefined; xattrs: Xattr[] | undefined };
+export type { ParentEntry };
 
 /** A path's place in the walk order. */
 interface OrderKey {
@@ -75,14 +72,14 @@ export class WalkOrder {
 
 /** Looks up walked paths in a parent snapshot streamed in walk order (the module comment). */
 export class ParentCursor {
-  private readonly it: AsyncIterator<TreeEntry>;
-  private head: { key: OrderKey; entry: TreeEntry } | null = null;
+  private readonly it: AsyncIterator<ParentEntry>;
+  private head: { key: OrderKey; entry: ParentEntry } | null = null;
   private done = false;
   /** Parent entries read so far (for tests and stats). */
   read = 0;
 
   constructor(
-    entries: AsyncIterable<TreeEntry>,
+    entries: AsyncIterable<ParentEntry>,
     private readonly order: WalkOrder,
   ) {
     this.it = entries[Symbol.asyncIterator]();
@@ -98,10 +95,7 @@ export class ParentCursor {
       const c = WalkOrder.compare(head.key, want);
       if (c > 0) return undefined;
       this.head = null;
-      if (c === 0) {
-        const e = head.entry;
-        return { kind: e.kind, size: e.size, mtimeNs: e.mtimeNs, inode: e.inode, ctimeNs: e.ctimeNs, content: e.content, xattrs: e.xattrs };
-      }
+      if (c === 0) return head.entry;
     }
   }
 
