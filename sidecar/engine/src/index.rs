@@ -345,6 +345,25 @@ mod tests {
         assert_eq!(m.get(&blob_id(20_015)).unwrap().pack, pack(21, 0..0).id);
     }
 
+    /// Ids equal in their first KEY_LEN bytes are one entry: the second counts as known and
+    /// resolves to the first's location (a read of it then fails its full-id check in blob.rs).
+    #[test]
+    fn ids_sharing_the_key_prefix_resolve_to_the_first() {
+        let mut m = MemIndex::default();
+        let a = pack(1, 0..1);
+        let mut b = pack(2, 0..1);
+        b.blobs[0].id.0[31] ^= 0xff;
+        b.blobs[0].offset = 77;
+        m.add_pack(&a).unwrap();
+        m.add_pack(&b).unwrap();
+        assert_eq!(m.len(), 1);
+        assert!(m.contains(&b.blobs[0].id));
+        assert_eq!(m.get(&b.blobs[0].id).unwrap().pack, a.id);
+        let mut other = b.blobs[0].id;
+        other.0[KEY_LEN - 1] ^= 1;
+        assert!(!m.contains(&other));
+    }
+
     /// The bound REPOSITORY.md §Memory states: ≤ 40 bytes per blob once loaded, and loading
     /// (index objects staged one by one, as `refresh_index` does, then a backup's additions)
     /// never needs more than 1/8 over the final size.
