@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -24,6 +24,7 @@ use crate::chunker::{Cdc, ChunkerParams};
 use crate::crypto::{self, AeadKey, KdfParams};
 use crate::error::{EngineError, Result};
 use crate::id::{BlobId, Id, SnapshotId};
+use crate::keys;
 use crate::index::{BlobLocation, IndexFile, MemIndex};
 use crate::objects::{self, CONFIG_KEY, INDEX, SNAPSHOTS};
 use crate::snapshot::{SnapshotFile, SnapshotInfo};
@@ -44,17 +45,19 @@ pub struct RepoParams {
     pub compression: Compression,
     /// Target pack size in bytes (16–32 MiB recommended; a pack is closed once it reaches it).
     pub pack_size: u32,
+    /// Accept KDF costs below the floor ([`KdfParams::check_floor`]): tests only.
+    pub allow_weak_kdf: bool,
 }
 
 impl RepoParams {
     /// Argon2id 64 MiB/t=3, ~1 MiB chunks, zstd level 1, 16 MiB packs.
     pub fn recommended() -> Self {
-        Self { kdf: KdfParams::recommended(), chunker: None, compression: Compression::default(), pack_size: 16 << 20 }
+        Self { kdf: KdfParams::recommended(), chunker: None, compression: Compression::default(), pack_size: 16 << 20, allow_weak_kdf: false }
     }
 
     /// Like `recommended` with a trivially cheap KDF: tests only.
     pub fn insecure_for_tests() -> Self {
-        Self { kdf: KdfParams::insecure_for_tests(), ..Self::recommended() }
+        Self { kdf: KdfParams::insecure_for_tests(), allow_weak_kdf: true, ..Self::recommended() }
     }
 }
 
@@ -76,16 +79,19 @@ impl Default for OpenOptions {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct ConfigFile {
-    magic: String,
-    version: u32,
-    id: String,
-    kdf: KdfParams,
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ConfigFile {
+    pub magic: String,
+    pub version: u32,
+    pub id: String,
+    /// The config's key slot (absent once removed: `keys.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kdf: Option<KdfParams>,
     /// Master key material, AEAD-sealed under the KDF output (hex).
-    wrapped_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapped_key: Option<String>,
     /// `Settings`, AEAD-sealed under the master key (hex).
-    settings: String,
+    pub settings: String,
 }
 
 /// Repository-wide settings (sealed in the config).
@@ -101,7 +107,7 @@ pub struct Settings {
     pub pack_size: u32,
 }
 
-fn key_aad(repo_id: &Id) -> Vec<u8> {
+pub(crate) fn key_aad(repo_id: &Id) -> Vec<u8> {
     let mut a = b"shmpipe/key/v1".to_vec();
     a.extend_from_slice(&repo_id.0);
     a
@@ -123,13 +129,20 @@ pub struct Repository {
 pub(crate) struct RepoInner {
     pub store: Store,
     pub id: Id,
+    /// The master key (wrapped again for a new key slot).
+    pub master: Zeroizing<[u8; 32]>,
     pub aead: AeadKey,
+    /// The key slot this handle was opened with.
+    pub current_key: std::sync::Mutex<Id>,
     pub settings: Settings,
     pub cdc: Cdc,
     pub index: RwLock<MemIndex>,
     /// Serializes index refreshes.
     pub refresh: tokio::sync::Mutex<()>,
     pub index_ready: AtomicBool,
+    /// Index and snapshot objects skipped because they cannot be read (key → why): a backup
+    /// goes on without them and reports them; `check` reports them; `repair` fixes them.
+    pub unreadable: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     /// CPU workers shared by every operation on this repository.
     pub cpu: crate::pool::CpuPool,
     pub workers: usize,
@@ -149,6 +162,11 @@ impl Repository {
 
     /// [`Repository::init`] with explicit open options.
     pub async fn init_with(store: Store, password: &[u8], params: RepoParams, opts: OpenOptions) -> Result<Self> {
+        params.kdf.check_limits()?;
+        if !params.allow_weak_kdf {
+            params.kdf.check_floor()?;
+        }
+        // Fails early (before the KDF) in the common case; the create-only PUT below decides.
         match store.stat(CONFIG_KEY).await {
             Ok(_) => return Err(EngineError::RepositoryExists),
             Err(StoreError::NotFound { .. }) => {}
@@ -182,13 +200,25 @@ impl Repository {
             magic: CONFIG_MAGIC.into(),
             version: FORMAT_VERSION,
             id: id.to_hex(),
-            kdf: params.kdf,
-            wrapped_key: hex::encode(wrapped),
+            kdf: Some(params.kdf),
+            wrapped_key: Some(hex::encode(&wrapped)),
             settings: hex::encode(sealed_settings),
         };
         let json = serde_json::to_vec_pretty(&config).map_err(|e| EngineError::internal(e.to_string()))?;
-        store.put(CONFIG_KEY, [Bytes::from(json)]).await?;
-        Self::assemble(store, id, aead, settings, opts)
+        // Create-only: of two racing inits exactly one writes the config (and so the one master
+        // key); the other fails here and writes nothing.
+        match store.put_if_absent(CONFIG_KEY, [Bytes::from(json.clone())]).await {
+            Ok(_) => {}
+            Err(StoreError::AlreadyExists { .. }) => return Err(EngineError::RepositoryExists),
+            Err(e) => return Err(e.into()),
+        }
+        // A server that ignores `If-None-Match: *` overwrites instead of refusing: reading the
+        // config back catches a racing init that wrote after us (REPOSITORY.md §Config).
+        if objects::read_all(&store, CONFIG_KEY).await?[..] != json[..] {
+            return Err(EngineError::RepositoryExists);
+        }
+        let key_id = keys::config_slot_id(&wrapped);
+        Self::assemble(store, id, master, key_id, settings, opts)
     }
 
     /// Opens the repository in `store` with `password`.
@@ -215,16 +245,13 @@ impl Repository {
             return Err(EngineError::UnsupportedVersion { found: config.version, supported: FORMAT_VERSION });
         }
         let id = Id::from_hex(&config.id).map_err(|_| not_repo("bad repository id".into()))?;
-        let wrapped = hex::decode(&config.wrapped_key).map_err(|_| not_repo("wrapped key is not hex".into()))?;
         let sealed_settings = hex::decode(&config.settings).map_err(|_| not_repo("settings are not hex".into()))?;
-        let kdf = config.kdf.clone();
-        let pw = Zeroizing::new(password.to_vec());
-        let kek = tokio::task::spawn_blocking(move || kdf.derive(&pw)).await??;
-        let master = crypto::unwrap_key(&kek, &key_aad(&id), &wrapped)?;
-        let master: [u8; 32] = master[..]
-            .try_into()
-            .map_err(|_| EngineError::integrity(CONFIG_KEY, "master key has the wrong length"))?;
-        let master = Zeroizing::new(master);
+        // The config's slot first: a single-key repository costs one KDF run, as before.
+        if let Some(slot) = keys::config_slot(&config)? {
+            slot.kdf.check_limits()?;
+        }
+        let slots = keys::all_slots(&store, &config).await?;
+        let (master, key_id) = keys::unwrap_master(slots, password, &id).await?;
         let aead = AeadKey::new(&master);
         let plain = Zeroizing::new(
             aead.open(&settings_aad(&id), &sealed_settings)
@@ -232,10 +259,11 @@ impl Repository {
         );
         let settings: Settings = ciborium::from_reader(&plain[..])
             .map_err(|e| EngineError::integrity(CONFIG_KEY, format!("settings: {e}")))?;
-        Self::assemble(store, id, aead, settings, opts)
+        Self::assemble(store, id, master, key_id, settings, opts)
     }
 
-    fn assemble(store: Store, id: Id, aead: AeadKey, settings: Settings, opts: OpenOptions) -> Result<Self> {
+    fn assemble(store: Store, id: Id, master: Zeroizing<[u8; 32]>, key_id: Id, settings: Settings, opts: OpenOptions) -> Result<Self> {
+        let aead = AeadKey::new(&master);
         let cdc = Cdc::new(settings.chunker.clone())?;
         let workers = opts.workers.max(1);
         let cache = opts.cache_dir.as_deref().and_then(|base| match Cache::open(base, &id) {
@@ -249,12 +277,15 @@ impl Repository {
             inner: Arc::new(RepoInner {
                 store,
                 id,
+                master,
                 aead,
+                current_key: std::sync::Mutex::new(key_id),
                 settings,
                 cdc,
                 index: RwLock::new(MemIndex::default()),
                 refresh: tokio::sync::Mutex::new(()),
                 index_ready: AtomicBool::new(false),
+                unreadable: std::sync::Mutex::new(Default::default()),
                 cpu: crate::pool::CpuPool::new(workers)?,
                 workers,
                 windows: crate::packread::PackWindows::default(),
@@ -302,15 +333,26 @@ impl Repository {
         };
         let mut loads = futures::stream::iter(todo)
             .map(|(id, key)| async move {
-                let f: IndexFile = self.get_object_cached(&key).await?;
-                Ok::<_, EngineError>((id, f))
+                let f = self.get_object_cached::<IndexFile>(&key).await;
+                (id, key, f)
             })
             .buffer_unordered(4);
         // Staged (appended, unsorted) as they arrive and made visible together: one sort and
         // one merge per refresh, not one per object (index.rs).
         let mut loaded = Vec::new();
         let staged = async {
-            while let Some((id, f)) = loads.try_next().await? {
+            while let Some((id, key, f)) = loads.next().await {
+                let f = match f {
+                    Ok(f) => f,
+                    // Removed since the listing (a prune replaced it).
+                    Err(EngineError::NotFound { .. }) => continue,
+                    // Damaged: skipped (its blobs are stored again if needed), reported.
+                    Err(e) if e.is_damage() => {
+                        self.note_unreadable(&key, &e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let mut idx = self.inner.index.write().expect("index lock");
                 for p in &f.packs {
                     idx.stage_pack(p)?;
@@ -468,12 +510,31 @@ impl Repository {
             let listed: HashSet<Id> = ids.iter().copied().collect();
             c.retain(SNAPSHOTS, |id| listed.contains(id)).await;
         }
-        let mut out: Vec<SnapshotInfo> = futures::stream::iter(ids)
-            .map(|id| async move { Ok::<_, EngineError>(SnapshotInfo { id, file: self.snapshot(&id).await? }) })
-            .buffer_unordered(8)
-            .try_collect()
-            .await?;
+        let results: Vec<(SnapshotId, Result<SnapshotFile>)> =
+            futures::stream::iter(ids).map(|id| async move { (id, self.snapshot(&id).await) }).buffer_unordered(8).collect().await;
+        let mut out = Vec::with_capacity(results.len());
+        for (id, r) in results {
+            match r {
+                Ok(file) => out.push(SnapshotInfo { id, file }),
+                // Forgotten since the listing.
+                Err(EngineError::NotFound { .. }) => {}
+                // Damaged: left out (a backup picks another parent), reported.
+                Err(e) if e.is_damage() => self.note_unreadable(&objects::snapshot_key(&id), &e),
+                Err(e) => return Err(e),
+            }
+        }
         out.sort_by_key(|s| (s.file.time_ns, s.id));
         Ok(out)
+    }
+
+    fn note_unreadable(&self, key: &str, e: &EngineError) {
+        tracing::warn!(object = %key, error = %e, "skipping an unreadable repository object (run `shmpipe check`, then `shmpipe repair`)");
+        self.inner.unreadable.lock().expect("unreadable").insert(key.to_owned(), e.to_string());
+    }
+
+    /// Index and snapshot objects this handle skipped because they could not be read, each
+    /// with why: `"<key>: <error>"`.
+    pub fn unreadable_objects(&self) -> Vec<String> {
+        self.inner.unreadable.lock().expect("unreadable").iter().map(|(k, e)| format!("{k}: {e}")).collect()
     }
 }

@@ -273,6 +273,7 @@ fn summary_json(s: &SnapshotSummary) -> Vec<u8> {
         "entries": s.entries,
         "duration_ms": u64::try_from(s.duration.as_millis()).unwrap_or(u64::MAX),
         "counts": s.counts,
+        "warnings": s.warnings,
     });
     doc.to_string().into_bytes()
 }
@@ -364,6 +365,10 @@ pub struct BackupOps {
     workers: usize,
     uploads: usize,
     max_handles: usize,
+    /// Accept Argon2 costs below the floor at init and for new keys: only when the sidecar's
+    /// environment says `SHMPIPE_TEST_ALLOW_WEAK_KDF=1` (test suites: a 64 MiB KDF per
+    /// repository would cost minutes), and in this crate's unit tests. An agent cannot ask.
+    allow_weak_kdf: bool,
     next: AtomicU64,
     handles: Mutex<HashMap<u64, Handle>>,
 }
@@ -378,6 +383,7 @@ impl BackupOps {
             workers: workers.max(1),
             uploads: uploads.max(1),
             max_handles,
+            allow_weak_kdf: cfg!(test) || std::env::var_os("SHMPIPE_TEST_ALLOW_WEAK_KDF").is_some_and(|v| v == "1"),
             next: AtomicU64::new(1),
             handles: Mutex::new(HashMap::new()),
         }
@@ -426,6 +432,13 @@ impl BackupOps {
         self.table().get(&id).map(Handle::kind)
     }
 
+    /// Accepts KDF costs below the floor: for tests that embed the ops (integration tests
+    /// link the library without `cfg(test)`); the sidecar binary only via its environment.
+    pub fn allowing_weak_kdf_for_tests(mut self) -> Self {
+        self.allow_weak_kdf = true;
+        self
+    }
+
     /// Open handles (any kind).
     pub fn open_handles(&self) -> usize {
         self.table().len()
@@ -460,6 +473,7 @@ impl BackupOps {
             }
             params.kdf.t = t;
         }
+        params.allow_weak_kdf = self.allow_weak_kdf;
         let opts = self.open_options(req.no_cache);
         let repo = Repository::init_with(self.store.clone(), req.password.as_bytes(), params, opts).await?;
         self.insert(Handle::Repo(repo))

@@ -96,6 +96,8 @@ export interface CommitSummary {
   entries: number;
   duration_ms: number;
   counts: SnapshotCounts;
+  /** Repository objects the backup skipped because they could not be read (`key: why`). */
+  warnings?: string[];
 }
 
 export interface SnapshotInfo {

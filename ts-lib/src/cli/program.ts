@@ -16,14 +16,17 @@ import { generate } from './commands/generate';
 import { get } from './commands/get';
 import { help } from './commands/help';
 import { init } from './commands/init';
+import { key } from './commands/key';
 import { list } from './commands/list';
 import { ls } from './commands/ls';
 import { put } from './commands/put';
+import { repair } from './commands/repair';
 import { restore } from './commands/restore';
 import { rm } from './commands/rm';
 import { sidecarStats } from './commands/sidecar-stats';
 import { snapshots } from './commands/snapshots';
 import { tag } from './commands/tag';
+import { unlock } from './commands/unlock';
 import { stat } from './commands/stat';
 import { stats } from './commands/stats';
 import { version } from './commands/version';
@@ -39,7 +42,7 @@ export const GLOBAL_OPTIONS: Options = {
   version: { type: 'boolean', default: false, help: 'print the version and exit' },
 };
 
-const COMMANDS: readonly Command[] = [init, backup, snapshots, restore, ls, find, diff, dump, tag, copy, check, stats, cat, put, get, list, stat, rm, sidecarStats, version, help, completion, generate];
+const COMMANDS: readonly Command[] = [init, backup, snapshots, restore, ls, find, diff, dump, tag, copy, check, stats, unlock, key, repair, cat, put, get, list, stat, rm, sidecarStats, version, help, completion, generate];
 
 export const PROGRAM: Program = {
   name: 'shmpipe',
