@@ -434,13 +434,14 @@ impl Shared {
         let index_id = Id::random();
         let key = objects::index_key(&index_id);
         let file = IndexFile { v: 1, packs };
-        let n = objects::put_object(&self.repo.inner.store, &self.repo.inner.aead, &key, &file).await?;
+        let n = self.repo.put_object_cached(&key, &file).await?;
         self.counters.bytes_packed.fetch_add(n, Relaxed);
         {
             let mut idx = self.repo.inner.index.write().expect("index lock");
             for p in &file.packs {
-                idx.add_pack(p);
+                idx.stage_pack(p)?;
             }
+            idx.commit_staged();
             idx.mark_loaded(index_id);
         }
         let mut c = self.claimed.lock().expect("claimed lock");
@@ -620,7 +621,7 @@ impl BackupSession {
         };
         let id = SnapshotId::random();
         let key = objects::snapshot_key(&id);
-        let n = objects::put_object(&self.sh.repo.inner.store, &self.sh.repo.inner.aead, &key, &file).await?;
+        let n = self.sh.repo.put_object_cached(&key, &file).await?;
         counts.bytes_added_packed += n;
         Ok(SnapshotSummary { id, counts, entries: t.entries, duration, warnings: self.sh.repo.unreadable_objects() })
     }

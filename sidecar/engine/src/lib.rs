@@ -7,8 +7,8 @@
 //! [`chunker`] (streaming FastCDC) → [`blob`] (compress-or-not + seal) → [`pack`] (blobs in
 //! pack files) → [`index`] (where each blob is) → [`snapshot`] (manifest and tree model) →
 //! [`repo`] (config, keys, the opened repository) → [`backup`] / [`restore`] / [`check`] /
-//! [`lock`] (the operations). [`objects`] is the key layout and sealed-object IO; [`error`] the
-//! one error enum with stable codes.
+//! [`lock`] (the operations). [`objects`] is the key layout and sealed-object IO; [`cache`] the
+//! local copies of metadata objects; [`error`] the one error enum with stable codes.
 //!
 //! ```text
 //! let repo = Repository::init(store, password, RepoParams::recommended()).await?;   // or ::open
@@ -25,6 +25,7 @@ pub mod backup;
 pub mod blob;
 pub mod browse;
 pub mod bufpool;
+pub mod cache;
 pub mod check;
 pub mod chunker;
 pub mod crypto;

@@ -12,11 +12,14 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use shmpipe_store::{Store, StoreError};
 use zeroize::Zeroizing;
 
 use crate::blob::{self, BlobKind, Compression};
+use crate::cache::{self, Cache};
 use crate::chunker::{Cdc, ChunkerParams};
 use crate::crypto::{self, AeadKey, KdfParams};
 use crate::error::{EngineError, Result};
@@ -64,11 +67,15 @@ pub struct OpenOptions {
     /// CPU-bound jobs (chunk hashing/compression/encryption, decryption) running at once
     /// across every session and reader of this repository: the sidecar's worker count.
     pub workers: usize,
+    /// Base directory of the local metadata cache (`cache.rs`; the repository's cache is
+    /// `<base>/<repository id>`), `None`: no cache. The sidecar passes
+    /// [`crate::cache::default_base`] unless the agent asked for none.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        Self { workers: 2 }
+        Self { workers: 2, cache_dir: None }
     }
 }
 
@@ -141,6 +148,10 @@ pub(crate) struct RepoInner {
     pub workers: usize,
     /// Small blobs read a pack window at a time (packread.rs).
     pub windows: crate::packread::PackWindows,
+    /// The local metadata cache, if any.
+    pub cache: Option<Cache>,
+    /// Set once cached tree blobs no longer in the index were removed (first full refresh).
+    pub trees_pruned: AtomicBool,
 }
 
 impl Repository {
@@ -255,6 +266,13 @@ impl Repository {
         let aead = AeadKey::new(&master);
         let cdc = Cdc::new(settings.chunker.clone())?;
         let workers = opts.workers.max(1);
+        let cache = opts.cache_dir.as_deref().and_then(|base| match Cache::open(base, &id) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(dir = %base.display(), error = %e, "the metadata cache is unusable; going on without it");
+                None
+            }
+        });
         Ok(Self {
             inner: Arc::new(RepoInner {
                 store,
@@ -271,6 +289,8 @@ impl Repository {
                 cpu: crate::pool::CpuPool::new(workers)?,
                 workers,
                 windows: crate::packread::PackWindows::default(),
+                cache,
+                trees_pruned: AtomicBool::new(false),
             }),
         })
     }
@@ -300,6 +320,10 @@ impl Repository {
     pub async fn refresh_index(&self) -> Result<()> {
         let _g = self.inner.refresh.lock().await;
         let keys = objects::list_keys(&self.inner.store, INDEX).await?;
+        if let Some(c) = &self.inner.cache {
+            let listed: HashSet<Id> = keys.iter().filter_map(|(k, _)| objects::id_of_key(k)).collect();
+            c.retain(INDEX, |id| listed.contains(id)).await;
+        }
         let todo: Vec<(Id, String)> = {
             let idx = self.inner.index.read().expect("index lock");
             keys.into_iter()
@@ -307,34 +331,84 @@ impl Repository {
                 .filter(|(id, _)| !idx.is_loaded(id))
                 .collect()
         };
-        let store = &self.inner.store;
-        let aead = &self.inner.aead;
         let mut loads = futures::stream::iter(todo)
             .map(|(id, key)| async move {
-                let f = objects::get_object::<IndexFile>(store, aead, &key).await;
+                let f = self.get_object_cached::<IndexFile>(&key).await;
                 (id, key, f)
             })
             .buffer_unordered(4);
-        while let Some((id, key, f)) = loads.next().await {
-            let f = match f {
-                Ok(f) => f,
-                // Removed since the listing (a prune replaced it).
-                Err(EngineError::NotFound { .. }) => continue,
-                // Damaged: skipped (its blobs are stored again if needed), reported.
-                Err(e) if e.is_damage() => {
-                    self.note_unreadable(&key, &e);
-                    continue;
+        // Staged (appended, unsorted) as they arrive and made visible together: one sort and
+        // one merge per refresh, not one per object (index.rs).
+        let mut loaded = Vec::new();
+        let staged = async {
+            while let Some((id, key, f)) = loads.next().await {
+                let f = match f {
+                    Ok(f) => f,
+                    // Removed since the listing (a prune replaced it).
+                    Err(EngineError::NotFound { .. }) => continue,
+                    // Damaged: skipped (its blobs are stored again if needed), reported.
+                    Err(e) if e.is_damage() => {
+                        self.note_unreadable(&key, &e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut idx = self.inner.index.write().expect("index lock");
+                for p in &f.packs {
+                    idx.stage_pack(p)?;
                 }
-                Err(e) => return Err(e),
-            };
-            let mut idx = self.inner.index.write().expect("index lock");
-            for p in &f.packs {
-                idx.add_pack(p);
+                loaded.push(id);
             }
-            idx.mark_loaded(id);
+            Ok::<_, EngineError>(())
         }
+        .await;
+        {
+            let mut idx = self.inner.index.write().expect("index lock");
+            idx.commit_staged();
+            for id in loaded {
+                idx.mark_loaded(id);
+            }
+        }
+        staged?;
         self.inner.index_ready.store(true, Ordering::Release);
+        if let Some(c) = &self.inner.cache {
+            if !self.inner.trees_pruned.swap(true, Ordering::AcqRel) {
+                let idx = &self.inner.index;
+                c.retain(cache::TREES, |id| idx.read().expect("index lock").contains(id)).await;
+            }
+        }
         Ok(())
+    }
+
+    /// Reads and opens a sealed object, from the cache when it holds a copy that opens, else
+    /// from the store (then caching it). Callers ask only for keys the store lists.
+    pub(crate) async fn get_object_cached<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
+        let Some(c) = &self.inner.cache else {
+            return objects::get_object(&self.inner.store, &self.inner.aead, key).await;
+        };
+        if let Some(data) = c.get(key).await {
+            match objects::open_object(&self.inner.aead, key, data) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "cached copy is damaged; reading the repository's");
+                    c.remove(key).await;
+                }
+            }
+        }
+        let data = objects::read_all(&self.inner.store, key).await?;
+        let v = objects::open_object(&self.inner.aead, key, data.clone())?;
+        c.put(key, &data).await;
+        Ok(v)
+    }
+
+    /// Writes a sealed object to the store and, once stored, to the cache.
+    pub(crate) async fn put_object_cached<T: Serialize>(&self, key: &str, value: &T) -> Result<u64> {
+        let data = Bytes::from(objects::seal_object(&self.inner.aead, key, value)?);
+        self.inner.store.put(key, [data.clone()]).await?;
+        if let Some(c) = &self.inner.cache {
+            c.put(key, &data).await;
+        }
+        Ok(data.len() as u64)
     }
 
     /// Loads the index once if nothing has loaded it yet.
@@ -360,22 +434,48 @@ impl Repository {
 
     /// Reads one blob: ranged read from its pack, then authentication, decompression and the
     /// id check on a worker.
+    /// Tree and chunk-list blobs go through the cache (verified like any read); `check` reads
+    /// with [`Repository::read_blob_at`], from the store.
     pub async fn read_blob(&self, id: &BlobId) -> Result<Bytes> {
         let loc = self.locate(id).await?;
-        self.read_blob_at(id, &loc).await
+        let Some(c) = self.inner.cache.as_ref().filter(|_| loc.kind != BlobKind::Data) else {
+            return self.read_blob_at(id, &loc).await;
+        };
+        let key = cache::blob_key(id);
+        if let Some(env) = c.get(&key).await {
+            match self.open_blob_on_worker(id, &loc, env).await {
+                Ok(plain) => return Ok(plain),
+                Err(e) => {
+                    tracing::warn!(blob = %id, error = %e, "cached copy is damaged; reading the repository's");
+                    c.remove(&key).await;
+                }
+            }
+        }
+        let env = self.read_envelope(&loc).await?;
+        let plain = self.open_blob_on_worker(id, &loc, env.clone()).await?;
+        c.put(&key, &env).await;
+        Ok(plain)
     }
 
-    pub(crate) async fn read_blob_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Bytes> {
+    async fn read_envelope(&self, loc: &BlobLocation) -> Result<Bytes> {
         let key = objects::pack_key(&loc.pack);
         let start = u64::from(loc.offset);
         let range = start..start + u64::from(loc.length);
-        let env = match self.read_windowed(&key, loc, range.clone()).await {
-            Some(env) => env,
-            None => objects::read_range(&self.inner.store, &key, range).await?,
-        };
+        match self.read_windowed(&key, loc, range.clone()).await {
+            Some(env) => Ok(env),
+            None => objects::read_range(&self.inner.store, &key, range).await,
+        }
+    }
+
+    async fn open_blob_on_worker(&self, id: &BlobId, loc: &BlobLocation, env: Bytes) -> Result<Bytes> {
         let repo = self.clone();
         let (id, kind, raw_len) = (*id, loc.kind, loc.raw_len);
         self.inner.cpu.run(move || repo.open_blob(kind, &id, raw_len, env)).await?
+    }
+
+    pub(crate) async fn read_blob_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Bytes> {
+        let env = self.read_envelope(loc).await?;
+        self.open_blob_on_worker(id, loc, env).await
     }
 
     /// A small blob's envelope out of its pack window (packread.rs), or `None` to read it alone.
@@ -399,13 +499,17 @@ impl Repository {
     /// Reads a snapshot's manifest.
     pub async fn snapshot(&self, id: &SnapshotId) -> Result<SnapshotFile> {
         let key = objects::snapshot_key(id);
-        objects::get_object(&self.inner.store, &self.inner.aead, &key).await
+        self.get_object_cached(&key).await
     }
 
     /// Every snapshot, oldest first.
     pub async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         let keys = objects::list_keys(&self.inner.store, SNAPSHOTS).await?;
         let ids: Vec<SnapshotId> = keys.iter().filter_map(|(k, _)| objects::id_of_key(k)).collect();
+        if let Some(c) = &self.inner.cache {
+            let listed: HashSet<Id> = ids.iter().copied().collect();
+            c.retain(SNAPSHOTS, |id| listed.contains(id)).await;
+        }
         let results: Vec<(SnapshotId, Result<SnapshotFile>)> =
             futures::stream::iter(ids).map(|id| async move { (id, self.snapshot(&id).await) }).buffer_unordered(8).collect().await;
         let mut out = Vec::with_capacity(results.len());

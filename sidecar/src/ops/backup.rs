@@ -55,6 +55,10 @@ struct RepoRequest {
     password: String,
     #[serde(default)]
     params: Option<InitParams>,
+    /// REPO_OPEN/REPO_INIT: no local metadata cache (the CLI's `--no-cache`). The cache's
+    /// place is the sidecar's own choice (its environment), never the agent's.
+    #[serde(default)]
+    no_cache: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -470,7 +474,7 @@ impl BackupOps {
             params.kdf.t = t;
         }
         params.allow_weak_kdf = self.allow_weak_kdf;
-        let opts = OpenOptions { workers: self.workers };
+        let opts = self.open_options(req.no_cache);
         let repo = Repository::init_with(self.store.clone(), req.password.as_bytes(), params, opts).await?;
         self.insert(Handle::Repo(repo))
     }
@@ -481,8 +485,21 @@ impl BackupOps {
         if req.params.is_some() {
             return Err(OpError::malformed("params are for REPO_INIT only"));
         }
-        let repo = Repository::open_with(self.store.clone(), req.password.as_bytes(), OpenOptions { workers: self.workers }).await?;
+        let repo = Repository::open_with(self.store.clone(), req.password.as_bytes(), self.open_options(req.no_cache)).await?;
         self.insert(Handle::Repo(repo))
+    }
+
+    /// How repositories are opened: the sidecar's workers, and the metadata cache under
+    /// `$SHMPIPE_CACHE_DIR` (`off`: none), else `$XDG_CACHE_HOME/shmpipe` or
+    /// `~/.cache/shmpipe` (REPOSITORY.md §Cache), unless the request says `no_cache`.
+    fn open_options(&self, no_cache: bool) -> OpenOptions {
+        let cache_dir = match std::env::var_os("SHMPIPE_CACHE_DIR") {
+            _ if no_cache => None,
+            Some(v) if v == "off" => None,
+            Some(v) if std::path::Path::new(&v).is_absolute() => Some(std::path::PathBuf::from(v)),
+            _ => shmpipe_engine::cache::default_base(),
+        };
+        OpenOptions { workers: self.workers, cache_dir }
     }
 
     /// BACKUP_BEGIN on an open repository.

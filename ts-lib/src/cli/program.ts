@@ -37,6 +37,7 @@ export const GLOBAL_OPTIONS: Options = {
   sidecar: { type: 'string', value: 'SOCKET', complete: 'file', help: 'use the running sidecar at this socket instead of starting a private one (SHMPIPE_SIDECAR_SOCKET also names one)' },
   json: { type: 'boolean', default: false, help: 'machine-readable output: JSON on stdout (one object per line for streams)' },
   verbose: { type: 'boolean', short: 'v', default: false, help: "show the private sidecar's log on stderr" },
+  'no-cache': { type: 'boolean', default: false, help: 'do not use the local metadata cache ($XDG_CACHE_HOME/shmpipe or ~/.cache/shmpipe): download index and snapshots afresh' },
   help: { type: 'boolean', short: 'h', default: false, help: 'show the help of the command and exit' },
   version: { type: 'boolean', default: false, help: 'print the version and exit' },
 };

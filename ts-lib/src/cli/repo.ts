@@ -149,7 +149,7 @@ export async function openRepo(ctx: CommandContext, o: { init?: RepoParams; side
   }
   let repo: Handle;
   try {
-    repo = o.init !== undefined ? await repoInit(session.client, password, o.init) : await repoOpen(session.client, password);
+    repo = o.init !== undefined ? await repoInit(session.client, password, o.init) : await repoOpen(session.client, password, { noCache: ctx.global.noCache === true });
   } catch (e) {
     await session.close().catch(() => {});
     throw explain(e, where);
