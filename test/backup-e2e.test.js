@@ -62,7 +62,10 @@ describe('backup e2e: round trip of a generated tree through the shmpipe CLI', f
     assert.equal(r.lines[0].type, 'init');
     assert.equal(r.lines[0].repository, `file://${repo}`);
     assert.ok(fs.existsSync(path.join(repo, 'config')), 'config in the repository directory');
-    assert.deepEqual(fs.readdirSync(path.join(work, 'home')), [], 'nothing written under HOME');
+    // Under HOME only the metadata cache, where restic keeps its own (~/.cache/<tool>).
+    const home = path.join(work, 'home');
+    assert.deepEqual(fs.readdirSync(home), ['.cache'], 'nothing written under HOME but the cache');
+    assert.deepEqual(fs.readdirSync(path.join(home, '.cache')), ['shmpipe'], 'the cache is ~/.cache/shmpipe');
     const again = await cli(['init']);
     assert.equal(again.status, 1, again.why);
     assert.match(again.stderr, /already exists/);

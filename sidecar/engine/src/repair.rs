@@ -161,7 +161,9 @@ impl Repository {
         for (key, _) in objects::list_keys(&self.inner.store, SNAPSHOTS).await? {
             let Some(sid) = objects::id_of_key(&key) else { continue };
             let mut r = RepairedSnapshot { snapshot: sid.to_hex(), new: None, unreadable: None, dropped: Vec::new(), lost_tree_blobs: 0, removed: false };
-            let file = match self.snapshot(&sid).await {
+            // From the store, not the metadata cache: the cache may still hold an intact copy of
+            // an object the repository has lost or damaged, and repair judges the repository.
+            let file = match objects::get_object::<SnapshotFile>(&self.inner.store, &self.inner.aead, &key).await {
                 Ok(f) => f,
                 Err(EngineError::NotFound { .. }) => continue,
                 Err(e) if e.is_damage() => {

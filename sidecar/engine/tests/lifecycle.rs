@@ -94,3 +94,36 @@ async fn a_hostile_key_slot_is_skipped_not_run() {
     assert_eq!(e.code(), "SHMPIPE_E_REPO_LIMIT", "{e}");
     assert!(e.to_string().contains(&two.id), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_index_object_does_not_stop_an_incremental_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path());
+    let repo = Repository::init(store.clone(), b"pw", RepoParams::insecure_for_tests()).await.unwrap();
+    let s = repo.begin_backup(BackupOptions::default()).await.unwrap();
+    let mut w = s.file_writer().unwrap();
+    w.write(bytes::Bytes::from(vec![7u8; 300_000])).await.unwrap();
+    let content = w.finish().await.unwrap();
+    let entry = TreeEntry { path: "f".into(), kind: EntryKind::File, mode: 0o100600, size: 300_000, content: Some(content.clone()), ..TreeEntry::default() };
+    s.add_entry(entry.clone(), Change::New).await.unwrap();
+    let first = s.commit().await.unwrap();
+    // Damage the only index object (its checksum stays valid: authentication fails).
+    let (key, _) = store.list("index", None, 10).await.unwrap().entries.into_iter().map(|e| (e.key, e.size)).next().unwrap();
+    let mut raw = shmpipe_engine::objects::read_all(&store, &key).await.unwrap().to_vec();
+    raw[20] ^= 0x5a;
+    store.put(&key, [bytes::Bytes::from(raw)]).await.unwrap();
+
+    // A fresh handle (as the next backup run opens it): the unchanged file's blobs are found
+    // from the pack headers, the backup commits, and its index lists them again.
+    let repo = Repository::open(store.clone(), b"pw").await.unwrap();
+    let s = repo.begin_backup(BackupOptions { parent: Some(first.id), ..BackupOptions::default() }).await.unwrap();
+    s.add_entry(entry, Change::Unchanged).await.unwrap();
+    let second = s.commit().await.unwrap();
+    assert!(second.warnings.iter().any(|w| w.contains(&key)), "{:?}", second.warnings);
+    let again = Repository::open(store, b"pw").await.unwrap();
+    let report = again.check(CheckOptions { read_data: true }).await.unwrap();
+    assert_eq!(report.errors.len(), 1, "only the damaged index object: {:?}", report.errors);
+    assert!(again.open_content(&content).read_to_end().await.unwrap() == vec![7u8; 300_000]);
+    again.repair_index().await.unwrap();
+    assert!(again.check(CheckOptions { read_data: true }).await.unwrap().is_ok());
+}

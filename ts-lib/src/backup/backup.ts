@@ -37,7 +37,7 @@ import { classify, type Change } from './incremental';
 import { addEntries, backupAbort, backupBegin, backupCommit, close, decodeParentEntry, encodeEntry, entryLines, fileFinish, fileOpen, filePut, fileWrite, snapshots, type CommitSummary, type FileContent, type Handle } from './ops';
 import type { ProgressCounts } from './progress';
 import { changedWhileRead, openSource, openSourceSync, readSparse, readSyncUpTo, readUpTo, readXattrs, Unreadable } from './source';
-import { ParentCursor, WalkOrder, noParent } from './parent-cursor';
+import { ParentCursor, WalkOrder, noParent, repositoryDamage } from './parent-cursor';
 import { rootNames, walk, type Select, type SourceEntry, type WalkError } from './walk';
 
 export interface BackupOptions {
@@ -120,9 +120,16 @@ export async function findParent(c: Client, repo: Handle, host: string, paths: r
  * The parent's entries, streamed in step with the walk (parent-cursor.ts): memory does not grow
  * with the parent's size. Lines are decoded lean (`decodeParentEntry`).
  */
-export async function openParent(c: Client, repo: Handle, id: string | null, roots: readonly string[]): Promise<ParentCursor> {
+export async function openParent(c: Client, repo: Handle, id: string | null, roots: readonly string[], onLost?: (e: unknown) => void): Promise<ParentCursor> {
   const order = new WalkOrder(rootNames(roots));
-  return id === null ? noParent(order) : new ParentCursor(await entryLines(c, repo, id, decodeParentEntry), order);
+  if (id === null) return noParent(order);
+  try {
+    return new ParentCursor(await entryLines(c, repo, id, decodeParentEntry), order, onLost);
+  } catch (e) {
+    if (!repositoryDamage(e) || onLost === undefined) throw e;
+    onLost(e);
+    return noParent(order);
+  }
 }
 
 export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Promise<BackupResult> {
@@ -130,7 +137,14 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
   const host = o.host ?? os.hostname();
   const paths = snapshotPaths(o.paths);
   const parent = o.parent === undefined ? await findParent(c, repo, host, paths) : o.parent;
-  const parentEntries = await openParent(c, repo, parent, o.paths);
+  const parentEntries = await openParent(c, repo, parent, o.paths, (e) =>
+    o.onWarning?.({
+      path: '',
+      op: 'parent',
+      code: (e as { code?: string }).code,
+      message: `the parent snapshot ${parent?.slice(0, 8)} cannot be read (${(e as Error).message}); what it would have told is read anew`,
+    }),
+  );
   try {
     return await backupWith(c, repo, o, started, host, paths, parent, parentEntries);
   } finally {

@@ -81,6 +81,11 @@ export class ParentCursor {
   constructor(
     entries: AsyncIterable<ParentEntry>,
     private readonly order: WalkOrder,
+    /** Called once if the parent's listing fails for damage in the repository (a tree or
+     * index object missing or unreadable): the cursor then ends, and the rest of the walk is
+     * treated as new — read and deduplicated — instead of failing the backup (restic does the
+     * same when it cannot load a parent tree). Other errors (the session gone) propagate. */
+    private readonly onLost?: (e: unknown) => void,
   ) {
     this.it = entries[Symbol.asyncIterator]();
   }
@@ -102,7 +107,15 @@ export class ParentCursor {
   /** Reads the next parent entry that has a key; false at the end. */
   private async advance(): Promise<boolean> {
     while (!this.done) {
-      const r = await this.it.next();
+      let r: IteratorResult<ParentEntry>;
+      try {
+        r = await this.it.next();
+      } catch (e) {
+        if (!repositoryDamage(e) || this.onLost === undefined) throw e;
+        this.done = true;
+        this.onLost(e);
+        break;
+      }
       if (r.done === true) {
         this.done = true;
         break;
@@ -124,6 +137,12 @@ export class ParentCursor {
       await this.it.return?.();
     }
   }
+}
+
+/** Whether `e` says the repository lacks or cannot authenticate what the listing needs. */
+export function repositoryDamage(e: unknown): boolean {
+  const code = (e as { code?: string } | null)?.code;
+  return code === 'SHMPIPE_E_NOT_FOUND' || code === 'SHMPIPE_E_INTEGRITY';
 }
 
 /** A cursor over nothing (no parent). */
