@@ -224,8 +224,7 @@ describe('recovery: unlock, keys, create-only init, KDF bounds, repair', functio
     // --force: files unchanged since the parent whose blobs only the damaged index object listed
     // cannot be recorded by reference; without it the backup fails naming the blob until
     // `repair index` (unfinished, REPOSITORY.md §Repair).
-    write(src, 'd.txt', 'delta
-');
+    write(src, 'd.txt', 'delta\n');
     let r = await ok(['backup', src, '--force', '--json', '--no-cache']);
     const warnings = r.lines.filter((l) => l.type === 'warning' && l.op === 'repository').map((l) => l.message);
     assert.ok(warnings.some((w) => w.includes(`snapshots/${victim}`)), r.why);
