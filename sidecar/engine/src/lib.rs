@@ -33,6 +33,7 @@ pub mod id;
 pub mod index;
 pub mod lock;
 pub mod objects;
+pub mod policy;
 pub mod pool;
 pub mod pack;
 pub mod repo;
