@@ -63,6 +63,46 @@ pub(crate) fn host_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// A held lock counts as possibly lost once its last successful refresh is this close to
+/// [`STALE_AFTER`]: the slack for clock skew between hosts and for the write that follows a
+/// [`RepoLock::ensure_held`] (REPOSITORY.md §Prune).
+pub const HELD_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// When a held lock was last written successfully, as its holder saw it.
+#[derive(Debug)]
+struct Health {
+    wall_ns: std::sync::atomic::AtomicI64,
+    mono: std::sync::Mutex<std::time::Instant>,
+    /// Set for good once two successful writes were too far apart: others may have taken the
+    /// lock for stale in between.
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl Health {
+    fn new() -> Self {
+        Self {
+            wall_ns: std::sync::atomic::AtomicI64::new(now_ns()),
+            mono: std::sync::Mutex::new(std::time::Instant::now()),
+            lost: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Time since the last successful write: the larger of wall-clock (what other hosts judge
+    /// staleness by) and monotonic time.
+    fn age(&self) -> Duration {
+        let wall = Duration::from_nanos(now_ns().saturating_sub(self.wall_ns.load(std::sync::atomic::Ordering::Acquire)).max(0) as u64);
+        wall.max(self.mono.lock().expect("lock health").elapsed())
+    }
+
+    fn refreshed(&self) {
+        if self.age() >= STALE_AFTER - HELD_MARGIN {
+            self.lost.store(true, std::sync::atomic::Ordering::Release);
+        }
+        self.wall_ns.store(now_ns(), std::sync::atomic::Ordering::Release);
+        *self.mono.lock().expect("lock health") = std::time::Instant::now();
+    }
+}
+
 /// A held lock. Release it with [`RepoLock::release`]; dropping it releases it in the
 /// background (best effort).
 #[derive(Debug)]
@@ -70,6 +110,7 @@ pub struct RepoLock {
     repo: Repository,
     key: String,
     refresher: Option<tokio::task::JoinHandle<()>>,
+    health: std::sync::Arc<Health>,
 }
 
 impl Repository {
@@ -80,7 +121,8 @@ impl Repository {
         let key = objects::lock_key(&Id::random());
         let mine = LockFile { kind, host: host_name(), pid: std::process::id(), purpose: purpose.into(), refreshed_ns: now_ns() };
         objects::put_object(store, aead, &key, &mine).await?;
-        let mut held = RepoLock { repo: self.clone(), key: key.clone(), refresher: None };
+        let health = std::sync::Arc::new(Health::new());
+        let mut held = RepoLock { repo: self.clone(), key: key.clone(), refresher: None, health: health.clone() };
         let now = now_ns();
         for (other, _) in objects::list_keys(store, LOCKS).await? {
             if other == key {
@@ -109,8 +151,9 @@ impl Repository {
             loop {
                 tokio::time::sleep(REFRESH_EVERY).await;
                 file.refreshed_ns = now_ns();
-                if let Err(e) = objects::put_object(&repo.inner.store, &repo.inner.aead, &refresh_key, &file).await {
-                    tracing::warn!(key = %refresh_key, error = %e, "lock refresh failed");
+                match objects::put_object(&repo.inner.store, &repo.inner.aead, &refresh_key, &file).await {
+                    Ok(_) => health.refreshed(),
+                    Err(e) => tracing::warn!(key = %refresh_key, error = %e, "lock refresh failed"),
                 }
             }
         });
@@ -142,6 +185,24 @@ impl RepoLock {
     /// The lock object's key.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Fails with `Locked` unless the lock has been continuously fresh — every refresh came
+    /// within `STALE_AFTER - HELD_MARGIN` of the previous one, and the last one is that
+    /// recent now — so no other party can have taken it for stale. Writers that rely on the
+    /// lock (a backup before its snapshot, prune before each deletion) call this first.
+    pub fn ensure_held(&self) -> Result<()> {
+        let age = self.health.age();
+        if self.health.lost.load(std::sync::atomic::Ordering::Acquire) || age >= STALE_AFTER - HELD_MARGIN {
+            return Err(EngineError::Locked {
+                holder: format!(
+                    "our own lock {} was not refreshed in time (last refresh {}s ago); another process may have taken it for stale, so this operation stops before writing",
+                    self.key,
+                    age.as_secs()
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Deletes the lock object.
@@ -215,6 +276,22 @@ mod tests {
         repo2.lock(LockKind::Exclusive, "prune").await.unwrap().release().await.unwrap();
         assert_eq!(repo2.remove_stale_locks(STALE_AFTER).await.unwrap(), 1);
         assert!(repo2.inner.store.list(LOCKS, None, 10).await.unwrap().entries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lock_not_refreshed_in_time_is_no_longer_held() {
+        let repo = repo().await;
+        let l = repo.lock(LockKind::Shared, "backup").await.unwrap();
+        l.ensure_held().unwrap();
+        // As if the process had been stopped for 26 minutes since the lock was written.
+        let past = now_ns() - (STALE_AFTER - HELD_MARGIN + Duration::from_secs(60)).as_nanos() as i64;
+        l.health.wall_ns.store(past, std::sync::atomic::Ordering::Release);
+        assert_eq!(l.ensure_held().unwrap_err().code(), "SHMPIPE_E_LOCKED");
+        // A late refresh does not make it held again: someone may have pruned meanwhile.
+        l.health.refreshed();
+        assert!(l.health.age() < Duration::from_secs(60));
+        assert_eq!(l.ensure_held().unwrap_err().code(), "SHMPIPE_E_LOCKED");
+        l.release().await.unwrap();
     }
 
     #[tokio::test]

@@ -266,6 +266,15 @@ impl Repository {
     pub async fn refresh_index(&self) -> Result<()> {
         let _g = self.inner.refresh.lock().await;
         let keys = objects::list_keys(&self.inner.store, INDEX).await?;
+        {
+            // An index object loaded before and gone now was replaced by a prune, which may
+            // have deleted packs it named: start over, or dedup could reuse a deleted blob.
+            let listed: std::collections::HashSet<Id> = keys.iter().filter_map(|(k, _)| objects::id_of_key(k)).collect();
+            let mut idx = self.inner.index.write().expect("index lock");
+            if idx.loaded_ids().any(|id| !listed.contains(id)) {
+                *idx = MemIndex::default();
+            }
+        }
         let todo: Vec<(Id, String)> = {
             let idx = self.inner.index.read().expect("index lock");
             keys.into_iter()
@@ -292,6 +301,12 @@ impl Repository {
         Ok(())
     }
 
+    /// Forgets the in-memory index (prune deleted packs it may name); the next use reloads it.
+    pub(crate) fn reset_index(&self) {
+        *self.inner.index.write().expect("index lock") = MemIndex::default();
+        self.inner.index_ready.store(false, Ordering::Release);
+    }
+
     /// Loads the index once if nothing has loaded it yet.
     pub(crate) async fn ensure_index(&self) -> Result<()> {
         if !self.inner.index_ready.load(Ordering::Acquire) {
@@ -315,9 +330,21 @@ impl Repository {
 
     /// Reads one blob: ranged read from its pack, then authentication, decompression and the
     /// id check on a worker.
+    /// A pack that has vanished (a prune elsewhere repacked the blob after this handle loaded
+    /// the index) reloads the index once and reads the blob where it is now.
     pub async fn read_blob(&self, id: &BlobId) -> Result<Bytes> {
         let loc = self.locate(id).await?;
-        self.read_blob_at(id, &loc).await
+        match self.read_blob_at(id, &loc).await {
+            Err(EngineError::NotFound { what }) => {
+                self.refresh_index().await?;
+                let now = self.locate(id).await?;
+                if now == loc {
+                    return Err(EngineError::NotFound { what });
+                }
+                self.read_blob_at(id, &now).await
+            }
+            r => r,
+        }
     }
 
     pub(crate) async fn read_blob_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Bytes> {
