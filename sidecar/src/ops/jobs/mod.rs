@@ -26,6 +26,8 @@ use crate::ops::error::{OpError, OpResult, CODE_MALFORMED, CODE_OUT_OF_RANGE};
 mod browse_json;
 mod cat;
 mod diff;
+mod forget;
+mod prune;
 pub mod snapshots;
 mod stats;
 mod tag;
@@ -45,6 +47,8 @@ pub const JOBS: &[(&str, JobFn)] = &[
     ("diff", diff::run),
     ("stats", stats::run),
     ("tag", tag::run),
+    ("forget", forget::run),
+    ("prune", prune::run),
 ];
 
 /// Lines a job may have emitted and the agent not yet read. Small: a job that outruns its
