@@ -37,6 +37,7 @@ pub mod objects;
 pub mod policy;
 pub mod pool;
 pub mod pack;
+pub mod packread;
 pub mod prune;
 pub mod repo;
 pub mod restore;
