@@ -356,3 +356,18 @@ async fn prune_removes_the_staging_files_a_killed_upload_leaves_on_file_stores()
     expected.insert((id, "f".to_string()), noise(1, 300_000));
     assert_sound(&repo, &expected, "after removing staging files").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_snapshot_stops_prune_before_it_changes_anything() {
+    let (base, _) = seeded_repository().await;
+    let c = crash_store(base);
+    let repo = Repository::open(c.store.clone(), b"pw").await.unwrap();
+    let (key, _) = list(&c.store, "snapshots").await.into_iter().next().unwrap();
+    c.store.put(&key, [Bytes::from_static(b"not a sealed snapshot")]).await.unwrap();
+    let before = c.mutations.load(Ordering::SeqCst);
+    let err = repo.prune(&opts()).await.unwrap_err();
+    assert_eq!(err.code(), "SHMPIPE_E_INTEGRITY", "{err}");
+    assert!(err.to_string().contains(&key) && err.to_string().contains("prune changed nothing"), "{err}");
+    // Only its lock was written and removed.
+    assert_eq!(c.mutations.load(Ordering::SeqCst) - before, 2);
+}

@@ -12,12 +12,14 @@ import { copy } from './commands/copy';
 import { diff } from './commands/diff';
 import { dump } from './commands/dump';
 import { find } from './commands/find';
+import { forget } from './commands/forget';
 import { generate } from './commands/generate';
 import { get } from './commands/get';
 import { help } from './commands/help';
 import { init } from './commands/init';
 import { list } from './commands/list';
 import { ls } from './commands/ls';
+import { prune } from './commands/prune';
 import { put } from './commands/put';
 import { restore } from './commands/restore';
 import { rm } from './commands/rm';
@@ -38,7 +40,7 @@ export const GLOBAL_OPTIONS: Options = {
   version: { type: 'boolean', default: false, help: 'print the version and exit' },
 };
 
-const COMMANDS: readonly Command[] = [init, backup, snapshots, restore, ls, find, diff, dump, tag, copy, check, stats, cat, put, get, list, stat, rm, sidecarStats, version, help, completion, generate];
+const COMMANDS: readonly Command[] = [init, backup, snapshots, restore, ls, find, diff, dump, tag, forget, prune, copy, check, stats, cat, put, get, list, stat, rm, sidecarStats, version, help, completion, generate];
 
 export const PROGRAM: Program = {
   name: 'shmpipe',
