@@ -266,8 +266,20 @@ impl Repository {
     }
 
     /// Loads index objects not loaded yet (written by other sessions since the last refresh).
+    /// An index object listed but gone when read was deleted by a prune replacing the index
+    /// (it writes the new objects first): list again.
     pub async fn refresh_index(&self) -> Result<()> {
         let _g = self.inner.refresh.lock().await;
+        let mut relisted = 0;
+        loop {
+            match self.refresh_index_once().await {
+                Err(EngineError::NotFound { .. }) if relisted < 8 => relisted += 1,
+                r => return r,
+            }
+        }
+    }
+
+    async fn refresh_index_once(&self) -> Result<()> {
         let keys = objects::list_keys(&self.inner.store, INDEX).await?;
         {
             // An index object loaded before and gone now was replaced by a prune, which may
@@ -391,11 +403,19 @@ impl Repository {
     pub async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         let keys = objects::list_keys(&self.inner.store, SNAPSHOTS).await?;
         let ids: Vec<SnapshotId> = keys.iter().filter_map(|(k, _)| objects::id_of_key(k)).collect();
-        let mut out: Vec<SnapshotInfo> = futures::stream::iter(ids)
-            .map(|id| async move { Ok::<_, EngineError>(SnapshotInfo { id, file: self.snapshot(&id).await? }) })
+        // A snapshot listed but gone when read was forgotten meanwhile: it is not listed.
+        let found: Vec<Option<SnapshotInfo>> = futures::stream::iter(ids)
+            .map(|id| async move {
+                match self.snapshot(&id).await {
+                    Ok(file) => Ok(Some(SnapshotInfo { id, file })),
+                    Err(EngineError::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
             .buffer_unordered(8)
             .try_collect()
             .await?;
+        let mut out: Vec<SnapshotInfo> = found.into_iter().flatten().collect();
         out.sort_by_key(|s| (s.file.time_ns, s.id));
         Ok(out)
     }
