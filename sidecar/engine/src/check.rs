@@ -137,7 +137,7 @@ impl Repository {
                 Ok(f) => {
                     report.index_objects += 1;
                     for p in f.packs {
-                        index.add_pack(&p);
+                        index.stage_pack(&p)?;
                         indexed.entry(p.id).or_insert(p);
                     }
                 }
@@ -145,6 +145,7 @@ impl Repository {
                 Err(e) => report.error(&key, format!("index object unreadable: {e}")),
             }
         }
+        index.commit_staged();
         report.packs = indexed.len() as u64;
         report.blobs = index.len() as u64;
 

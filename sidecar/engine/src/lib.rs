@@ -7,8 +7,8 @@
 //! [`chunker`] (streaming FastCDC) → [`blob`] (compress-or-not + seal) → [`pack`] (blobs in
 //! pack files) → [`index`] (where each blob is) → [`snapshot`] (manifest and tree model) →
 //! [`repo`] (config, keys, the opened repository) → [`backup`] / [`restore`] / [`check`] /
-//! [`lock`] (the operations). [`objects`] is the key layout and sealed-object IO; [`error`] the
-//! one error enum with stable codes.
+//! [`lock`] (the operations). [`objects`] is the key layout and sealed-object IO; [`cache`] the
+//! local copies of metadata objects; [`error`] the one error enum with stable codes.
 //!
 //! ```text
 //! let repo = Repository::init(store, password, RepoParams::recommended()).await?;   // or ::open
@@ -25,6 +25,7 @@ pub mod backup;
 pub mod blob;
 pub mod browse;
 pub mod bufpool;
+pub mod cache;
 pub mod check;
 pub mod chunker;
 pub mod crypto;
@@ -32,6 +33,7 @@ pub mod error;
 pub mod forget;
 pub mod id;
 pub mod index;
+pub mod keys;
 pub mod lock;
 pub mod objects;
 pub mod policy;
@@ -39,6 +41,7 @@ pub mod pool;
 pub mod pack;
 pub mod packread;
 pub mod prune;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;
@@ -53,7 +56,9 @@ pub use crypto::KdfParams;
 pub use error::{EngineError, Result};
 pub use forget::{ForgetGroup, ForgetRequest, KeepReason};
 pub use id::{BlobId, Id, PackId, SnapshotId};
-pub use lock::{LockKind, RepoLock};
+pub use keys::KeyInfo;
+pub use lock::{LockHealth, LockInfo, LockKind, LockTiming, RepoLock, Staleness, UnlockReport};
+pub use repair::{RepairIndexReport, RepairedSnapshot};
 pub use repo::{OpenOptions, RepoParams, Repository, Settings};
 pub use restore::{ContentReader, EntryReader, ParentFile};
 pub use prune::{MaxUnused, PruneOptions, PruneReport, PruneStats};

@@ -28,11 +28,14 @@ mod cat;
 mod diff;
 mod forget;
 mod prune;
+mod key;
+mod repair;
 pub mod snapshots;
 mod stats;
 mod tag;
 #[cfg(test)]
 mod tests;
+mod unlock;
 
 /// What a job returns: a boxed future, so that [`JOBS`] can hold plain function pointers.
 pub type JobFuture = Pin<Box<dyn Future<Output = OpResult<()>> + Send + 'static>>;
@@ -49,6 +52,9 @@ pub const JOBS: &[(&str, JobFn)] = &[
     ("tag", tag::run),
     ("forget", forget::run),
     ("prune", prune::run),
+    ("unlock", unlock::run),
+    ("key", key::run),
+    ("repair", repair::run),
 ];
 
 /// Lines a job may have emitted and the agent not yet read. Small: a job that outruns its
