@@ -619,6 +619,11 @@ impl BackupSession {
             counts: counts.clone(),
             duration_ms: duration.as_millis() as u64,
         };
+        // A prune may run once our lock looks stale to others: then blobs this backup
+        // deduplicated against may be gone, and the snapshot must not be written.
+        if let Some(l) = self.lock.lock().expect("lock slot").as_ref() {
+            l.ensure_held()?;
+        }
         let id = SnapshotId::random();
         let key = objects::snapshot_key(&id);
         let n = self.sh.repo.put_object_cached(&key, &file).await?;

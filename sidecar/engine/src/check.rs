@@ -110,7 +110,18 @@ impl Repository {
 
     /// [`Repository::check`], reading only the packs `subset` selects (`check
     /// --read-data-subset`; subset.rs); `Some` implies reading data.
+    /// Takes a shared lock, so a prune (which deletes) cannot run meanwhile and show up as
+    /// missing packs.
     pub async fn check_subset(&self, opts: CheckOptions, subset: Option<crate::subset::PackSubset>) -> Result<CheckReport> {
+        let lock = self.lock(crate::lock::LockKind::Shared, "check").await?;
+        let report = self.check_locked(opts, subset).await;
+        let released = lock.release().await;
+        let report = report?;
+        released?;
+        Ok(report)
+    }
+
+    async fn check_locked(&self, opts: CheckOptions, subset: Option<crate::subset::PackSubset>) -> Result<CheckReport> {
         if let Some(s) = &subset {
             s.validate()?;
         }

@@ -257,6 +257,11 @@ impl MemIndex {
         self.loaded.contains(index_id)
     }
 
+    /// The index objects loaded so far.
+    pub fn loaded_ids(&self) -> impl Iterator<Item = &Id> + '_ {
+        self.loaded.iter()
+    }
+
     /// Records an index object as loaded.
     pub fn mark_loaded(&mut self, index_id: Id) {
         self.loaded.insert(index_id);

@@ -317,9 +317,30 @@ impl Repository {
     }
 
     /// Loads index objects not loaded yet (written by other sessions since the last refresh).
+    /// An index object listed but gone when read was deleted by a prune replacing the index
+    /// (it writes the new objects first): list again.
     pub async fn refresh_index(&self) -> Result<()> {
         let _g = self.inner.refresh.lock().await;
+        let mut relisted = 0;
+        loop {
+            match self.refresh_index_once().await {
+                Err(EngineError::NotFound { .. }) if relisted < 8 => relisted += 1,
+                r => return r,
+            }
+        }
+    }
+
+    async fn refresh_index_once(&self) -> Result<()> {
         let keys = objects::list_keys(&self.inner.store, INDEX).await?;
+        {
+            // An index object loaded before and gone now was replaced by a prune, which may
+            // have deleted packs it named: start over, or dedup could reuse a deleted blob.
+            let listed: HashSet<Id> = keys.iter().filter_map(|(k, _)| objects::id_of_key(k)).collect();
+            let mut idx = self.inner.index.write().expect("index lock");
+            if idx.loaded_ids().any(|id| !listed.contains(id)) {
+                *idx = MemIndex::default();
+            }
+        }
         if let Some(c) = &self.inner.cache {
             let listed: HashSet<Id> = keys.iter().filter_map(|(k, _)| objects::id_of_key(k)).collect();
             c.retain(INDEX, |id| listed.contains(id)).await;
@@ -380,6 +401,12 @@ impl Repository {
         Ok(())
     }
 
+    /// Forgets the in-memory index (prune deleted packs it may name); the next use reloads it.
+    pub(crate) fn reset_index(&self) {
+        *self.inner.index.write().expect("index lock") = MemIndex::default();
+        self.inner.index_ready.store(false, Ordering::Release);
+    }
+
     /// Reads and opens a sealed object, from the cache when it holds a copy that opens, else
     /// from the store (then caching it). Callers ask only for keys the store lists.
     pub(crate) async fn get_object_cached<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
@@ -434,9 +461,25 @@ impl Repository {
 
     /// Reads one blob: ranged read from its pack, then authentication, decompression and the
     /// id check on a worker.
+    /// A pack that has vanished (a prune elsewhere repacked the blob after this handle loaded
+    /// the index) reloads the index once and reads the blob where it is now.
+    pub async fn read_blob(&self, id: &BlobId) -> Result<Bytes> {
+        match self.read_blob_once(id).await {
+            Err(EngineError::NotFound { what }) => {
+                let before = self.locate(id).await?;
+                self.refresh_index().await?;
+                if self.locate(id).await? == before {
+                    return Err(EngineError::NotFound { what });
+                }
+                self.read_blob_once(id).await
+            }
+            r => r,
+        }
+    }
+
     /// Tree and chunk-list blobs go through the cache (verified like any read); `check` reads
     /// with [`Repository::read_blob_at`], from the store.
-    pub async fn read_blob(&self, id: &BlobId) -> Result<Bytes> {
+    async fn read_blob_once(&self, id: &BlobId) -> Result<Bytes> {
         let loc = self.locate(id).await?;
         let Some(c) = self.inner.cache.as_ref().filter(|_| loc.kind != BlobKind::Data) else {
             return self.read_blob_at(id, &loc).await;

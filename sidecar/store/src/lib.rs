@@ -16,6 +16,7 @@ pub mod error;
 pub mod key;
 pub mod ratelimit;
 pub mod reader;
+mod staging;
 pub mod store;
 pub mod trailer;
 pub mod transient;

@@ -47,6 +47,8 @@ export interface BackupOptions {
   parent?: string | null | undefined;
   host?: string;
   tags?: string[];
+  /** The snapshot's time, ns since the epoch as a decimal string (default: now). */
+  timeNs?: string;
   /** A path that could not be read or listed (left out of the snapshot). */
   onUnreadable?: (e: WalkError) => void;
   /** A path that changed while it was backed up (recorded as it was read, or as it is now). */
@@ -158,6 +160,7 @@ async function backupWith(c: Client, repo: Handle, o: BackupOptions, started: bi
     host,
     paths,
     ...(o.tags?.length ? { tags: o.tags } : {}),
+    ...(o.timeNs !== undefined ? { time_ns: o.timeNs } : {}),
     ...(parent !== null ? { parent } : {}),
     ...(o.compressionLevel !== undefined ? { compression_level: o.compressionLevel } : {}),
     ...(o.packSizeMiB !== undefined ? { pack_size_mib: o.packSizeMiB } : {}),

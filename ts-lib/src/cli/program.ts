@@ -12,6 +12,7 @@ import { copy } from './commands/copy';
 import { diff } from './commands/diff';
 import { dump } from './commands/dump';
 import { find } from './commands/find';
+import { forget } from './commands/forget';
 import { generate } from './commands/generate';
 import { get } from './commands/get';
 import { help } from './commands/help';
@@ -19,6 +20,7 @@ import { init } from './commands/init';
 import { key } from './commands/key';
 import { list } from './commands/list';
 import { ls } from './commands/ls';
+import { prune } from './commands/prune';
 import { put } from './commands/put';
 import { repair } from './commands/repair';
 import { restore } from './commands/restore';
@@ -42,7 +44,7 @@ export const GLOBAL_OPTIONS: Options = {
   version: { type: 'boolean', default: false, help: 'print the version and exit' },
 };
 
-const COMMANDS: readonly Command[] = [init, backup, snapshots, restore, ls, find, diff, dump, tag, copy, check, stats, unlock, key, repair, cat, put, get, list, stat, rm, sidecarStats, version, help, completion, generate];
+const COMMANDS: readonly Command[] = [init, backup, snapshots, restore, ls, find, diff, dump, tag, forget, prune, copy, check, stats, unlock, key, repair, cat, put, get, list, stat, rm, sidecarStats, version, help, completion, generate];
 
 export const PROGRAM: Program = {
   name: 'shmpipe',

@@ -26,6 +26,8 @@ use crate::ops::error::{OpError, OpResult, CODE_MALFORMED, CODE_OUT_OF_RANGE};
 mod browse_json;
 mod cat;
 mod diff;
+mod forget;
+mod prune;
 mod key;
 mod repair;
 pub mod snapshots;
@@ -48,6 +50,8 @@ pub const JOBS: &[(&str, JobFn)] = &[
     ("diff", diff::run),
     ("stats", stats::run),
     ("tag", tag::run),
+    ("forget", forget::run),
+    ("prune", prune::run),
     ("unlock", unlock::run),
     ("key", key::run),
     ("repair", repair::run),

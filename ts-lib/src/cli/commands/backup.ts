@@ -39,6 +39,7 @@ export const backup: Command = {
   options: {
     parent: { type: 'string', value: 'ID', help: 'compare against this snapshot (64 hex digits) instead of the latest one of this host and these paths' },
     'no-parent': { type: 'boolean', default: false, help: 'compare against no snapshot: read every file' },
+    time: { type: 'string', value: 'TIME', help: "record this time instead of now: 'YYYY-MM-DD HH:MM:SS' (local time, as restic) or RFC 3339" },
     host: { type: 'string', short: 'H', value: 'NAME', help: "record this host name in the snapshot (default: this machine's host name)" },
     tag: { type: 'string', value: 'TAG', multiple: true, help: 'add a tag to the snapshot' },
     every: { type: 'string', value: 'DURATION', help: 'keep running and back up once per interval (e.g. 15m, 1h, 1d; at least 10s), each run incremental against the previous one; SIGTERM while idle exits 0' },
@@ -86,6 +87,7 @@ export const backup: Command = {
       };
       const host = (ctx.values.host as string | undefined) ?? os.hostname();
       const tags = (ctx.values.tag as string[] | undefined) ?? [];
+      const timeNs = snapshotTime(ctx.values.time as string | undefined);
       const files = (): Promise<BackupResult> =>
         withRepo(ctx, ({ session, repo }) =>
           runBackup(session.client, repo, {
@@ -94,6 +96,7 @@ export const backup: Command = {
             parent,
             host,
             tags,
+            ...(timeNs !== undefined ? { timeNs } : {}),
             signal,
             onProgress,
             ...tune,
@@ -168,6 +171,15 @@ export const backup: Command = {
     });
   },
 };
+
+/** `--time`: restic's `YYYY-MM-DD HH:MM:SS` (local time) or RFC 3339 → ns since the epoch. */
+export function snapshotTime(text: string | undefined): string | undefined {
+  if (text === undefined) return undefined;
+  const m = /^(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$/.exec(text.trim());
+  const ms = m ? Date.parse(m[8] !== undefined ? text.trim().replace(' ', 'T') : `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}${m[7] ?? ''}`) : NaN;
+  if (!Number.isFinite(ms)) throw new UsageError(`--time takes 'YYYY-MM-DD HH:MM:SS' or RFC 3339, got '${text}'`);
+  return (BigInt(ms) * 1_000_000n).toString();
+}
 
 /** `--dry-run`: the entries a backup would store and what it would read; nothing written. */
 async function dryRunCommand(ctx: CommandContext, sel: Selection, parent: string | null | undefined): Promise<number> {
