@@ -8,7 +8,8 @@
 //! pack files) → [`index`] (where each blob is) → [`snapshot`] (manifest and tree model) →
 //! [`repo`] (config, keys, the opened repository) → [`backup`] / [`restore`] / [`check`] /
 //! [`lock`] (the operations). [`objects`] is the key layout and sealed-object IO; [`error`] the
-//! one error enum with stable codes.
+//! one error enum with stable codes; [`limits`] the bounds every reader applies to repository
+//! data before using it.
 //!
 //! ```text
 //! let repo = Repository::init(store, password, RepoParams::recommended()).await?;   // or ::open
@@ -31,6 +32,7 @@ pub mod crypto;
 pub mod error;
 pub mod id;
 pub mod index;
+pub mod limits;
 pub mod lock;
 pub mod objects;
 pub mod pool;
@@ -53,6 +55,9 @@ pub use repo::{OpenOptions, RepoParams, Repository, Settings};
 pub use restore::{ContentReader, EntryReader, ParentFile};
 pub use subset::PackSubset;
 pub use snapshot::{ChunkRef, ContentRef, EntryKind, SnapshotCounts, SnapshotFile, SnapshotInfo, TreeEntry};
+
+#[cfg(test)]
+mod fuzz_tests;
 
 #[cfg(test)]
 mod tests {
