@@ -3,7 +3,7 @@
 // file:// store on tmpfs, three ways, in one run:
 //   shm   the TS client through shared memory: client.putFile / client.getFile (files read
 //         straight into slots; the sidecar checksums in place and writes the store);
-//   node  pure Node: fs streams and a JS CRC-32C, writing the very same objects (data + the
+//   node  pure Node: fs streams and a native CRC-32C (@node-rs/crc32), writing the very same objects (data + the
 //         store's 32-byte trailer, temp file + rename; downloads verified before the rename);
 //   uds   the same sidecar store ops over the UDS baseline transport (frames on a Unix socket).
 // Every download is compared with its source afterwards (not timed). Prints GB/s, CPU-seconds

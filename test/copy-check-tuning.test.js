@@ -188,9 +188,10 @@ describe('copy, check --read-data-subset, tuning flags', function () {
     b[0] ^= 0xff;
     fs.writeSync(fd, b, 0, 1, 100);
     fs.closeSync(fd);
-    const verdicts = [];
-    for (let n = 1; n <= 3; n++) verdicts.push((await cli(['check', '--read-data-subset', `${n}/3`, '--json', '--repo', repoT], { env: B })).status);
-    assert.deepEqual(verdicts.filter((s) => s === 1).length, 1, `exactly one group finds the damage: ${verdicts}`);
+    const runs = [];
+    for (let n = 1; n <= 3; n++) runs.push(await cli(['check', '--read-data-subset', `${n}/3`, '--json', '--repo', repoT], { env: B }));
+    const verdicts = runs.map((r) => r.status);
+    assert.deepEqual(verdicts.filter((s) => s === 1).length, 1, `exactly one group finds the damage: ${verdicts}\n${runs.map((r) => r.stderr).join('\n---\n')}`);
     for (const bad of ['0/3', '4/3', '0%', '101%', 'abc', '1/0']) assert.equal((await cli(['check', '--read-data-subset', bad, '--repo', repoT], { env: B })).status, 2, bad);
     assert.equal((await cli(['check', '--read-data', '--read-data-subset', '1/2', '--repo', repoT], { env: B })).status, 2);
   });

@@ -75,7 +75,7 @@ describe('interop: TypeScript, Go, Python and the shmpipe CLI on one sidecar', f
     cli: {
       put: (file, key) => run(process.execPath, [CLI, 'put', file, key, '--sidecar', sock()]),
       get: (key, file) => run(process.execPath, [CLI, 'get', key, file, '--sidecar', sock()]),
-      ls: async (prefix) => (await run(process.execPath, [CLI, 'ls', prefix, '--json', '--sidecar', sock()])).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l).key),
+      ls: async (prefix) => (await run(process.execPath, [CLI, 'list', prefix, '--json', '--sidecar', sock()])).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l).key),
     },
   };
   // Empty, one slot with its key, and streamed through several slots (and several parts' worth

@@ -12,6 +12,10 @@
 //             other small files, in nested directories 2..4 deep; some 0600 / 0755 modes
 //   dup/      byte-identical copies of one large random file, three log files and a medium file
 //   links/    symlinks (relative to files and a directory, absolute, one dangling), empty dirs
+//
+// The second data set (`kind` 'small', issue #15): N files (100,000 by default) of 0..16 KiB
+// (uniform), half text, half random, ~100 to a directory two levels deep — where the per-file
+// costs (walk, metadata, parent lookup, one request per file) decide the speed.
 'use strict';
 
 const crypto = require('node:crypto');
@@ -24,6 +28,7 @@ const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
 /** Bump when the generator changes: a cached set of another version is regenerated. */
 const VERSION = 4;
+const SMALL_VERSION = 1;
 
 
 /** Deterministic incompressible bytes: the AES-256-CTR keystream of a key derived from `name`. */
@@ -237,6 +242,33 @@ function plan(total, seed) {
   return entries;
 }
 
+/** The 'small' set: `count` files of 0..16 KiB, ~100 a directory (d00..d39/s00..s24). */
+function planSmall(count, seed) {
+  const r = prng(seed ^ 0x51a11);
+  const entries = [];
+  const dirs = new Set();
+  const dir = (rel) => {
+    if (rel === '' || dirs.has(rel)) return;
+    dir(path.dirname(rel) === '.' ? '' : path.dirname(rel));
+    dirs.add(rel);
+    entries.push({ rel, kind: 'dir', mode: 0o755 });
+  };
+  const perDir = 100;
+  const nDirs = Math.max(1, Math.ceil(count / perDir));
+  const top = Math.max(1, Math.round(Math.sqrt(nDirs * 1.6)));
+  for (let i = 0; i < count; i++) {
+    const k = Math.floor(i / perDir);
+    const d = `d${String(k % top).padStart(2, '0')}/s${String(Math.floor(k / top)).padStart(3, '0')}`;
+    dir(d);
+    const text = r() < 0.5;
+    const size = Math.floor(r() * (16 * KiB + 1));
+    const u = r();
+    const mode = u < 0.03 ? 0o755 : u < 0.06 ? 0o600 : 0o644;
+    entries.push({ rel: `${d}/${text ? `f${i}.txt` : `f${i}.bin`}`, kind: 'file', content: text ? 'text' : 'random', size, mode, name: `small-${i}` });
+  }
+  return entries;
+}
+
 // ---- generating and checking ------------------------------------------------------------------
 
 function sha256File(file, buf) {
@@ -332,8 +364,9 @@ function describe(dir, rel, sha256) {
  * The data set under `cacheDir` for (`total`, `seed`): reused when its manifest exists and every
  * entry still has its recorded size and mtime, else (re)generated. Returns { dir, manifest, reused }.
  */
-function ensureDataset(cacheDir, total, seed, log = () => {}) {
-  const dir = path.join(cacheDir, `dataset-v${VERSION}-${total}-${seed}`);
+function ensureDataset(cacheDir, total, seed, log = () => {}, kind = 'mixed') {
+  // For kind 'small', `total` is the number of files.
+  const dir = path.join(cacheDir, kind === 'small' ? `dataset-small-v${SMALL_VERSION}-${total}-${seed}` : `dataset-v${VERSION}-${total}-${seed}`);
   const manifestFile = path.join(dir, '..', `${path.basename(dir)}.manifest.json`);
   const src = path.join(dir, 'src');
   if (fs.existsSync(manifestFile)) {
@@ -351,11 +384,12 @@ function ensureDataset(cacheDir, total, seed, log = () => {}) {
   }
   fs.rmSync(dir, { recursive: true, force: true });
   fs.rmSync(manifestFile, { force: true });
-  const entries = plan(total, seed);
+  const entries = kind === 'small' ? planSmall(total, seed) : plan(total, seed);
   const recs = generate(src, entries, seed, log);
   const files = recs.filter((e) => e.kind === 'file');
   const manifest = {
-    version: VERSION,
+    kind,
+    version: kind === 'small' ? SMALL_VERSION : VERSION,
     total,
     seed,
     bytes: files.reduce((a, e) => a + e.size, 0),

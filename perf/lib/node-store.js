@@ -1,6 +1,6 @@
 // The pure-Node implementation of perf:transfer's job: the same objects on disk as the
 // sidecar's file:// store writes (data ‖ the store crate's 32-byte trailer with the CRC-32C,
-// written to a temporary file and renamed into place), with fs streams and the CRC-32C in JS.
+// written to a temporary file and renamed into place), with fs streams and a native CRC-32C.
 // getFile verifies the checksum before it renames the download into place, like the sidecar.
 'use strict';
 

@@ -6,7 +6,9 @@
 //     for when the child is reaped, so a sidecar reaped by the CLI counts, as does the CLI itself.
 //     The per-process /proc/<pid>/stat figures sampled along the way give the split by process
 //     (and a floor, should a grandchild not be waited for: the larger of the two is reported);
-//   - peak RSS of the tree: every ~`intervalMs` the RssAnon + RssFile of every process in the tree
+//   - peak memory of the tree as summed PSS (lib/pss.js, every ~50 ms): the figure compared between
+//     tools, since it counts shared memory (the slot segment) once and at all;
+//   - peak RSS of the tree (kept beside it as a check): every ~`intervalMs` the RssAnon + RssFile of every process in the tree
 //     (/proc/<pid>/status, so shared memory, RssShmem, is excluded) summed at that instant; the
 //     peak of those sums. The per-process peaks, the peak RssShmem and the last VmHWM seen (which
 //     does include shared memory) are kept beside it.
@@ -15,6 +17,8 @@
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
+
+const { PssSampler } = require('./pss');
 
 const TICK = 100; // USER_HZ (getconf CLK_TCK) on Linux
 
@@ -62,10 +66,11 @@ function children(pid) {
 
 /**
  * Runs `cmd args` with `opts` (spawn options; stdout and stderr are collected) and measures it.
- * Resolves { code, signal, stdout, stderr, wall, cpu, procs, peakRss, peakShmem, samples }.
+ * Resolves { code, signal, stdout, stderr, wall, cpu, procs, peakPss, pssByLabel, pssSamples,
+ * peakRss, peakShmem, samples }.
  * `label(comm, depth)` names a process for the per-process split (default: its comm).
  */
-function measure(cmd, args, opts = {}, { intervalMs = 20, label = (comm) => comm } = {}) {
+function measure(cmd, args, opts = {}, { intervalMs = 20, pssIntervalMs = 50, label = (comm) => comm } = {}) {
   return new Promise((resolve, reject) => {
     const cpu0 = selfChildTicks();
     const t0 = process.hrtime.bigint();
@@ -112,15 +117,22 @@ function measure(cmd, args, opts = {}, { intervalMs = 20, label = (comm) => comm
       sample();
       timer = setTimeout(loop, intervalMs);
     };
-    child.once('spawn', loop);
+    let pss = null;
+    child.once('spawn', () => {
+      pss = new PssSampler(child.pid, { intervalMs: pssIntervalMs, label }).start();
+      loop();
+    });
     child.once('error', (e) => {
       done = true;
       clearTimeout(timer);
+      pss?.stop();
       reject(e);
     });
+    let pssResult = { peak: 0, perProcPeak: new Map(), samples: 0 };
     child.once('exit', () => {
       done = true;
       clearTimeout(timer);
+      if (pss) pssResult = pss.stop();
     });
     child.once('close', (code, signal) => {
       const wall = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -137,6 +149,9 @@ function measure(cmd, args, opts = {}, { intervalMs = 20, label = (comm) => comm
         cpuReaped: reaped,
         cpuSampled: sampled,
         procs: list,
+        peakPss: pssResult.peak,
+        pssByLabel: Object.fromEntries(pssResult.perProcPeak),
+        pssSamples: pssResult.samples,
         peakRss,
         peakShmem,
         samples,

@@ -37,6 +37,7 @@ pub mod lock;
 pub mod objects;
 pub mod pool;
 pub mod pack;
+pub mod packread;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;

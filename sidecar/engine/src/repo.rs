@@ -181,6 +181,8 @@ pub(crate) struct RepoInner {
     /// CPU workers shared by every operation on this repository.
     pub cpu: crate::pool::CpuPool,
     pub workers: usize,
+    /// Small blobs read a pack window at a time (packread.rs).
+    pub windows: crate::packread::PackWindows,
 }
 
 impl Repository {
@@ -300,6 +302,7 @@ impl Repository {
                 index_ready: AtomicBool::new(false),
                 cpu: crate::pool::CpuPool::new(workers)?,
                 workers,
+                windows: crate::packread::PackWindows::default(),
             }),
         })
     }
@@ -389,10 +392,27 @@ impl Repository {
     pub(crate) async fn read_blob_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Bytes> {
         let key = objects::pack_key(&loc.pack);
         let start = u64::from(loc.offset);
-        let env = objects::read_range(&self.inner.store, &key, start..start + u64::from(loc.length)).await?;
+        let range = start..start + u64::from(loc.length);
+        let env = match self.read_windowed(&key, loc, range.clone()).await {
+            Some(env) => env,
+            None => objects::read_range(&self.inner.store, &key, range).await?,
+        };
         let repo = self.clone();
         let (id, kind, raw_len) = (*id, loc.kind, loc.raw_len);
         self.inner.cpu.run(move || repo.open_blob(kind, &id, raw_len, env)).await?
+    }
+
+    /// A small blob's envelope out of its pack window (packread.rs), or `None` to read it alone.
+    async fn read_windowed(&self, key: &str, loc: &BlobLocation, range: std::ops::Range<u64>) -> Option<Bytes> {
+        let sizes = || self.inner.index.read().expect("index lock").packs().collect::<Vec<_>>();
+        let w = self.inner.windows.window_for(loc.pack, range.clone(), sizes)?;
+        match w.bytes(|r| objects::read_range(&self.inner.store, key, r)).await {
+            Ok(data) => w.slice(&data, range),
+            Err(e) => {
+                tracing::debug!(pack = %key, error = %e, "pack window unreadable; reading the blob alone");
+                None
+            }
+        }
     }
 
     /// Opens a sealed blob with this repository's keys (verifying its id).

@@ -34,7 +34,7 @@ import { ShmpipeError } from '../errors';
 import { Fifo } from '../fifo';
 import type { Slot } from '../slot';
 import { classify, type Change, type ParentFile } from './incremental';
-import { addEntries, backupAbort, backupBegin, backupCommit, close, encodeEntry, entries, fileFinish, fileOpen, filePut, fileWrite, snapshots, type CommitSummary, type FileContent, type Handle } from './ops';
+import { addEntries, backupAbort, backupBegin, backupCommit, close, decodeParentEntry, encodeEntry, entryLines, fileFinish, fileOpen, filePut, fileWrite, snapshots, type CommitSummary, type FileContent, type Handle } from './ops';
 import type { ProgressCounts } from './progress';
 import type { Xattr } from './restore-fs';
 import { changedWhileRead, openSource, openSourceSync, readSparse, readSyncUpTo, readUpTo, readXattrs, Unreadable } from './source';
@@ -121,9 +121,7 @@ export async function findParent(c: Client, repo: Handle, host: string, paths: r
 
 async function loadParent(c: Client, repo: Handle, id: string): Promise<ParentMap> {
   const map: ParentMap = new Map();
-  for await (const e of await entries(c, repo, id)) {
-    map.set(e.path, { kind: e.kind, size: e.size, mtimeNs: e.mtimeNs, inode: e.inode, ctimeNs: e.ctimeNs, content: e.content, xattrs: e.xattrs });
-  }
+  for await (const e of await entryLines(c, repo, id, decodeParentEntry)) map.set(e.path, e);
   return map;
 }
 

@@ -19,5 +19,6 @@ export * as ops from './ops';
 export { encodeEntry, decodeEntry, type TreeEntry, type SnapshotInfo, type CommitSummary, type CheckReport } from './ops';
 export { runBackup, findParent, snapshotPaths, type BackupOptions, type BackupResult } from './backup';
 export { runRestore, type RestoreOptions, type RestoreResult } from './restore';
+export { splitSnapshotArg, subtree } from './subtree';
 // The ops above need a Client of this bundle (Slot checks are `instanceof`): tests connect with this.
 export { connect } from '../client';

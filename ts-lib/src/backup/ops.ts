@@ -200,36 +200,28 @@ export function encodeEntry(e: TreeEntry, change: Change = 'new'): string {
   }
   if (!KINDS.has(e.kind)) throw invalid(`entry ${JSON.stringify(e.path)}: kind must be file, dir, symlink or other, got ${String(e.kind)}`);
   if (change !== 'new' && change !== 'changed' && change !== 'unchanged') throw invalid(`entry ${JSON.stringify(e.path)}: change must be new, changed or unchanged`);
-  const line: Record<string, unknown> = {
-    p: e.path,
-    k: e.kind,
-    m: u32(e.mode, 'mode'),
-    u: u32(e.uid, 'uid'),
-    g: u32(e.gid, 'gid'),
-    t: i64(e.mtimeNs, 'mtimeNs'),
-    s: u64(e.size, 'size'),
-    n: u64(e.inode, 'inode'),
-    d: u64(e.dev, 'dev'),
-  };
+  // Built as text rather than an object for JSON.stringify: this runs once per entry of every
+  // backup (~2x faster; the same JSON). Numbers: u32 as JSON numbers, 64-bit as decimal strings.
+  let line = `{"p":${JSON.stringify(e.path)},"k":"${e.kind}","m":${u32(e.mode, 'mode')},"u":${u32(e.uid, 'uid')},"g":${u32(e.gid, 'gid')},"t":"${i64(e.mtimeNs, 'mtimeNs')}","s":"${u64(e.size, 'size')}","n":"${u64(e.inode, 'inode')}","d":"${u64(e.dev, 'dev')}"`;
   if (e.target !== undefined) {
     if (e.kind !== 'symlink') throw invalid(`entry ${JSON.stringify(e.path)}: only symlinks have a target`);
-    line.l = e.target;
+    line += `,"l":${JSON.stringify(e.target)}`;
   }
-  if (e.kind === 'file') line.c = checkContent(e.content, `entry ${JSON.stringify(e.path)}`);
+  if (e.kind === 'file') line += `,"c":"${checkContent(e.content, `entry ${JSON.stringify(e.path)}`)}"`;
   else if (e.content !== undefined) throw invalid(`entry ${JSON.stringify(e.path)}: only files have a content reference`);
-  if (change !== 'new') line.x = change;
-  if (e.ctimeNs !== undefined) line.ct = i64(e.ctimeNs, 'ctimeNs');
+  if (change !== 'new') line += `,"x":"${change}"`;
+  if (e.ctimeNs !== undefined) line += `,"ct":"${i64(e.ctimeNs, 'ctimeNs')}"`;
   if (e.rdev !== undefined) {
     if (e.kind !== 'other') throw invalid(`entry ${JSON.stringify(e.path)}: only special files have an rdev`);
-    line.r = u64(e.rdev, 'rdev');
+    line += `,"r":"${u64(e.rdev, 'rdev')}"`;
   }
   if (e.links !== undefined || e.sparse === true) {
     if (e.kind !== 'file') throw invalid(`entry ${JSON.stringify(e.path)}: only files have links or holes`);
-    if (e.links !== undefined) line.nl = u64(BigInt(u32(e.links, 'links')), 'links');
-    if (e.sparse === true) line.sp = true;
+    if (e.links !== undefined) line += `,"nl":"${u64(BigInt(u32(e.links, 'links')), 'links')}"`;
+    if (e.sparse === true) line += ',"sp":true';
   }
-  if (e.xattrs !== undefined && e.xattrs.length > 0) line.a = e.xattrs.map((x) => [x.name, x.value.toString('hex')]);
-  return JSON.stringify(line);
+  if (e.xattrs !== undefined && e.xattrs.length > 0) line += `,"a":${JSON.stringify(e.xattrs.map((x) => [x.name, x.value.toString('hex')]))}`;
+  return `${line}}`;
 }
 
 const protocolError = (op: string, why: string): ShmpipeError => new ShmpipeError('SHMPIPE_E_PROTOCOL', `${op}: the sidecar returned ${why}`);
@@ -520,8 +512,46 @@ export function entriesNext(c: Client, cursor: Handle): Promise<{ lines: string;
   });
 }
 
-/** A snapshot's entries page by page; the cursor is closed when the iteration stops early. */
-export async function entries(c: Client, repo: Handle, snapshot: string): Promise<EntryListing> {
+/** What an incremental backup keeps of a parent snapshot's entry (see `decodeParentEntry`). */
+export interface ParentEntry {
+  path: string;
+  kind: EntryKind;
+  size: bigint;
+  mtimeNs: bigint;
+  inode: bigint;
+  ctimeNs: bigint | undefined;
+  content: string | undefined;
+  xattrs: Xattr[] | undefined;
+}
+
+/**
+ * Parses one ENTRIES_NEXT line into what the incremental test and an unchanged file's entry
+ * need, and no more: the lean twin of `decodeEntry` for loading a whole parent snapshot
+ * (100,000 entries cost ~0.6 s of agent CPU through decodeEntry and a copy). Malformed lines
+ * fail the same way (SHMPIPE_E_PROTOCOL).
+ */
+export function decodeParentEntry(line: string): ParentEntry {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    throw protocolError('entriesNext', `an entry line that is not JSON: ${line.slice(0, 120)}`);
+  }
+  if (typeof o.p !== 'string' || typeof o.k !== 'string' || !KINDS.has(o.k)) throw protocolError('entriesNext', `a malformed entry: ${line.slice(0, 120)}`);
+  return {
+    path: o.p,
+    kind: o.k as EntryKind,
+    size: big(o.s, 's'),
+    mtimeNs: big(o.t, 't', true),
+    inode: big(o.n, 'n'),
+    ctimeNs: o.ct === undefined ? undefined : big(o.ct, 'ct', true),
+    content: typeof o.c === 'string' ? o.c : undefined,
+    xattrs: o.a === undefined ? undefined : xattrsOf(o.a),
+  };
+}
+
+/** A snapshot's entries page by page, each line through `decode`; the cursor is closed when the iteration stops early. */
+export async function entryLines<T>(c: Client, repo: Handle, snapshot: string, decode: (line: string) => T): Promise<AsyncIterable<T> & { id: string }> {
   const { cursor, id } = await entriesOpen(c, repo, snapshot);
   let started = false;
   return {
@@ -534,13 +564,18 @@ export async function entries(c: Client, repo: Handle, snapshot: string): Promis
         while (!done) {
           const page = await entriesNext(c, cursor);
           done = page.done;
-          for (const line of page.lines.split('\n')) if (line !== '') yield decodeEntry(line);
+          for (const line of page.lines.split('\n')) if (line !== '') yield decode(line);
         }
       } finally {
         if (!done) await close(c, cursor).catch(() => {});
       }
     },
   };
+}
+
+/** A snapshot's entries page by page; the cursor is closed when the iteration stops early. */
+export function entries(c: Client, repo: Handle, snapshot: string): Promise<EntryListing> {
+  return entryLines(c, repo, snapshot, decodeEntry);
 }
 
 // ---- jobs ---------------------------------------------------------------------------------

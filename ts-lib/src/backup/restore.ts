@@ -27,9 +27,13 @@ import { selector, type PatternOptions } from './restore-select';
 import type { ProgressCounts } from './progress';
 import { type Action, type Overwrite, RestoreTarget, type SyncFileSink } from './restore-fs';
 import { RestorePlan } from './restore-plan';
+import { subtree } from './subtree';
 
 export interface RestoreOptions extends PatternOptions {
   snapshot: string;
+  /** Restore only what is below this directory of the snapshot (a repository path such as
+   * `home/me`), into the target's top (restic's `SNAPSHOT:SUBFOLDER`); '' or absent: all. */
+  subfolder?: string;
   target: string;
   /** What to do with what is already in the target (default if-changed). */
   overwrite?: Overwrite;
@@ -95,7 +99,7 @@ export async function runRestore(c: Client, repo: Handle, o: RestoreOptions): Pr
   const target = new RestoreTarget(o.target, { overwrite: o.overwrite, xattrs: o.xattrs, sparse: o.sparse, dryRun: o.dryRun, onMetadataError: failed });
   await target.prepare();
   try {
-    await restoreEntries(c, repo, o, listing, target, select, r, counts, failed, progress);
+    await restoreEntries(c, repo, o, subtree(listing, o.subfolder ?? ''), target, select, r, counts, failed, progress);
   } finally {
     target.close();
   }

@@ -2,7 +2,7 @@
  * The backup walker: turns the paths given to `shmpipe backup` into a stream of source entries
  * with the metadata the repository keeps (type, mode, uid/gid, mtime in ns, size, inode/dev,
  * symlink targets). It only walks and `lstat`s; reading file bytes into slots is the reader's
- * job. Names are read as bytes (`opendir` with `encoding: 'buffer'`) so that names that are
+ * job. Names are read as bytes (`readdir` with `encoding: 'buffer'`) so that names that are
  * not UTF-8 survive, and escaped for the repository by names.ts.
  *
  * Order is deterministic: each root as given, and within a directory the children in byte
@@ -15,6 +15,7 @@
  * skipped (the CLI lists them and exits 3 with the backup still committed).
  */
 
+import * as fs from 'node:fs';
 import { promises as fsp, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { escapeName } from './names';
@@ -66,14 +67,28 @@ export interface WalkError {
  */
 export type Select = (e: SourceEntry, parent: SourceEntry) => boolean | Promise<boolean>;
 
-/** Children `lstat`ed at once (see walk()). */
-const LSTAT_WINDOW = 64;
+/**
+ * Entries walked between two turns of the event loop. The walk's `readdir` and `lstat` are
+ * synchronous: on a page-cached tree ~4 µs each, where a thread-pool round trip through
+ * `fs.promises` cost ~25 µs of the main thread's CPU (measured: 100,000 small files walked in
+ * 0.4 s instead of 2.5 s, issue #15). On a cold cache a slow disk serialises them, which
+ * restic's walk does too (one directory at a time).
+ */
+const YIELD_EVERY = 512;
 
 function kindOf(st: BigIntStats): EntryKind {
   if (st.isFile()) return 'file';
   if (st.isDirectory()) return 'dir';
   if (st.isSymbolicLink()) return 'symlink';
   return 'other';
+}
+
+/** `describe`, synchronously (the walk's hot path). */
+export function describeSync(abs: Buffer, repoPath: string): SourceEntry {
+  const st = fs.lstatSync(abs, { bigint: true });
+  const e = entryOf(st, abs, repoPath);
+  if (e.kind === 'symlink') e.target = escapeName(fs.readlinkSync(abs, { encoding: 'buffer' }));
+  return e;
 }
 
 /** The entry at `abs` as it is now (`lstat`, never following it). */
@@ -144,13 +159,12 @@ export async function* walk(roots: readonly string[], onError: (e: WalkError) =>
     yield top;
     if (top.kind !== 'dir') continue;
     const stack: SourceEntry[] = [top];
+    let sinceYield = 0;
     while (stack.length > 0) {
       const dir = stack.pop()!;
       let children: Buffer[];
       try {
-        children = [];
-        const handle = await fsp.opendir(dir.abs, { encoding: 'buffer' as BufferEncoding, bufferSize: 256 });
-        for await (const d of handle) children.push(d.name as unknown as Buffer);
+        children = fs.readdirSync(dir.abs, { encoding: 'buffer' });
       } catch (e) {
         onError(failure(dir.path, 'opendir', e));
         continue;
@@ -158,26 +172,23 @@ export async function* walk(roots: readonly string[], onError: (e: WalkError) =>
       children.sort(Buffer.compare);
       const subdirs: SourceEntry[] = [];
       const sep = Buffer.from('/');
-      // lstat goes through the thread pool (~70 µs a round trip): a window of them at once,
-      // yielded in order, so a directory of small files is not walked one round trip at a time.
-      for (let at = 0; at < children.length; at += LSTAT_WINDOW) {
-        const window = children.slice(at, at + LSTAT_WINDOW).map((name) => {
-          const childPath = `${dir.path}/${escapeName(name)}`;
-          return describe(Buffer.concat([dir.abs, sep, name]), childPath).then(
-            (e) => e,
-            (err: unknown) => failure(childPath, 'lstat', err),
-          );
-        });
-        for (const p of window) {
-          const e = await p;
-          if ('op' in e) {
-            onError(e);
-            continue;
-          }
-          const keep = select?.(e, dir) ?? true;
-          if (keep === false || (keep !== true && !(await keep))) continue;
-          yield e;
-          if (e.kind === 'dir') subdirs.push(e);
+      for (const name of children) {
+        const childPath = `${dir.path}/${escapeName(name)}`;
+        let e: SourceEntry;
+        try {
+          e = describeSync(Buffer.concat([dir.abs, sep, name]), childPath);
+        } catch (err) {
+          onError(failure(childPath, 'lstat', err));
+          continue;
+        }
+        const keep = select?.(e, dir) ?? true;
+        if (keep === false || (keep !== true && !(await keep))) continue;
+        yield e;
+        if (e.kind === 'dir') subdirs.push(e);
+        // Let completions and timers in now and then (the calls above never leave the thread).
+        if (++sinceYield >= YIELD_EVERY) {
+          sinceYield = 0;
+          await new Promise<void>((r) => setImmediate(r));
         }
       }
       // Reversed so the first subdirectory is listed next.

@@ -10,6 +10,7 @@
  */
 
 import { entries, runJob, type TreeEntry } from '../../backup/ops';
+import { splitSnapshotArg, subtree } from '../../backup/subtree';
 import { formatBytes } from '../../backup/progress';
 import { UsageError, type Command } from '../command';
 import { FILTER_OPTIONS, filterFrom, resolveSnapshotInfo } from '../filter';
@@ -56,8 +57,8 @@ export function modifier(a: TreeEntry, b: TreeEntry, metadata: boolean): string 
 export const diff: Command = {
   name: 'diff',
   summary: 'show the differences between two snapshots',
-  args: '<snapshot1> <snapshot2>',
-  description: 'Markers: + added, - removed, T type changed, M content changed (M? content changed while size and time did not: probable bitrot), U metadata changed (only with --metadata). Then the counts, and the data and tree blobs (and their plaintext bytes) that the second snapshot adds and no longer uses.',
+  args: '<snapshot1>[:<subfolder>] <snapshot2>[:<subfolder>]',
+  description: 'Markers: + added, - removed, T type changed, M content changed (M? content changed while size and time did not: probable bitrot), U metadata changed (only with --metadata). Then the counts, and the data and tree blobs (and their plaintext bytes) that the second snapshot adds and no longer uses. SNAPSHOT:SUBFOLDER compares only what is below that directory (the blob counts stay those of the whole snapshots).',
   examples: ['shmpipe diff 5845b002 latest', 'shmpipe diff --metadata --json a1b2c3d4 e5f6a7b8'],
   options: {
     metadata: { type: 'boolean', default: false, help: 'also show entries whose metadata (mode, owner, times) changed' },
@@ -65,8 +66,10 @@ export const diff: Command = {
     ...REPO_OPTIONS,
   },
   async run(ctx) {
-    const [arg1, arg2, ...rest] = ctx.positionals;
-    if (arg1 === undefined || arg2 === undefined || rest.length > 0) throw new UsageError('name two snapshots');
+    const [whole1, whole2, ...rest] = ctx.positionals;
+    if (whole1 === undefined || whole2 === undefined || rest.length > 0) throw new UsageError('name two snapshots');
+    const { snapshot: arg1, subfolder: sub1 } = splitSnapshotArg(whole1);
+    const { snapshot: arg2, subfolder: sub2 } = splitSnapshotArg(whole2);
     const metadata = ctx.values.metadata === true;
     const filter = filterFrom(ctx);
     const changes: [string, string][] = [];
@@ -78,8 +81,8 @@ export const diff: Command = {
       const to = await resolveSnapshotInfo(r, arg2, filter);
       const c = r.session.client;
       const before = new Map<string, TreeEntry>();
-      for await (const e of await entries(c, r.repo, from.id)) before.set(e.path, e);
-      for await (const b of await entries(c, r.repo, to.id)) {
+      for await (const e of subtree(await entries(c, r.repo, from.id), sub1)) before.set(e.path, e);
+      for await (const b of subtree(await entries(c, r.repo, to.id), sub2)) {
         const a = before.get(b.path);
         const shown = displayPath(b.path) + (b.kind === 'dir' ? '/' : '');
         if (a === undefined) {

@@ -8,6 +8,7 @@
 
 import fs from 'node:fs';
 import { contentRead, entries } from '../../backup/ops';
+import { splitSnapshotArg, subtree } from '../../backup/subtree';
 import { CommandError, UsageError, type Command } from '../command';
 import { archiveWriter, writeAll, type ArchiveFormat } from '../archive';
 import { FILTER_OPTIONS, filterFrom, resolveSnapshotInfo } from '../filter';
@@ -18,7 +19,7 @@ import { underDirs } from './ls';
 export const dump: Command = {
   name: 'dump',
   summary: "write a file's bytes, or a directory as a tar or zip archive, from a snapshot",
-  args: '<snapshot|latest> <path>',
+  args: '<snapshot|latest>[:<subfolder>] <path>',
   description: 'A file is written as it is; a directory (or / for the whole snapshot) as an archive of everything below it. The output is standard output unless --target names a file.',
   examples: ['shmpipe dump latest /docs/report.pdf > report.pdf', 'shmpipe dump latest /docs | tar -x -C /tmp', 'shmpipe dump --archive zip --target docs.zip latest /docs'],
   options: {
@@ -28,8 +29,9 @@ export const dump: Command = {
     ...REPO_OPTIONS,
   },
   async run(ctx) {
-    const [snapshotArg, pathArg, ...rest] = ctx.positionals;
-    if (snapshotArg === undefined || pathArg === undefined || rest.length > 0) throw new UsageError('name a snapshot and one path in it');
+    const [whole, pathArg, ...rest] = ctx.positionals;
+    if (whole === undefined || pathArg === undefined || rest.length > 0) throw new UsageError('name a snapshot and one path in it');
+    const { snapshot: snapshotArg, subfolder } = splitSnapshotArg(whole);
     const want = snapshotPathArg(pathArg);
     const format = ctx.values.archive as ArchiveFormat;
     const targetFile = ctx.values.target as string | undefined;
@@ -40,7 +42,7 @@ export const dump: Command = {
       const c = r.session.client;
       let found = false;
       let archive: ReturnType<typeof archiveWriter> | null = null;
-      for await (const e of await entries(c, r.repo, s.id)) {
+      for await (const e of subtree(await entries(c, r.repo, s.id), subfolder)) {
         if (!found && want !== '' && e.path !== want) continue;
         if (!found && e.kind !== 'dir' && want !== '') {
           // A single entry: a file's bytes (a symlink's target, as restic).

@@ -6,6 +6,7 @@
  */
 
 import { entries } from '../../backup/ops';
+import { splitSnapshotArg, subtree } from '../../backup/subtree';
 import { UsageError, type Command } from '../command';
 import { FILTER_OPTIONS, filterFrom, resolveSnapshotInfo } from '../filter';
 import { displayPath, longLine, nodeJson, rfc3339, snapshotPathArg } from '../nodes';
@@ -25,7 +26,7 @@ export function underDirs(p: string, dirs: readonly string[], recursive: boolean
 export const ls: Command = {
   name: 'ls',
   summary: 'list the files and directories in a snapshot',
-  args: '<snapshot|latest> [dir...]',
+  args: '<snapshot|latest>[:<subfolder>] [dir...]',
   description: 'Paths are shown as the snapshot holds them: /NAME/... where NAME is the last component of a backed-up path. Without directories, everything is listed.',
   examples: ['shmpipe ls latest', 'shmpipe ls latest /docs --long', 'shmpipe ls 4f3a9c01 /etc --recursive --json'],
   options: {
@@ -35,8 +36,9 @@ export const ls: Command = {
     ...REPO_OPTIONS,
   },
   async run(ctx) {
-    const [snapshotArg, ...dirArgs] = ctx.positionals;
-    if (snapshotArg === undefined) throw new UsageError('name a snapshot (an id, a prefix of one, or latest)');
+    const [whole, ...dirArgs] = ctx.positionals;
+    if (whole === undefined) throw new UsageError('name a snapshot (an id, a prefix of one, or latest)');
+    const { snapshot: snapshotArg, subfolder } = splitSnapshotArg(whole);
     const dirs = dirArgs.map(snapshotPathArg);
     const recursive = ctx.values.recursive === true;
     const long = ctx.values.long === true;
@@ -44,7 +46,7 @@ export const ls: Command = {
       const s = await resolveSnapshotInfo(r, snapshotArg, filterFrom(ctx));
       if (ctx.global.json) ctx.out(JSON.stringify({ ...snapshotJson(s), struct_type: 'snapshot', message_type: 'snapshot' }));
       else ctx.out(`snapshot ${s.id.slice(0, 8)} of [${s.paths.join(' ')}] at ${rfc3339(s.time_ns)}:`);
-      for await (const e of await entries(r.session.client, r.repo, s.id)) {
+      for await (const e of subtree(await entries(r.session.client, r.repo, s.id), subfolder)) {
         if (!underDirs(e.path, dirs, recursive)) continue;
         if (ctx.global.json) ctx.out(JSON.stringify(nodeJson(e)));
         else ctx.out(long ? longLine(e) : displayPath(e.path));

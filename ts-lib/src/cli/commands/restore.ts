@@ -13,6 +13,7 @@ import { runRestore } from '../../backup/restore';
 import { formatBytes, type ProgressCounts } from '../../backup/progress';
 import { OVERWRITE_MODES, type Overwrite } from '../../backup/restore-fs';
 import { selector } from '../../backup/restore-select';
+import { splitSnapshotArg } from '../../backup/subtree';
 import { UsageError, type Command } from '../command';
 import { interruptible } from '../interrupt';
 import { FILTER_OPTIONS, filterFrom } from '../filter';
@@ -26,15 +27,17 @@ const list = (v: unknown): string[] => (v as string[] | undefined) ?? [];
 export const restore: Command = {
   name: 'restore',
   summary: 'restore a snapshot into a directory',
-  args: '<snapshot|latest> [<target>]',
+  args: '<snapshot|latest>[:<subfolder>] [<target>]',
   description:
     'Recreates the files bit-exact with their owners (as root), modes, times, symlinks, hard links, FIFOs, sockets, devices (as root) and extended attributes. ' +
     'Every operation is relative to a directory restore opened without following symlinks: nothing is written outside the target, and a symlink planted in it is replaced, never followed. ' +
-    'Directories stay 0700 until their contents are restored. Entries that fail or that a damaged or hostile repository should not contain are listed and make the exit code 3.',
+    'Directories stay 0700 until their contents are restored. Entries that fail or that a damaged or hostile repository should not contain are listed and make the exit code 3. ' +
+    'SNAPSHOT:SUBFOLDER restores only what is below that directory of the snapshot, into the top of the target (restic\'s syntax).',
   examples: [
     'shmpipe restore latest /tmp/back',
     'shmpipe restore 4f3a9c01 --target /tmp/back --include /docs/report',
     'shmpipe restore latest /srv --overwrite if-newer --delete --dry-run -v',
+    'shmpipe restore latest:/docs/reports /tmp/reports',
   ],
   complete: 'dir',
   options: {
@@ -63,7 +66,7 @@ export const restore: Command = {
     const max = flagTarget === undefined ? 2 : 1;
     if (ctx.positionals.length === 0) throw new UsageError('name the snapshot to restore (an id, a prefix of one, or latest)');
     if (ctx.positionals.length > max) throw new UsageError(`unexpected argument '${ctx.positionals[max]}'`);
-    const snapshotArg = ctx.positionals[0]!;
+    const { snapshot: snapshotArg, subfolder } = splitSnapshotArg(ctx.positionals[0]!);
     const target = flagTarget ?? ctx.positionals[1];
     if (target === undefined || target === '') throw new UsageError('name the directory to restore into (<target> or --target DIR)');
     const overwrite = ctx.values.overwrite as string;
@@ -85,6 +88,7 @@ export const restore: Command = {
         async (rs) => {
           const res = await runRestore(rs.session.client, rs.repo, {
             snapshot: await resolveSnapshot(rs, snapshotArg, filterFrom(ctx)),
+            subfolder,
             target,
             ...patterns,
             overwrite: overwrite as Overwrite,
