@@ -311,8 +311,12 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
   return p;
 }
 
-// ---- map(fd, size) -> ArrayBuffer ----------------------------------------------------------
-// MAP_SHARED|MAP_POPULATE: the pages are faulted in once here, not on the hot path (LIMITS.md).
+// ---- map(fd, size, populate?) -> ArrayBuffer --------------------------------------------------
+// MAP_SHARED. The first `populate` bytes (the header and the rings: default all of it) are
+// faulted in here, not on the hot path (LIMITS.md); the slots beyond are not: a slot's pages are
+// mapped when first used, so memory follows the slots actually cycled through (the sidecar gives
+// idle slots' pages back, SPEC §12) instead of the whole pool (issue #15: MAP_POPULATE of a
+// 192 MiB pool made every page resident, ~0.5 s and ~190 MB of PSS per CLI session).
 // The finalizer munmaps when the last JS reference (the client, a Slot's Buffer) is collected,
 // so JS can never touch unmapped memory.
 
@@ -325,22 +329,38 @@ Napi::Value Map(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   if (!ArgFd(info, 0, &fd) || info.Length() < 2 || !info[1].IsNumber())
-    return BadArgs(info, "map(fd: number, size: number)");
+    return BadArgs(info, "map(fd: number, size: number, populate?: number)");
   double dsize = info[1].As<Napi::Number>().DoubleValue();
   if (!(dsize > 0) || dsize > 9007199254740991.0 || static_cast<double>(static_cast<size_t>(dsize)) != dsize ||
       static_cast<size_t>(dsize) % kPageSize != 0)
     return BadArgs(info, "size must be a positive multiple of 4096");
   size_t size = static_cast<size_t>(dsize);
+  size_t populate = size;
+  if (info.Length() >= 3 && !info[2].IsUndefined()) {
+    if (!info[2].IsNumber()) return BadArgs(info, "populate must be a number");
+    double dp = info[2].As<Napi::Number>().DoubleValue();
+    if (!(dp >= 0) || dp > dsize) return BadArgs(info, "populate must be in 0..size");
+    populate = (static_cast<size_t>(dp) + kPageSize - 1) / kPageSize * kPageSize;
+    if (populate > size) populate = size;
+  }
   // A mapping longer than the file would SIGBUS on access past its end: refuse it.
   struct stat st {};
   if (::fstat(fd, &st) != 0) return Throw(ErrnoError(env, errno, "fstat"));
   if (st.st_size < 0 || static_cast<uint64_t>(st.st_size) < size)
     return Throw(MakeError(env, "EPROTO", 0, "fstat", "segment file is smaller than segment_size"));
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | (populate == size ? MAP_POPULATE : 0), fd, 0);
   if (p == MAP_FAILED) return Throw(ErrnoError(env, errno, "mmap"));
   if (reinterpret_cast<uintptr_t>(p) % kPageSize != 0) {
     ::munmap(p, size);
     return Throw(MakeError(env, "EPROTO", 0, "mmap", "mapping is not page aligned"));
+  }
+  if (populate > 0 && populate < size) {
+    // MADV_POPULATE_READ (Linux 5.14) maps the pages without touching them; older kernels
+    // refuse it, and then a read of each page does the same.
+    constexpr int kMadvPopulateRead = 22;
+    if (::madvise(p, populate, kMadvPopulateRead) != 0) {
+      for (size_t off = 0; off < populate; off += kPageSize) (void)*(static_cast<volatile const char*>(p) + off);
+    }
   }
   return Napi::ArrayBuffer::New(env, p, size, Unmap, new size_t(size));
 }

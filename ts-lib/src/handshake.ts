@@ -152,7 +152,8 @@ function establish(reply: string, fds: number[]): Omit<Established, 'sock'> {
   }
 
   // ... and the header the sidecar wrote into the segment (SPEC §10 step 3).
-  const segment = native.map(segFd, w.segment_size);
+  // The header and rings are faulted in now (the hot path); each slot's pages when first used.
+  const segment = native.map(segFd, w.segment_size, expected.slot_offset);
   native.close(segFd); // the mapping keeps the memory; the fd is no longer needed
   fds[0] = -1;
   const views = new SegmentViews(segment);

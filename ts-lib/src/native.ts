@@ -9,7 +9,7 @@ import { errorFromNative, ShmpipeError } from './errors';
 
 interface Addon {
   connect(socketPath: string, frame: Buffer, timeoutMs: number): Promise<{ sock: number; reply: string; fds: number[] }>;
-  map(fd: number, size: number): ArrayBuffer;
+  map(fd: number, size: number, populate?: number): ArrayBuffer;
   watch(fd: number, callback: (err: Error | null) => void): object;
   unwatch(handle: object): void;
   watchRef(handle: object, ref: boolean): void;
@@ -67,14 +67,20 @@ export async function connect(socketPath: string, frame: Buffer, timeoutMs: numb
   }
 }
 
-/** Maps `size` bytes of `fd` read/write and shared; the memory lives until the buffer is collected. */
-export function map(fd: number, size: number): ArrayBuffer {
+/**
+ * Maps `size` bytes of `fd` read/write and shared; the memory lives until the buffer is
+ * collected. The first `populate` bytes (default: all) are faulted in now; the rest on first use.
+ */
+export function map(fd: number, size: number, populate = size): ArrayBuffer {
   assertFd(fd, 'map');
   if (!Number.isSafeInteger(size) || size <= 0 || size % 4096 !== 0) {
     throw new ShmpipeError('SHMPIPE_E_INVALID_ARGUMENT', `map: size ${size} is not a positive multiple of 4096`);
   }
+  if (!Number.isSafeInteger(populate) || populate < 0 || populate > size) {
+    throw new ShmpipeError('SHMPIPE_E_INVALID_ARGUMENT', `map: populate ${populate} is not in 0..${size}`);
+  }
   try {
-    return load().map(fd, size);
+    return load().map(fd, size, populate);
   } catch (e) {
     throw errorFromNative(e, 'map the segment');
   }

@@ -52,8 +52,17 @@ function limitsEnv(ctx: CommandContext, named: string | undefined): Record<strin
   return env;
 }
 
-/** Slots of a backup session: large, so a file of up to 4 MiB is one FILE_PUT. */
-const SLOT_SIZE = 4 << 20;
+/**
+ * Slots of a CLI session: a file of up to 2 MiB is one FILE_PUT. The pool's pages are resident
+ * only while slots are used (the client maps it lazily, the sidecar gives idle slots back), so
+ * what a session costs is the slots in flight at once, and every one of them is also copied by
+ * the sidecar (FILE_WRITE) or filled from its read-ahead (restore). Measured on the perf:backup
+ * mixed set (issue #15, summed PSS of the CLI and its sidecar): 48 x 4 MiB 273-282 MB for the
+ * backup and 256-278 MB for the restore; 48 x 2 MiB 222-228 and 192 MB at the same CPU per GB;
+ * fewer slots (32, 24) cut memory less and the files in flight (backup.ts sizes them from the
+ * grant window) more.
+ */
+const SLOT_SIZE = 2 << 20;
 const SLOT_COUNT = 48;
 
 export interface RepoSession {
