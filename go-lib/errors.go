@@ -31,6 +31,9 @@ const (
 	CodeRepoExists     Code = "SHMPIPE_E_REPO_EXISTS"
 	CodeLocked         Code = "SHMPIPE_E_LOCKED"
 	CodeRepoVersion    Code = "SHMPIPE_E_REPO_VERSION"
+	CodeRepoLimit      Code = "SHMPIPE_E_REPO_LIMIT"
+	CodeLockLost       Code = "SHMPIPE_E_LOCK_LOST"
+	CodeRefused        Code = "SHMPIPE_E_REFUSED"
 )
 
 // Local codes: raised by the client, never on the wire.

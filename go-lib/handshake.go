@@ -209,12 +209,15 @@ func handshake(ctx context.Context, o *Options) (est *established, err error) {
 	if st.Size < 0 || uint64(st.Size) < want.SegmentSize {
 		return nil, handshakeErr(CodeHandshake, "the segment file (%d bytes) is smaller than segment_size %d", st.Size, want.SegmentSize)
 	}
-	// MAP_POPULATE: the pages are faulted in once here, not on the hot path (LIMITS.md).
-	mem, err = unix.Mmap(fds[0], 0, int(want.SegmentSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	// The header and rings are faulted in once here, not on the hot path (LIMITS.md); the slots
+	// are not: a slot's pages are mapped when first used, so memory follows the slots actually
+	// cycled through (the sidecar gives idle ones back) rather than the whole pool (issue #15).
+	mem, err = unix.Mmap(fds[0], 0, int(want.SegmentSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		mem = nil
 		return nil, handshakeErr(CodeHandshake, "mmap: %v", err)
 	}
+	populateRead(mem[:want.SlotOffset])
 	unix.Close(fds[0]) // the mapping keeps the memory
 	fds[0] = -1
 	// READY is stored last with Release; this SeqCst load acquires the whole layout (SPEC §3).
@@ -257,4 +260,17 @@ func handshake(ctx context.Context, o *Options) (est *established, err error) {
 	}
 	conn.SetDeadline(time.Time{})
 	return est, nil
+}
+
+// populateRead maps the pages of b into this process (MADV_POPULATE_READ, Linux 5.14; on older
+// kernels a read of each page does the same).
+func populateRead(b []byte) {
+	if len(b) == 0 || unix.Madvise(b, unix.MADV_POPULATE_READ) == nil {
+		return
+	}
+	var sink byte
+	for i := 0; i < len(b); i += protocol.PageSize {
+		sink ^= b[i]
+	}
+	_ = sink
 }

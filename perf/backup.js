@@ -463,7 +463,7 @@ async function main() {
     const w = Math.max(12, ...cols.map((c) => c.length + 2));
     log('');
     log(`${set}: ${(dsets[set].manifest.bytes / MB).toFixed(0)} MB in ${dsets[set].manifest.files} files`);
-    log(`${''.padEnd(28)}${cols.map((c) => c.padStart(w)).join('')}   target (vs restic ${versions.restic?.split(' ')[1] ?? ''})`);
+    log(`${''.padEnd(28)}${cols.map((c) => c.padStart(w)).join('')}   ${versions.restic ? `target (vs restic ${versions.restic.split(' ')[1]})` : 'target (vs restic, not run)'}`);
     const ratios = {};
     const targetsMet = {};
     for (const row of ROWS) {

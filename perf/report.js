@@ -112,7 +112,7 @@ function machine() {
     go: sh('go', ['version']),
     commit: sh('git', ['rev-parse', '--short', 'HEAD']),
     dirty: (sh('git', ['status', '--porcelain', '--untracked-files=no']) ?? '') !== '',
-    disk: sh('df', ['-hT', os.tmpdir()]) ? spawnSync('df', ['--output=source,fstype,size', os.tmpdir()], { encoding: 'utf8' }).stdout.trim().split('\n').pop().trim() : null,
+    disk: (spawnSync('df', ['-h', '--output=source,fstype,size', os.tmpdir()], { encoding: 'utf8' }).stdout || '').trim().split('\n').pop()?.trim().replace(/\s+/g, ' ') || null,
     load: os.loadavg().map((x) => x.toFixed(2)).join(' '),
   };
 }
@@ -246,7 +246,10 @@ async function main() {
   const skip = opt.skip.split(',').filter(Boolean);
   const chosen = SCRIPTS.filter((s) => only.includes(s.name) && !skip.includes(s.name));
   const outDir = opt['from-json'] ? path.resolve(opt['from-json']) : fs.mkdtempSync(path.join(os.tmpdir(), 'shmpipe-perf-report-'));
-  const m = machine();
+  // The machine as it was when the scripts ran (kept with their outputs for --from-json).
+  const machineFile = path.join(outDir, 'machine.json');
+  const m = opt['from-json'] && fs.existsSync(machineFile) ? JSON.parse(fs.readFileSync(machineFile, 'utf8')) : machine();
+  if (!opt['from-json']) fs.writeFileSync(machineFile, JSON.stringify(m));
   const results = {};
   for (const s of chosen) {
     let r;
@@ -258,7 +261,10 @@ async function main() {
     r.json = lastJson(r.stdout);
     results[s.name] = r;
   }
-  m.loadEnd = os.loadavg().map((x) => x.toFixed(2)).join(' ');
+  if (!opt['from-json'] || m.loadEnd === undefined) {
+    m.loadEnd = os.loadavg().map((x) => x.toFixed(2)).join(' ');
+    if (!opt['from-json']) fs.writeFileSync(machineFile, JSON.stringify(m));
+  }
   const groups = chartGroups(results);
   const chartFile = groups.length ? path.join(path.dirname(opt.out), 'results-throughput.svg') : null;
   if (chartFile) fs.writeFileSync(chartFile, chartSvg(groups, { title: `Throughput, MB/s (higher is better) — ${m.date}, ${m.host.split(',')[0]}`, unit: 'MB/s' }));

@@ -173,6 +173,9 @@ var WireCodes = map[string]int32{
 	"SHMPIPE_E_REPO_EXISTS":      -16,
 	"SHMPIPE_E_LOCKED":           -17,
 	"SHMPIPE_E_REPO_VERSION":     -18,
+	"SHMPIPE_E_REPO_LIMIT":       -25,
+	"SHMPIPE_E_LOCK_LOST":        -26,
+	"SHMPIPE_E_REFUSED":          -27,
 }
 
 var codeByStatus = func() map[int32]string {

@@ -1138,8 +1138,10 @@ def _establish(reply: bytes, fds: list[int]):
     # A mapping longer than the file would fault past its end: refuse it.
     if os.fstat(fds[0]).st_size < want.segment_size:
         raise ShmpipeError(E.HANDSHAKE, "handshake: the segment file is smaller than segment_size")
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-    mm = mmap.mmap(fds[0], want.segment_size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    # The header and rings are faulted in now (the hot path); a slot's pages when first used, so
+    # memory follows the slots actually cycled through, not the whole pool (issue #15).
+    mm = mmap.mmap(fds[0], want.segment_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    _populate_read(mm, want.slot_offset)
     os.close(fds[0])  # the mapping keeps the memory
     fds[0] = -1
     try:
@@ -1188,3 +1190,17 @@ def _pwrite_fully(fd: int, data: memoryview, pos: int, path: str) -> None:
     while data:
         n = os.pwrite(fd, data, pos)
         data, pos = data[n:], pos + n
+
+
+def _populate_read(mm: mmap.mmap, length: int) -> None:
+    """Maps the first `length` bytes' pages into this process (MADV_POPULATE_READ where the
+    kernel has it, else a read of each page)."""
+    advice = getattr(mmap, "MADV_POPULATE_READ", None)
+    if advice is not None and length > 0:
+        try:
+            mm.madvise(advice, 0, length)
+            return
+        except OSError:
+            pass
+    for off in range(0, length, 4096):
+        mm[off]

@@ -22,10 +22,14 @@ pub enum ErrorCode {
     RepoExists = -16,
     Locked = -17,
     RepoVersion = -18,
+    // -19..-24: reserved for other wave-2 helpers (prune, format).
+    RepoLimit = -25,
+    LockLost = -26,
+    Refused = -27,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 21] = [
         Self::UnknownOpcode,
         Self::Malformed,
         Self::InvalidSlot,
@@ -44,10 +48,18 @@ impl ErrorCode {
         Self::RepoExists,
         Self::Locked,
         Self::RepoVersion,
+        Self::RepoLimit,
+        Self::LockLost,
+        Self::Refused,
     ];
 
     pub fn status(self) -> i32 {
         self as i32
+    }
+
+    /// Position in [`ErrorCode::ALL`] (codes have gaps: numbers reserved for other features).
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|c| *c == self).expect("every code is in ALL")
     }
 
     pub fn from_status(status: i32) -> Option<Self> {
@@ -80,6 +92,9 @@ impl ErrorCode {
             Self::RepoExists => "SHMPIPE_E_REPO_EXISTS",
             Self::Locked => "SHMPIPE_E_LOCKED",
             Self::RepoVersion => "SHMPIPE_E_REPO_VERSION",
+            Self::RepoLimit => "SHMPIPE_E_REPO_LIMIT",
+            Self::LockLost => "SHMPIPE_E_LOCK_LOST",
+            Self::Refused => "SHMPIPE_E_REFUSED",
         }
     }
 }
@@ -98,9 +113,13 @@ mod tests {
 
     #[test]
     fn codes_are_distinct_negative_and_round_trip() {
-        for (i, c) in ErrorCode::ALL.iter().enumerate() {
+        for (i, c) in ErrorCode::ALL.iter().enumerate().take(18) {
             assert_eq!(c.status(), -(i as i32) - 1);
-            assert_eq!(ErrorCode::from_status(c.status()), Some(*c));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            assert!(c.status() < 0 && seen.insert(c.status()), "{c}");
+            assert_eq!(ErrorCode::from_status(c.status()), Some(c));
             assert!(c.name().starts_with("SHMPIPE_E_"));
         }
         assert_eq!(ErrorCode::from_status(0), None);

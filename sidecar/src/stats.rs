@@ -114,9 +114,9 @@ fn op_index(op: Opcode) -> usize {
     op.index()
 }
 
-/// Position in `ErrorCode::ALL`, which lists the codes from -1 down (checked in the tests).
+/// Position in `ErrorCode::ALL` (codes have gaps; checked in the tests).
 fn code_index(code: ErrorCode) -> usize {
-    (-code.status() - 1) as usize
+    code.index()
 }
 
 /// Label index of an op; `None` (not a known opcode) is `unknown`.
@@ -134,9 +134,11 @@ pub fn status_label(status: i32) -> usize {
     // Arithmetic, not `ErrorCode::from_status` (a scan): this runs for every completion.
     match status {
         0 => 0,
-        s if s < 0 && (-s as usize) <= CODES => -s as usize,
-        // Not a wire status; cannot happen for completions the sidecar builds.
-        _ => 1 + code_index(ErrorCode::Internal),
+        // -1..=-18 are contiguous at the start of `ErrorCode::ALL`.
+        s if s < 0 && s >= ErrorCode::RepoVersion.status() => -s as usize,
+        // Later codes (numbers with gaps), or not a wire status (cannot happen for completions
+        // the sidecar builds: then INTERNAL).
+        s => 1 + code_index(ErrorCode::from_status(s).unwrap_or(ErrorCode::Internal)),
     }
 }
 

@@ -150,7 +150,7 @@ fn repo() -> &'static (tokio::runtime::Runtime, Arc<BackupOps>, u64) {
     REPO.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let cfg = shmpipe_store::StoreConfig::new("memory://", shmpipe_store::StoreOptions::default()).unwrap();
-        let ops = Arc::new(BackupOps::new(shmpipe_store::Store::open(&cfg).unwrap(), 1, 1, 64));
+        let ops = Arc::new(BackupOps::new(shmpipe_store::Store::open(&cfg).unwrap(), 1, 1, 64).allowing_weak_kdf_for_tests());
         let repo = rt.block_on(ops.repo_init(REPO_REQUESTS[1])).unwrap();
         (rt, ops, repo)
     })

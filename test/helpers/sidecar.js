@@ -46,6 +46,8 @@ async function startSidecar(opts = {}) {
     SHMPIPE_ADMIN_ADDR: '127.0.0.1:0',
     // A store of its own in the temp directory (the default lives under $HOME).
     SHMPIPE_STORE: `file://${dir}/store`,
+    // The tests' repositories use a cheap KDF (kdf_m_kib 64), below the floor a real init enforces.
+    SHMPIPE_TEST_ALLOW_WEAK_KDF: '1',
     ...opts.env,
   };
   const proc = spawn(sidecarBin, [], { env, stdio: ['ignore', 'ignore', 'pipe'] });

@@ -24,6 +24,9 @@ export const WIRE_ERROR_CODES = Object.freeze({
   SHMPIPE_E_REPO_EXISTS: -16,
   SHMPIPE_E_LOCKED: -17,
   SHMPIPE_E_REPO_VERSION: -18,
+  SHMPIPE_E_REPO_LIMIT: -25,
+  SHMPIPE_E_LOCK_LOST: -26,
+  SHMPIPE_E_REFUSED: -27,
 } as const);
 
 export type WireErrorCode = keyof typeof WIRE_ERROR_CODES;

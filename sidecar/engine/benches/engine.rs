@@ -155,7 +155,7 @@ fn stage_costs(data: &[u8]) {
 async fn session_run(data: &Arc<Vec<u8>>, workers: usize, files: usize, url: &str) -> (f64, f64, f64, f64, u64) {
     let store = Store::open(&StoreConfig::new(url, StoreOptions::default()).unwrap()).unwrap();
     let params = RepoParams { chunker: Some(ChunkerParams::recommended(12345)), ..RepoParams::insecure_for_tests() };
-    let repo = Repository::init_with(store, b"pw", params, OpenOptions { workers }).await.unwrap();
+    let repo = Repository::init_with(store, b"pw", params, OpenOptions { workers, ..OpenOptions::default() }).await.unwrap();
     let session = Arc::new(repo.begin_backup(BackupOptions::default()).await.unwrap());
     let per = data.len() / files;
     let inputs: Vec<Bytes> = (0..files).map(|f| Bytes::from(data[f * per..(f + 1) * per].to_vec())).collect();

@@ -41,7 +41,7 @@ use crate::error::{EngineError, Result};
 use crate::id::{BlobId, Id, SnapshotId};
 use crate::index::{IndexFile, IndexedPack};
 use crate::limits;
-use crate::lock::{self, LockKind, RepoLock};
+use crate::lock::{self, LockHealth, LockKind, LockTiming, RepoLock};
 use crate::objects;
 use crate::pack::{FinishedPack, PackBuilder};
 use crate::repo::Repository;
@@ -78,6 +78,8 @@ pub struct BackupOptions {
     pub index_every_packs: usize,
     /// Take a shared repository lock (default true).
     pub lock: bool,
+    /// When the lock is refreshed and given up on (tests shorten it).
+    pub lock_timing: LockTiming,
     /// The snapshot's time, ns since the epoch (default: now). `copy` keeps the original's.
     pub time_ns: Option<i64>,
 }
@@ -95,6 +97,7 @@ impl Default for BackupOptions {
             max_uploads: 1,
             index_every_packs: 16,
             lock: true,
+            lock_timing: LockTiming::default(),
             time_ns: None,
         }
     }
@@ -122,6 +125,9 @@ pub struct SnapshotSummary {
     pub entries: u64,
     /// Wall time from begin to commit.
     pub duration: Duration,
+    /// Repository objects skipped because they could not be read (`"<key>: <why>"`): the
+    /// backup is complete without them, but the repository needs `check` and `repair`.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Default)]
@@ -179,6 +185,8 @@ struct Shared {
     tasks: TaskTracker,
     closed: AtomicBool,
     failed: Mutex<Option<EngineError>>,
+    /// The session's lock: once lost, every call fails and no snapshot is written.
+    lock_health: Option<LockHealth>,
     counters: Counters,
 }
 
@@ -204,7 +212,8 @@ impl Repository {
     /// Begins a backup: takes a shared lock (unless disabled), loads new index objects (for
     /// dedup), checks that the parent exists.
     pub async fn begin_backup(&self, opts: BackupOptions) -> Result<BackupSession> {
-        let lock = if opts.lock { Some(self.lock(LockKind::Shared, "backup").await?) } else { None };
+        let lock = if opts.lock { Some(self.lock_with(LockKind::Shared, "backup", opts.lock_timing).await?) } else { None };
+        let lock_health = lock.as_ref().map(RepoLock::health);
         self.refresh_index().await?;
         if let Some(p) = &opts.parent {
             self.snapshot(p).await?;
@@ -235,6 +244,7 @@ impl Repository {
             tasks: TaskTracker::new(),
             closed: AtomicBool::new(false),
             failed: Mutex::new(None),
+            lock_health,
             counters: Counters::default(),
         });
         Ok(BackupSession {
@@ -255,9 +265,7 @@ impl Repository {
 
 impl Shared {
     fn check_open(&self) -> Result<()> {
-        if let Some(e) = self.failed.lock().expect("failed lock").as_ref() {
-            return Err(e.clone());
-        }
+        self.check_failed()?;
         if self.closed.load(Relaxed) {
             return Err(EngineError::Closed { reason: "the session was committed or aborted".into() });
         }
@@ -265,10 +273,14 @@ impl Shared {
     }
 
     fn check_failed(&self) -> Result<()> {
-        match self.failed.lock().expect("failed lock").as_ref() {
-            Some(e) => Err(e.clone()),
-            None => Ok(()),
+        if let Some(e) = self.failed.lock().expect("failed lock").as_ref() {
+            return Err(e.clone());
         }
+        if let Some(Err(e)) = self.lock_health.as_ref().map(LockHealth::check) {
+            self.fail(&e);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Records the session's first failure; every later call reports it.
@@ -431,13 +443,14 @@ impl Shared {
         let index_id = Id::random();
         let key = objects::index_key(&index_id);
         let file = IndexFile { v: 1, packs };
-        let n = objects::put_object(&self.repo.inner.store, &self.repo.inner.aead, &key, &file).await?;
+        let n = self.repo.put_object_cached(&key, &file).await?;
         self.counters.bytes_packed.fetch_add(n, Relaxed);
         {
             let mut idx = self.repo.inner.index.write().expect("index lock");
             for p in &file.packs {
-                idx.add_pack(p);
+                idx.stage_pack(p)?;
             }
+            idx.commit_staged();
             idx.mark_loaded(index_id);
         }
         let mut c = self.claimed.lock().expect("claimed lock");
@@ -454,6 +467,11 @@ impl BackupSession {
     /// The options it was begun with.
     pub fn options(&self) -> &BackupOptions {
         &self.opts
+    }
+
+    /// The health of the session's lock (`None` when begun without one).
+    pub fn lock_health(&self) -> Option<LockHealth> {
+        self.sh.lock_health.clone()
     }
 
     /// A writer for one file's content.
@@ -617,9 +635,9 @@ impl BackupSession {
         };
         let id = SnapshotId::random();
         let key = objects::snapshot_key(&id);
-        let n = objects::put_object(&self.sh.repo.inner.store, &self.sh.repo.inner.aead, &key, &file).await?;
+        let n = self.sh.repo.put_object_cached(&key, &file).await?;
         counts.bytes_added_packed += n;
-        Ok(SnapshotSummary { id, counts, entries: t.entries, duration })
+        Ok(SnapshotSummary { id, counts, entries: t.entries, duration, warnings: self.sh.repo.unreadable_objects() })
     }
 
     /// Abandons the backup: no snapshot; stops new work, waits for the tasks in flight, and

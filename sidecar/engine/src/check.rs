@@ -129,7 +129,7 @@ impl Repository {
                     None => {
                         report.index_objects += 1;
                         for p in f.packs {
-                            index.add_pack(&p);
+                            index.stage_pack(&p)?;
                             indexed.entry(p.id).or_insert(p);
                         }
                     }
@@ -138,6 +138,7 @@ impl Repository {
                 Err(e) => report.error(&key, format!("index object unreadable: {e}")),
             }
         }
+        index.commit_staged();
         report.packs = indexed.len() as u64;
         report.blobs = index.len() as u64;
 

@@ -37,6 +37,17 @@ pub fn fill_random(buf: &mut [u8]) {
     SystemRandom::new().fill(buf).expect("the OS random number generator failed");
 }
 
+/// Most Argon2 memory a repository may ask for, in KiB (4 GiB).
+pub const KDF_MAX_M_KIB: u32 = 4 << 20;
+/// Most Argon2 passes a repository may ask for.
+pub const KDF_MAX_T: u32 = 64;
+/// Most Argon2 lanes a repository may ask for.
+pub const KDF_MAX_P: u32 = 16;
+/// Least Argon2 memory of a new key, in KiB (7 MiB).
+pub const KDF_FLOOR_M_KIB: u32 = 7 * 1024;
+/// Least memory × passes of a new key, in KiB·passes (35 MiB·passes).
+pub const KDF_FLOOR_M_KIB_PASSES: u64 = 35 * 1024;
+
 /// Argon2id parameters, stored in plain text in the repository config.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KdfParams {
@@ -72,8 +83,47 @@ impl KdfParams {
         Self { algorithm: "argon2id".into(), m_kib, t, p, salt: hex::encode(salt) }
     }
 
-    /// The 32-byte key-encryption key for `password`.
+    /// Fails with `RepoLimit` unless the costs are within what this engine runs (REPOSITORY.md
+    /// §Config: m ≤ 4 GiB, t ≤ 64, p ≤ 16; the salt 8..=64 bytes). Parameters come from the
+    /// repository, which may be hostile: checked before anything is allocated.
+    pub fn check_limits(&self) -> Result<()> {
+        let limit = |what: String| Err(EngineError::RepoLimit { what });
+        if self.m_kib > KDF_MAX_M_KIB {
+            return limit(format!("Argon2 memory {} KiB exceeds the limit of {} KiB (4 GiB)", self.m_kib, KDF_MAX_M_KIB));
+        }
+        if self.t == 0 || self.t > KDF_MAX_T {
+            return limit(format!("Argon2 passes {} outside 1..={KDF_MAX_T}", self.t));
+        }
+        if self.p == 0 || self.p > KDF_MAX_P {
+            return limit(format!("Argon2 lanes {} outside 1..={KDF_MAX_P}", self.p));
+        }
+        if self.m_kib < 8 * self.p {
+            return limit(format!("Argon2 memory {} KiB is below 8 KiB per lane", self.m_kib));
+        }
+        if !(16..=128).contains(&self.salt.len()) {
+            return limit(format!("Argon2 salt of {} hex digits outside 16..=128", self.salt.len()));
+        }
+        Ok(())
+    }
+
+    /// Fails with `RepoLimit` if the costs are weaker than the floor a new key must meet
+    /// (OWASP's Argon2id minimums: m ≥ 7 MiB and m·t ≥ 35 MiB·passes — 7 MiB×5, 9×4, 12×3,
+    /// 19×2, 46×1).
+    pub fn check_floor(&self) -> Result<()> {
+        if self.m_kib < KDF_FLOOR_M_KIB || u64::from(self.m_kib) * u64::from(self.t) < KDF_FLOOR_M_KIB_PASSES {
+            return Err(EngineError::RepoLimit {
+                what: format!(
+                    "Argon2 cost m={} KiB, t={} is below the floor (m ≥ {KDF_FLOOR_M_KIB} KiB and m·t ≥ {KDF_FLOOR_M_KIB_PASSES} KiB·passes)",
+                    self.m_kib, self.t
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The 32-byte key-encryption key for `password` (after [`KdfParams::check_limits`]).
     pub fn derive(&self, password: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        self.check_limits()?;
         if self.algorithm != "argon2id" {
             return Err(EngineError::NotARepository { reason: format!("unknown KDF {:?}", self.algorithm) });
         }
@@ -239,6 +289,25 @@ mod tests {
         assert_eq!(key.open(b"aad", &env[..5]), Err(AuthFailed), "shorter than overhead");
         // Two seals of the same plaintext differ (fresh nonce).
         assert_ne!(key.seal(b"aad", b"hello world"), env);
+    }
+
+    #[test]
+    fn kdf_limits_and_floor() {
+        assert!(KdfParams::recommended().check_limits().is_ok());
+        assert!(KdfParams::recommended().check_floor().is_ok());
+        assert!(KdfParams::insecure_for_tests().check_limits().is_ok());
+        assert_eq!(KdfParams::insecure_for_tests().check_floor().unwrap_err().code(), "SHMPIPE_E_REPO_LIMIT");
+        for (m, t) in [(19 * 1024, 2), (7 * 1024, 5), (46 * 1024, 1), (4 << 20, 64)] {
+            let k = KdfParams::with_cost(m, t, 1);
+            assert!(k.check_floor().is_ok() && k.check_limits().is_ok(), "{m} {t}");
+        }
+        for (m, t) in [(7 * 1024 - 1, 64), (19 * 1024, 1), (12 * 1024, 2)] {
+            assert!(KdfParams::with_cost(m, t, 1).check_floor().is_err(), "{m} {t}");
+        }
+        for (m, t, p) in [(1 << 30, 1, 1), ((4 << 20) + 1, 1, 1), (64, 65, 1), (64, 0, 1), (1024, 1, 17), (64, 1, 9)] {
+            let e = KdfParams::with_cost(m, t, p).derive(b"pw").unwrap_err();
+            assert_eq!(e.code(), "SHMPIPE_E_REPO_LIMIT", "{m} {t} {p}: {e}");
+        }
     }
 
     #[test]

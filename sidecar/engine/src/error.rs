@@ -22,6 +22,13 @@ pub const CODE_REPO_VERSION: &str = "SHMPIPE_E_REPO_VERSION";
 pub const CODE_INTEGRITY: &str = "SHMPIPE_E_INTEGRITY";
 /// A conflicting repository lock is held.
 pub const CODE_LOCKED: &str = "SHMPIPE_E_LOCKED";
+/// A repository parameter (Argon2 cost, ...) outside the bounds this engine accepts.
+pub const CODE_REPO_LIMIT: &str = "SHMPIPE_E_REPO_LIMIT";
+/// A held lock could not be refreshed in time, or was removed by someone else.
+pub const CODE_LOCK_LOST: &str = "SHMPIPE_E_LOCK_LOST";
+/// An operation refused because it would leave the repository unusable (removing the last
+/// key or the key in use).
+pub const CODE_REFUSED: &str = "SHMPIPE_E_REFUSED";
 /// The store failed.
 pub const CODE_STORE: &str = "SHMPIPE_E_STORE";
 /// A snapshot, blob or object does not exist.
@@ -55,6 +62,16 @@ pub enum EngineError {
     /// A conflicting lock is held.
     #[error("repository is locked: {holder}")]
     Locked { holder: String },
+    /// A repository parameter outside the engine's bounds (REPOSITORY.md §Config): a hostile
+    /// config must not make the engine allocate terabytes, and init refuses weak KDF costs.
+    #[error("repository limit: {what}")]
+    RepoLimit { what: String },
+    /// The repository lock `key` can no longer be trusted to be held.
+    #[error("repository lock {key} lost: {reason}")]
+    LockLost { key: String, reason: String },
+    /// Refused: it would leave the repository unusable.
+    #[error("refused: {message}")]
+    Refused { message: String },
     /// `what` does not exist.
     #[error("not found: {what}")]
     NotFound { what: String },
@@ -112,6 +129,9 @@ impl EngineError {
             Self::Integrity { .. } => CODE_INTEGRITY,
             Self::Locked { .. } => CODE_LOCKED,
             Self::NotFound { .. } => CODE_NOT_FOUND,
+            Self::RepoLimit { .. } => CODE_REPO_LIMIT,
+            Self::LockLost { .. } => CODE_LOCK_LOST,
+            Self::Refused { .. } => CODE_REFUSED,
             Self::Store(e) => e.0.code(),
             Self::InvalidArgument { .. } => CODE_MALFORMED,
             Self::Closed { .. } => CODE_CANCELLED,
@@ -123,6 +143,12 @@ impl EngineError {
     /// store was unreachable through all its retries).
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Store(e) if e.0.is_transient())
+    }
+
+    /// The object read is damaged — it failed authentication, decoding, or the store's
+    /// checksum — as opposed to missing, or the store failing.
+    pub fn is_damage(&self) -> bool {
+        self.code() == CODE_INTEGRITY
     }
 
     pub(crate) fn integrity(what: impl Into<String>, reason: impl Into<String>) -> Self {
@@ -162,6 +188,9 @@ mod tests {
         let integ: EngineError = StoreError::Corrupt { key: "k".into(), reason: "r".into() }.into();
         assert_eq!(integ.code(), "SHMPIPE_E_INTEGRITY");
         assert_eq!(EngineError::InvalidArgument { message: String::new() }.code(), "SHMPIPE_E_MALFORMED");
+        assert_eq!(EngineError::RepoLimit { what: String::new() }.code(), "SHMPIPE_E_REPO_LIMIT");
+        assert_eq!(EngineError::LockLost { key: String::new(), reason: String::new() }.code(), "SHMPIPE_E_LOCK_LOST");
+        assert_eq!(EngineError::Refused { message: String::new() }.code(), "SHMPIPE_E_REFUSED");
         assert_eq!(EngineError::Closed { reason: String::new() }.code(), "SHMPIPE_E_CANCELLED");
     }
 }

@@ -96,8 +96,8 @@ fn config_json(version: u32) -> Vec<u8> {
         magic: repo::CONFIG_MAGIC.into(),
         version,
         id: Id([5; 32]).to_hex(),
-        kdf: KdfParams { algorithm: "argon2id".into(), m_kib: 65536, t: 3, p: 1, salt: "ab".repeat(16) },
-        wrapped_key: "cd".repeat(60),
+        kdf: Some(KdfParams { algorithm: "argon2id".into(), m_kib: 65536, t: 3, p: 1, salt: "ab".repeat(16) }),
+        wrapped_key: Some("cd".repeat(60)),
         settings: "ef".repeat(100),
     })
     .unwrap()

@@ -7,9 +7,9 @@
 //! [`chunker`] (streaming FastCDC) → [`blob`] (compress-or-not + seal) → [`pack`] (blobs in
 //! pack files) → [`index`] (where each blob is) → [`snapshot`] (manifest and tree model) →
 //! [`repo`] (config, keys, the opened repository) → [`backup`] / [`restore`] / [`check`] /
-//! [`lock`] (the operations). [`objects`] is the key layout and sealed-object IO; [`error`] the
-//! one error enum with stable codes; [`limits`] the bounds every reader applies to repository
-//! data before using it.
+//! [`lock`] (the operations). [`objects`] is the key layout and sealed-object IO; [`cache`] the
+//! local copies of metadata objects; [`error`] the one error enum with stable codes; [`limits`]
+//! the bounds every reader applies to repository data before using it.
 //!
 //! ```text
 //! let repo = Repository::init(store, password, RepoParams::recommended()).await?;   // or ::open
@@ -26,18 +26,21 @@ pub mod backup;
 pub mod blob;
 pub mod browse;
 pub mod bufpool;
+pub mod cache;
 pub mod check;
 pub mod chunker;
 pub mod crypto;
 pub mod error;
 pub mod id;
 pub mod index;
+pub mod keys;
 pub mod limits;
 pub mod lock;
 pub mod objects;
 pub mod pool;
 pub mod pack;
 pub mod packread;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;
@@ -51,7 +54,9 @@ pub use chunker::ChunkerParams;
 pub use crypto::KdfParams;
 pub use error::{EngineError, Result};
 pub use id::{BlobId, Id, PackId, SnapshotId};
-pub use lock::{LockKind, RepoLock};
+pub use keys::KeyInfo;
+pub use lock::{LockHealth, LockInfo, LockKind, LockTiming, RepoLock, Staleness, UnlockReport};
+pub use repair::{RepairIndexReport, RepairedSnapshot};
 pub use repo::{OpenOptions, RepoParams, Repository, Settings};
 pub use restore::{ContentReader, EntryReader, ParentFile};
 pub use subset::PackSubset;

@@ -4,7 +4,7 @@
 //! `"shmpipe/object/v1" ‖ 0 ‖ key`, binding it to the key it was written under (an old
 //! snapshot copied over a new name, or an index renamed, fails to open).
 //!
-//! Layout (REPOSITORY.md §Layout): `config`, `keys/<id>` (reserved), `packs/<2 hex>/<id>`,
+//! Layout (REPOSITORY.md §Layout): `config`, `keys/<id>` (key slots), `packs/<2 hex>/<id>`,
 //! `index/<id>`, `snapshots/<id>`, `locks/<id>`; ids are 64 lowercase hex digits.
 
 use std::io::Read;
@@ -29,6 +29,8 @@ pub const INDEX: &str = "index";
 pub const SNAPSHOTS: &str = "snapshots";
 /// Prefix of lock objects.
 pub const LOCKS: &str = "locks";
+/// Prefix of key objects (additional key slots, plain JSON).
+pub const KEYS: &str = "keys";
 
 /// `packs/<first 2 hex>/<id>`: 256 fan-out directories keep file:// directories small.
 pub fn pack_key(id: &Id) -> String {
@@ -49,6 +51,11 @@ pub fn snapshot_key(id: &Id) -> String {
 /// `locks/<id>`
 pub fn lock_key(id: &Id) -> String {
     format!("{LOCKS}/{}", id.to_hex())
+}
+
+/// `keys/<id>`
+pub fn key_key(id: &Id) -> String {
+    format!("{KEYS}/{}", id.to_hex())
 }
 
 /// The id in the last segment of a key, if it is one.

@@ -11,16 +11,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use shmpipe_store::{Store, StoreError};
 use zeroize::Zeroizing;
 
 use crate::blob::{self, BlobKind, Compression};
+use crate::cache::{self, Cache};
 use crate::chunker::{Cdc, ChunkerParams};
 use crate::crypto::{self, AeadKey, KdfParams};
 use crate::error::{EngineError, Result};
 use crate::id::{BlobId, Id, SnapshotId};
+use crate::keys;
 use crate::index::{BlobLocation, IndexFile, MemIndex};
 use crate::objects::{self, CONFIG_KEY, INDEX, SNAPSHOTS};
 use crate::snapshot::{SnapshotFile, SnapshotInfo};
@@ -47,6 +51,8 @@ pub struct RepoParams {
     /// Format version to write: [`FORMAT_VERSION`], or 1 for a repository that engines from
     /// before the keyed chunker must read (restic's `init --repository-version`).
     pub format_version: u32,
+    /// Accept KDF costs below the floor ([`KdfParams::check_floor`]): tests only.
+    pub allow_weak_kdf: bool,
 }
 
 impl RepoParams {
@@ -58,12 +64,13 @@ impl RepoParams {
             compression: Compression::default(),
             pack_size: 16 << 20,
             format_version: FORMAT_VERSION,
+            allow_weak_kdf: false,
         }
     }
 
     /// Like `recommended` with a trivially cheap KDF: tests only.
     pub fn insecure_for_tests() -> Self {
-        Self { kdf: KdfParams::insecure_for_tests(), ..Self::recommended() }
+        Self { kdf: KdfParams::insecure_for_tests(), allow_weak_kdf: true, ..Self::recommended() }
     }
 }
 
@@ -73,24 +80,31 @@ pub struct OpenOptions {
     /// CPU-bound jobs (chunk hashing/compression/encryption, decryption) running at once
     /// across every session and reader of this repository: the sidecar's worker count.
     pub workers: usize,
+    /// Base directory of the local metadata cache (`cache.rs`; the repository's cache is
+    /// `<base>/<repository id>`), `None`: no cache. The sidecar passes
+    /// [`crate::cache::default_base`] unless the agent asked for none.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        Self { workers: 2 }
+        Self { workers: 2, cache_dir: None }
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct ConfigFile {
-    pub(crate) magic: String,
-    pub(crate) version: u32,
-    pub(crate) id: String,
-    pub(crate) kdf: KdfParams,
+    pub magic: String,
+    pub version: u32,
+    pub id: String,
+    /// The config's key slot (absent once removed: `keys.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kdf: Option<KdfParams>,
     /// Master key material, AEAD-sealed under the KDF output (hex).
-    pub(crate) wrapped_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapped_key: Option<String>,
     /// `Settings`, AEAD-sealed under the master key (hex).
-    pub(crate) settings: String,
+    pub settings: String,
 }
 
 /// Repository-wide settings (sealed in the config).
@@ -149,7 +163,7 @@ pub(crate) fn decode_settings(version: u32, plain: &[u8]) -> Result<Settings> {
 /// Pack sizes a repository may set (a pack buffer of this size is allocated per upload).
 const PACK_SIZES: std::ops::RangeInclusive<u32> = 1 << 20..=1 << 30;
 
-fn key_aad(repo_id: &Id) -> Vec<u8> {
+pub(crate) fn key_aad(repo_id: &Id) -> Vec<u8> {
     let mut a = b"shmpipe/key/v1".to_vec();
     a.extend_from_slice(&repo_id.0);
     a
@@ -171,18 +185,29 @@ pub struct Repository {
 pub(crate) struct RepoInner {
     pub store: Store,
     pub id: Id,
+    /// The master key (wrapped again for a new key slot).
+    pub master: Zeroizing<[u8; 32]>,
     pub aead: AeadKey,
+    /// The key slot this handle was opened with.
+    pub current_key: std::sync::Mutex<Id>,
     pub settings: Settings,
     pub cdc: Cdc,
     pub index: RwLock<MemIndex>,
     /// Serializes index refreshes.
     pub refresh: tokio::sync::Mutex<()>,
     pub index_ready: AtomicBool,
+    /// Index and snapshot objects skipped because they cannot be read (key → why): a backup
+    /// goes on without them and reports them; `check` reports them; `repair` fixes them.
+    pub unreadable: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     /// CPU workers shared by every operation on this repository.
     pub cpu: crate::pool::CpuPool,
     pub workers: usize,
     /// Small blobs read a pack window at a time (packread.rs).
     pub windows: crate::packread::PackWindows,
+    /// The local metadata cache, if any.
+    pub cache: Option<Cache>,
+    /// Set once cached tree blobs no longer in the index were removed (first full refresh).
+    pub trees_pruned: AtomicBool,
 }
 
 impl Repository {
@@ -193,6 +218,11 @@ impl Repository {
 
     /// [`Repository::init`] with explicit open options.
     pub async fn init_with(store: Store, password: &[u8], params: RepoParams, opts: OpenOptions) -> Result<Self> {
+        params.kdf.check_limits()?;
+        if !params.allow_weak_kdf {
+            params.kdf.check_floor()?;
+        }
+        // Fails early (before the KDF) in the common case; the create-only PUT below decides.
         match store.stat(CONFIG_KEY).await {
             Ok(_) => return Err(EngineError::RepositoryExists),
             Err(StoreError::NotFound { .. }) => {}
@@ -238,13 +268,25 @@ impl Repository {
             magic: CONFIG_MAGIC.into(),
             version: params.format_version,
             id: id.to_hex(),
-            kdf: params.kdf,
-            wrapped_key: hex::encode(wrapped),
+            kdf: Some(params.kdf),
+            wrapped_key: Some(hex::encode(&wrapped)),
             settings: hex::encode(sealed_settings),
         };
         let json = serde_json::to_vec_pretty(&config).map_err(|e| EngineError::internal(e.to_string()))?;
-        store.put(CONFIG_KEY, [Bytes::from(json)]).await?;
-        Self::assemble(store, id, aead, settings, opts)
+        // Create-only: of two racing inits exactly one writes the config (and so the one master
+        // key); the other fails here and writes nothing.
+        match store.put_if_absent(CONFIG_KEY, [Bytes::from(json.clone())]).await {
+            Ok(_) => {}
+            Err(StoreError::AlreadyExists { .. }) => return Err(EngineError::RepositoryExists),
+            Err(e) => return Err(e.into()),
+        }
+        // A server that ignores `If-None-Match: *` overwrites instead of refusing: reading the
+        // config back catches a racing init that wrote after us (REPOSITORY.md §Config).
+        if objects::read_all(&store, CONFIG_KEY).await?[..] != json[..] {
+            return Err(EngineError::RepositoryExists);
+        }
+        let key_id = keys::config_slot_id(&wrapped);
+        Self::assemble(store, id, master, key_id, settings, opts)
     }
 
     /// Opens the repository in `store` with `password`.
@@ -264,45 +306,55 @@ impl Repository {
         let not_repo = |reason: String| EngineError::NotARepository { reason };
         let config = parse_config(&data)?;
         let id = Id::from_hex(&config.id).map_err(|_| not_repo("bad repository id".into()))?;
-        let wrapped = hex::decode(&config.wrapped_key).map_err(|_| not_repo("wrapped key is not hex".into()))?;
         let sealed_settings = hex::decode(&config.settings).map_err(|_| not_repo("settings are not hex".into()))?;
-        let kdf = config.kdf.clone();
-        let pw = Zeroizing::new(password.to_vec());
-        let kek = tokio::task::spawn_blocking(move || kdf.derive(&pw)).await??;
-        let master = crypto::unwrap_key(&kek, &key_aad(&id), &wrapped)?;
-        let master: [u8; 32] = master[..]
-            .try_into()
-            .map_err(|_| EngineError::integrity(CONFIG_KEY, "master key has the wrong length"))?;
-        let master = Zeroizing::new(master);
+        // The config's slot first: a single-key repository costs one KDF run, as before.
+        if let Some(slot) = keys::config_slot(&config)? {
+            slot.kdf.check_limits()?;
+        }
+        let slots = keys::all_slots(&store, &config).await?;
+        let (master, key_id) = keys::unwrap_master(slots, password, &id).await?;
         let aead = AeadKey::new(&master);
         let plain = Zeroizing::new(
             aead.open(&settings_aad(&id), &sealed_settings)
                 .map_err(|_| EngineError::integrity(CONFIG_KEY, "settings failed authentication"))?,
         );
         let settings = decode_settings(config.version, &plain)?;
-        Self::assemble(store, id, aead, settings, opts)
+        Self::assemble(store, id, master, key_id, settings, opts)
     }
 
-    fn assemble(store: Store, id: Id, aead: AeadKey, settings: Settings, opts: OpenOptions) -> Result<Self> {
+    fn assemble(store: Store, id: Id, master: Zeroizing<[u8; 32]>, key_id: Id, settings: Settings, opts: OpenOptions) -> Result<Self> {
+        let aead = AeadKey::new(&master);
         let cdc = match &settings.chunker_key {
             Some(k) => Cdc::keyed(settings.chunker.clone(), &k.0),
             None => Cdc::new(settings.chunker.clone()),
         }
         .map_err(|e| EngineError::integrity(CONFIG_KEY, format!("settings: {e}")))?;
         let workers = opts.workers.max(1);
+        let cache = opts.cache_dir.as_deref().and_then(|base| match Cache::open(base, &id) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(dir = %base.display(), error = %e, "the metadata cache is unusable; going on without it");
+                None
+            }
+        });
         Ok(Self {
             inner: Arc::new(RepoInner {
                 store,
                 id,
+                master,
                 aead,
+                current_key: std::sync::Mutex::new(key_id),
                 settings,
                 cdc,
                 index: RwLock::new(MemIndex::default()),
                 refresh: tokio::sync::Mutex::new(()),
                 index_ready: AtomicBool::new(false),
+                unreadable: std::sync::Mutex::new(Default::default()),
                 cpu: crate::pool::CpuPool::new(workers)?,
                 workers,
                 windows: crate::packread::PackWindows::default(),
+                cache,
+                trees_pruned: AtomicBool::new(false),
             }),
         })
     }
@@ -332,6 +384,10 @@ impl Repository {
     pub async fn refresh_index(&self) -> Result<()> {
         let _g = self.inner.refresh.lock().await;
         let keys = objects::list_keys(&self.inner.store, INDEX).await?;
+        if let Some(c) = &self.inner.cache {
+            let listed: HashSet<Id> = keys.iter().filter_map(|(k, _)| objects::id_of_key(k)).collect();
+            c.retain(INDEX, |id| listed.contains(id)).await;
+        }
         let todo: Vec<(Id, String)> = {
             let idx = self.inner.index.read().expect("index lock");
             keys.into_iter()
@@ -339,26 +395,88 @@ impl Repository {
                 .filter(|(id, _)| !idx.is_loaded(id))
                 .collect()
         };
-        let store = &self.inner.store;
-        let aead = &self.inner.aead;
         let mut loads = futures::stream::iter(todo)
             .map(|(id, key)| async move {
-                let f: IndexFile = objects::get_object(store, aead, &key).await?;
-                if let Some(why) = crate::limits::index_problem(&f) {
-                    return Err(EngineError::integrity(key, why));
-                }
-                Ok::<_, EngineError>((id, f))
+                // Impossible rows are damage like a failed authentication (limits.rs).
+                let f = self.get_object_cached::<IndexFile>(&key).await.and_then(|f| match crate::limits::index_problem(&f) {
+                    Some(why) => Err(EngineError::integrity(key.clone(), why)),
+                    None => Ok(f),
+                });
+                (id, key, f)
             })
             .buffer_unordered(4);
-        while let Some((id, f)) = loads.try_next().await? {
-            let mut idx = self.inner.index.write().expect("index lock");
-            for p in &f.packs {
-                idx.add_pack(p);
+        // Staged (appended, unsorted) as they arrive and made visible together: one sort and
+        // one merge per refresh, not one per object (index.rs).
+        let mut loaded = Vec::new();
+        let staged = async {
+            while let Some((id, key, f)) = loads.next().await {
+                let f = match f {
+                    Ok(f) => f,
+                    // Removed since the listing (a prune replaced it).
+                    Err(EngineError::NotFound { .. }) => continue,
+                    // Damaged: skipped (its blobs are stored again if needed), reported.
+                    Err(e) if e.is_damage() => {
+                        self.note_unreadable(&key, &e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut idx = self.inner.index.write().expect("index lock");
+                for p in &f.packs {
+                    idx.stage_pack(p)?;
+                }
+                loaded.push(id);
             }
-            idx.mark_loaded(id);
+            Ok::<_, EngineError>(())
         }
+        .await;
+        {
+            let mut idx = self.inner.index.write().expect("index lock");
+            idx.commit_staged();
+            for id in loaded {
+                idx.mark_loaded(id);
+            }
+        }
+        staged?;
         self.inner.index_ready.store(true, Ordering::Release);
+        if let Some(c) = &self.inner.cache {
+            if !self.inner.trees_pruned.swap(true, Ordering::AcqRel) {
+                let idx = &self.inner.index;
+                c.retain(cache::TREES, |id| idx.read().expect("index lock").contains(id)).await;
+            }
+        }
         Ok(())
+    }
+
+    /// Reads and opens a sealed object, from the cache when it holds a copy that opens, else
+    /// from the store (then caching it). Callers ask only for keys the store lists.
+    pub(crate) async fn get_object_cached<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
+        let Some(c) = &self.inner.cache else {
+            return objects::get_object(&self.inner.store, &self.inner.aead, key).await;
+        };
+        if let Some(data) = c.get(key).await {
+            match objects::open_object(&self.inner.aead, key, data) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "cached copy is damaged; reading the repository's");
+                    c.remove(key).await;
+                }
+            }
+        }
+        let data = objects::read_all_max(&self.inner.store, key, crate::limits::MAX_OBJECT_BYTES).await?;
+        let v = objects::open_object(&self.inner.aead, key, data.clone())?;
+        c.put(key, &data).await;
+        Ok(v)
+    }
+
+    /// Writes a sealed object to the store and, once stored, to the cache.
+    pub(crate) async fn put_object_cached<T: Serialize>(&self, key: &str, value: &T) -> Result<u64> {
+        let data = Bytes::from(objects::seal_object(&self.inner.aead, key, value)?);
+        self.inner.store.put(key, [data.clone()]).await?;
+        if let Some(c) = &self.inner.cache {
+            c.put(key, &data).await;
+        }
+        Ok(data.len() as u64)
     }
 
     /// Loads the index once if nothing has loaded it yet.
@@ -384,22 +502,48 @@ impl Repository {
 
     /// Reads one blob: ranged read from its pack, then authentication, decompression and the
     /// id check on a worker.
+    /// Tree and chunk-list blobs go through the cache (verified like any read); `check` reads
+    /// with [`Repository::read_blob_at`], from the store.
     pub async fn read_blob(&self, id: &BlobId) -> Result<Bytes> {
         let loc = self.locate(id).await?;
-        self.read_blob_at(id, &loc).await
+        let Some(c) = self.inner.cache.as_ref().filter(|_| loc.kind != BlobKind::Data) else {
+            return self.read_blob_at(id, &loc).await;
+        };
+        let key = cache::blob_key(id);
+        if let Some(env) = c.get(&key).await {
+            match self.open_blob_on_worker(id, &loc, env).await {
+                Ok(plain) => return Ok(plain),
+                Err(e) => {
+                    tracing::warn!(blob = %id, error = %e, "cached copy is damaged; reading the repository's");
+                    c.remove(&key).await;
+                }
+            }
+        }
+        let env = self.read_envelope(&loc).await?;
+        let plain = self.open_blob_on_worker(id, &loc, env.clone()).await?;
+        c.put(&key, &env).await;
+        Ok(plain)
     }
 
-    pub(crate) async fn read_blob_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Bytes> {
+    async fn read_envelope(&self, loc: &BlobLocation) -> Result<Bytes> {
         let key = objects::pack_key(&loc.pack);
         let start = u64::from(loc.offset);
         let range = start..start + u64::from(loc.length);
-        let env = match self.read_windowed(&key, loc, range.clone()).await {
-            Some(env) => env,
-            None => objects::read_range(&self.inner.store, &key, range).await?,
-        };
+        match self.read_windowed(&key, loc, range.clone()).await {
+            Some(env) => Ok(env),
+            None => objects::read_range(&self.inner.store, &key, range).await,
+        }
+    }
+
+    async fn open_blob_on_worker(&self, id: &BlobId, loc: &BlobLocation, env: Bytes) -> Result<Bytes> {
         let repo = self.clone();
         let (id, kind, raw_len) = (*id, loc.kind, loc.raw_len);
         self.inner.cpu.run(move || repo.open_blob(kind, &id, raw_len, env)).await?
+    }
+
+    pub(crate) async fn read_blob_at(&self, id: &BlobId, loc: &BlobLocation) -> Result<Bytes> {
+        let env = self.read_envelope(loc).await?;
+        self.open_blob_on_worker(id, loc, env).await
     }
 
     /// A small blob's envelope out of its pack window (packread.rs), or `None` to read it alone.
@@ -423,7 +567,7 @@ impl Repository {
     /// Reads a snapshot's manifest.
     pub async fn snapshot(&self, id: &SnapshotId) -> Result<SnapshotFile> {
         let key = objects::snapshot_key(id);
-        let file: SnapshotFile = objects::get_object(&self.inner.store, &self.inner.aead, &key).await?;
+        let file: SnapshotFile = self.get_object_cached(&key).await?;
         if file.v != 1 {
             return Err(EngineError::integrity(key, format!("snapshot version {}", file.v)));
         }
@@ -434,12 +578,35 @@ impl Repository {
     pub async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         let keys = objects::list_keys(&self.inner.store, SNAPSHOTS).await?;
         let ids: Vec<SnapshotId> = keys.iter().filter_map(|(k, _)| objects::id_of_key(k)).collect();
-        let mut out: Vec<SnapshotInfo> = futures::stream::iter(ids)
-            .map(|id| async move { Ok::<_, EngineError>(SnapshotInfo { id, file: self.snapshot(&id).await? }) })
-            .buffer_unordered(8)
-            .try_collect()
-            .await?;
+        if let Some(c) = &self.inner.cache {
+            let listed: HashSet<Id> = ids.iter().copied().collect();
+            c.retain(SNAPSHOTS, |id| listed.contains(id)).await;
+        }
+        let results: Vec<(SnapshotId, Result<SnapshotFile>)> =
+            futures::stream::iter(ids).map(|id| async move { (id, self.snapshot(&id).await) }).buffer_unordered(8).collect().await;
+        let mut out = Vec::with_capacity(results.len());
+        for (id, r) in results {
+            match r {
+                Ok(file) => out.push(SnapshotInfo { id, file }),
+                // Forgotten since the listing.
+                Err(EngineError::NotFound { .. }) => {}
+                // Damaged: left out (a backup picks another parent), reported.
+                Err(e) if e.is_damage() => self.note_unreadable(&objects::snapshot_key(&id), &e),
+                Err(e) => return Err(e),
+            }
+        }
         out.sort_by_key(|s| (s.file.time_ns, s.id));
         Ok(out)
+    }
+
+    fn note_unreadable(&self, key: &str, e: &EngineError) {
+        tracing::warn!(object = %key, error = %e, "skipping an unreadable repository object (run `shmpipe check`, then `shmpipe repair`)");
+        self.inner.unreadable.lock().expect("unreadable").insert(key.to_owned(), e.to_string());
+    }
+
+    /// Index and snapshot objects this handle skipped because they could not be read, each
+    /// with why: `"<key>: <error>"`.
+    pub fn unreadable_objects(&self) -> Vec<String> {
+        self.inner.unreadable.lock().expect("unreadable").iter().map(|(k, e)| format!("{k}: {e}")).collect()
     }
 }

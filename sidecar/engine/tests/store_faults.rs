@@ -26,6 +26,8 @@ struct Faults {
     gated: AtomicBool,
     /// Pack PUTs fail.
     fail_packs: AtomicBool,
+    /// Lock PUTs (and so lock refreshes) fail.
+    fail_locks: AtomicBool,
     /// Pack PUTs currently waiting at the gate.
     waiting: AtomicUsize,
     /// Most pack PUTs in flight at once.
@@ -62,6 +64,9 @@ impl ObjectStore for FaultStore {
                 return Err(object_store::Error::Generic { store: "faults", source: "injected pack PUT failure".into() });
             }
         }
+        if location.as_ref().starts_with("locks/") && self.faults.fail_locks.load(Ordering::SeqCst) {
+            return Err(object_store::Error::Generic { store: "faults", source: "injected lock PUT failure".into() });
+        }
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -95,6 +100,7 @@ fn fault_store() -> (Store, Arc<Faults>) {
         gate: tokio::sync::Semaphore::new(0),
         gated: AtomicBool::new(false),
         fail_packs: AtomicBool::new(false),
+        fail_locks: AtomicBool::new(false),
         waiting: AtomicUsize::new(0),
         max_in_flight: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
@@ -237,4 +243,28 @@ async fn a_store_failure_mid_backup_fails_the_commit_and_the_repository_stays_co
     assert!(repo.open_content(&c).read_to_end().await.unwrap() == noise(7, 2 << 20));
     let entries = repo.entries_of(&first.id).await.unwrap().collect().await.unwrap();
     assert_eq!(entries.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_that_cannot_be_refreshed_aborts_the_backup_before_it_could_expire() {
+    let (store, faults) = fault_store();
+    let repo = Repository::init(store, b"pw", params()).await.unwrap();
+    let timing =
+        LockTiming { refresh_every: Duration::from_millis(20), retry_every: Duration::from_millis(10), give_up_after: Duration::from_millis(200) };
+    let session = repo.begin_backup(BackupOptions { lock_timing: timing, ..BackupOptions::default() }).await.unwrap();
+    let mut w = session.file_writer().unwrap();
+    w.write(Bytes::from(noise(5, 1 << 20))).await.unwrap();
+    let c = w.finish().await.unwrap();
+    session.add_entry(file_entry("a", c), Change::New).await.unwrap();
+    // The store now refuses lock writes: every refresh fails until the holder gives up.
+    faults.fail_locks.store(true, Ordering::SeqCst);
+    let health = session.lock_health().expect("the session holds a lock");
+    let lost = tokio::time::timeout(Duration::from_secs(30), health.lost()).await.expect("given up within 30 s");
+    assert_eq!(lost.code(), "SHMPIPE_E_LOCK_LOST", "{lost}");
+    assert!(lost.to_string().contains("injected lock PUT failure"), "says why: {lost}");
+    let err = session.file_writer().unwrap_err();
+    assert_eq!(err.code(), "SHMPIPE_E_LOCK_LOST", "{err}");
+    let err = session.commit().await.unwrap_err();
+    assert_eq!(err.code(), "SHMPIPE_E_LOCK_LOST", "{err}");
+    assert!(repo.list_snapshots().await.unwrap().is_empty(), "no snapshot written under a lost lock");
 }

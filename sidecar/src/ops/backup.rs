@@ -55,6 +55,10 @@ struct RepoRequest {
     password: String,
     #[serde(default)]
     params: Option<InitParams>,
+    /// REPO_OPEN/REPO_INIT: no local metadata cache (the CLI's `--no-cache`). The cache's
+    /// place is the sidecar's own choice (its environment), never the agent's.
+    #[serde(default)]
+    no_cache: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -269,6 +273,7 @@ fn summary_json(s: &SnapshotSummary) -> Vec<u8> {
         "entries": s.entries,
         "duration_ms": u64::try_from(s.duration.as_millis()).unwrap_or(u64::MAX),
         "counts": s.counts,
+        "warnings": s.warnings,
     });
     doc.to_string().into_bytes()
 }
@@ -360,6 +365,10 @@ pub struct BackupOps {
     workers: usize,
     uploads: usize,
     max_handles: usize,
+    /// Accept Argon2 costs below the floor at init and for new keys: only when the sidecar's
+    /// environment says `SHMPIPE_TEST_ALLOW_WEAK_KDF=1` (test suites: a 64 MiB KDF per
+    /// repository would cost minutes), and in this crate's unit tests. An agent cannot ask.
+    allow_weak_kdf: bool,
     next: AtomicU64,
     handles: Mutex<HashMap<u64, Handle>>,
 }
@@ -374,6 +383,7 @@ impl BackupOps {
             workers: workers.max(1),
             uploads: uploads.max(1),
             max_handles,
+            allow_weak_kdf: cfg!(test) || std::env::var_os("SHMPIPE_TEST_ALLOW_WEAK_KDF").is_some_and(|v| v == "1"),
             next: AtomicU64::new(1),
             handles: Mutex::new(HashMap::new()),
         }
@@ -422,6 +432,13 @@ impl BackupOps {
         self.table().get(&id).map(Handle::kind)
     }
 
+    /// Accepts KDF costs below the floor: for tests that embed the ops (integration tests
+    /// link the library without `cfg(test)`); the sidecar binary only via its environment.
+    pub fn allowing_weak_kdf_for_tests(mut self) -> Self {
+        self.allow_weak_kdf = true;
+        self
+    }
+
     /// Open handles (any kind).
     pub fn open_handles(&self) -> usize {
         self.table().len()
@@ -456,7 +473,8 @@ impl BackupOps {
             }
             params.kdf.t = t;
         }
-        let opts = OpenOptions { workers: self.workers };
+        params.allow_weak_kdf = self.allow_weak_kdf;
+        let opts = self.open_options(req.no_cache);
         let repo = Repository::init_with(self.store.clone(), req.password.as_bytes(), params, opts).await?;
         self.insert(Handle::Repo(repo))
     }
@@ -467,8 +485,21 @@ impl BackupOps {
         if req.params.is_some() {
             return Err(OpError::malformed("params are for REPO_INIT only"));
         }
-        let repo = Repository::open_with(self.store.clone(), req.password.as_bytes(), OpenOptions { workers: self.workers }).await?;
+        let repo = Repository::open_with(self.store.clone(), req.password.as_bytes(), self.open_options(req.no_cache)).await?;
         self.insert(Handle::Repo(repo))
+    }
+
+    /// How repositories are opened: the sidecar's workers, and the metadata cache under
+    /// `$SHMPIPE_CACHE_DIR` (`off`: none), else `$XDG_CACHE_HOME/shmpipe` or
+    /// `~/.cache/shmpipe` (REPOSITORY.md §Cache), unless the request says `no_cache`.
+    fn open_options(&self, no_cache: bool) -> OpenOptions {
+        let cache_dir = match std::env::var_os("SHMPIPE_CACHE_DIR") {
+            _ if no_cache => None,
+            Some(v) if v == "off" => None,
+            Some(v) if std::path::Path::new(&v).is_absolute() => Some(std::path::PathBuf::from(v)),
+            _ => shmpipe_engine::cache::default_base(),
+        };
+        OpenOptions { workers: self.workers, cache_dir }
     }
 
     /// BACKUP_BEGIN on an open repository.

@@ -53,6 +53,9 @@ pub enum StoreError {
     /// Bad store URL or options.
     #[error("invalid store configuration: {0}")]
     Config(String),
+    /// A create-only PUT ([`crate::Store::put_if_absent`]) found an object under the key.
+    #[error("object {key:?} already exists")]
+    AlreadyExists { key: String },
 }
 
 impl StoreError {
@@ -65,7 +68,7 @@ impl StoreError {
             | Self::InvalidRange { .. }
             | Self::InvalidArgument { .. }
             | Self::Config(_) => CODE_MALFORMED,
-            Self::Store { .. } | Self::Aborted { .. } => CODE_STORE,
+            Self::Store { .. } | Self::Aborted { .. } | Self::AlreadyExists { .. } => CODE_STORE,
         }
     }
 
@@ -85,6 +88,7 @@ impl StoreError {
                 key: key.to_owned(),
                 reason: source.to_string(),
             },
+            object_store::Error::AlreadyExists { .. } => Self::AlreadyExists { key: key.to_owned() },
             other => Self::Store {
                 transient: crate::transient::is_transient(&other),
                 message: other.to_string(),

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{self, Backend};
@@ -147,6 +147,29 @@ impl Store {
         key: &str,
         chunks: impl IntoIterator<Item = Bytes>,
     ) -> Result<ObjectInfo, StoreError> {
+        self.put_mode(key, chunks, PutMode::Overwrite).await
+    }
+
+    /// [`Store::put`], but only if nothing is stored under `key`: `AlreadyExists` otherwise,
+    /// and the object there is left as it was. Atomic against a concurrent `put_if_absent` of
+    /// the same key (exactly one succeeds): file:// publishes the staged file with `link(2)`
+    /// (fails if the name exists), S3 sends `If-None-Match: *` (a server that ignores the
+    /// header overwrites instead: callers that depend on it read the object back),
+    /// memory:// checks under its lock.
+    pub async fn put_if_absent(
+        &self,
+        key: &str,
+        chunks: impl IntoIterator<Item = Bytes>,
+    ) -> Result<ObjectInfo, StoreError> {
+        self.put_mode(key, chunks, PutMode::Create).await
+    }
+
+    async fn put_mode(
+        &self,
+        key: &str,
+        chunks: impl IntoIterator<Item = Bytes>,
+        mode: PutMode,
+    ) -> Result<ObjectInfo, StoreError> {
         let path = parse_key(key)?;
         let chunks: Vec<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
         let mut crc = Crc32c::new();
@@ -162,7 +185,7 @@ impl Store {
             .inner
             .backend
             .store
-            .put_opts(&path, payload, PutOptions::default())
+            .put_opts(&path, payload, PutOptions { mode, ..PutOptions::default() })
             .await
             .map_err(|e| StoreError::from_object_store(e, key))?;
         Ok(ObjectInfo {

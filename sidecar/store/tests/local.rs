@@ -325,6 +325,29 @@ async fn overwrite_is_atomic(fx: Fx) {
     assert_eq!(read_chunks(&fx.store, "o", None).await.unwrap(), new);
 }
 
+async fn put_if_absent_creates_once(fx: Fx) {
+    let store = &fx.store;
+    store.put_if_absent("cfg", [Bytes::from_static(b"first")]).await.unwrap();
+    let e = store.put_if_absent("cfg", [Bytes::from_static(b"second")]).await.unwrap_err();
+    assert!(matches!(e, StoreError::AlreadyExists { ref key } if key == "cfg"), "{e}");
+    assert_eq!(read_chunks(store, "cfg", None).await.unwrap(), b"first", "the object there is untouched");
+    // Racing creators: exactly one wins, and the object is whole and the winner's.
+    let racers = (0..8u8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.put_if_absent("race", [Bytes::from(vec![i; 50_000])]).await.map(|_| i) })
+    });
+    let results: Vec<_> = futures::future::join_all(racers).await.into_iter().map(Result::unwrap).collect();
+    let winners: Vec<u8> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert!(results.iter().all(|r| matches!(r, Ok(_) | Err(StoreError::AlreadyExists { .. }))), "{results:?}");
+    assert_eq!(read_chunks(store, "race", None).await.unwrap(), vec![winners[0]; 50_000]);
+    if let Some(dir) = &fx.dir {
+        let mut names: Vec<String> = files_under(dir.path()).iter().map(|f| f.rsplit('/').next().unwrap().to_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["cfg", "race"], "no staging file left behind");
+    }
+}
+
 async fn corrupted_data_detected(fx: Fx) {
     let data = pattern(4, 0..100_000);
     let put = fx.store.put("c/obj", chunks(&data, 4)).await.unwrap();
@@ -445,6 +468,7 @@ suite!(
     writer_dropped_leaves_nothing,
     writer_abort_leaves_nothing,
     overwrite_is_atomic,
+    put_if_absent_creates_once,
     corrupted_data_detected,
     damaged_framing_detected,
     leases_released_after_put_and_commit,

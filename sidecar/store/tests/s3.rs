@@ -125,6 +125,26 @@ async fn s3_every_op() {
     }
 }
 
+/// `If-None-Match: *`: the S3 server, not the client, decides who creates a key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_put_if_absent_creates_once() {
+    let Some((server, raw)) = setup("s3_put_if_absent_creates_once").await else { return };
+    let store = store_at("cond", s3_options(&server.endpoint()));
+    store.put_if_absent("config", [Bytes::from_static(b"first")]).await.unwrap();
+    let e = store.put_if_absent("config", [Bytes::from_static(b"second")]).await.unwrap_err();
+    assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
+    assert_eq!(read_all(&store, "config", None).await.unwrap(), b"first");
+    let racers = (0..6u8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.put_if_absent("race", [Bytes::from(vec![i; 10_000])]).await.map(|_| i) })
+    });
+    let results: Vec<_> = futures::future::join_all(racers).await.into_iter().map(Result::unwrap).collect();
+    let winners: Vec<u8> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let stored = raw.get("cond/race").await.unwrap();
+    assert_eq!(&stored[..10_000], &vec![winners[0]; 10_000][..]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_credentials_from_aws_env() {
     let Some((server, _raw)) = setup("s3_credentials_from_aws_env").await else { return };

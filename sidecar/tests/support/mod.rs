@@ -60,6 +60,8 @@ impl Sidecar {
         // These tests count slots: every slot granted, as before the read reserve (SPEC §9);
         // `grants_stop_at_the_read_reserve` sets it.
         cmd.env("SHMPIPE_READ_RESERVE", "0");
+        // The tests' repositories use a cheap KDF (below the floor a real init enforces).
+        cmd.env("SHMPIPE_TEST_ALLOW_WEAK_KDF", "1");
         if ephemeral_admin {
             // An ephemeral loopback port: tests run in parallel (see `admin_addr`).
             cmd.env("SHMPIPE_ADMIN_ADDR", "127.0.0.1:0");

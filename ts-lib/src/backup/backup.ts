@@ -33,12 +33,12 @@ import type { Client } from '../client';
 import { ShmpipeError } from '../errors';
 import { Fifo } from '../fifo';
 import type { Slot } from '../slot';
-import { classify, type Change, type ParentFile } from './incremental';
+import { classify, type Change } from './incremental';
 import { addEntries, backupAbort, backupBegin, backupCommit, close, decodeParentEntry, encodeEntry, entryLines, fileFinish, fileOpen, filePut, fileWrite, snapshots, type CommitSummary, type FileContent, type Handle } from './ops';
 import type { ProgressCounts } from './progress';
-import type { Xattr } from './restore-fs';
 import { changedWhileRead, openSource, openSourceSync, readSparse, readSyncUpTo, readUpTo, readXattrs, Unreadable } from './source';
-import { walk, type Select, type SourceEntry, type WalkError } from './walk';
+import { ParentCursor, WalkOrder, noParent } from './parent-cursor';
+import { rootNames, walk, type Select, type SourceEntry, type WalkError } from './walk';
 
 export interface BackupOptions {
   /** The roots, as given on the command line. */
@@ -84,9 +84,6 @@ export interface BackupResult {
   durationMs: number;
 }
 
-/** Parent entries by path: what the incremental test needs, and the content and xattrs to reuse. */
-type ParentMap = Map<string, ParentFile & { content: string | undefined; xattrs: Xattr[] | undefined }>;
-
 /** An entry waiting to be added: its line once known (null: left out). */
 interface Pending {
   line: string | null;
@@ -119,10 +116,13 @@ export async function findParent(c: Client, repo: Handle, host: string, paths: r
   return null;
 }
 
-async function loadParent(c: Client, repo: Handle, id: string): Promise<ParentMap> {
-  const map: ParentMap = new Map();
-  for await (const e of await entryLines(c, repo, id, decodeParentEntry)) map.set(e.path, e);
-  return map;
+/**
+ * The parent's entries, streamed in step with the walk (parent-cursor.ts): memory does not grow
+ * with the parent's size. Lines are decoded lean (`decodeParentEntry`).
+ */
+export async function openParent(c: Client, repo: Handle, id: string | null, roots: readonly string[]): Promise<ParentCursor> {
+  const order = new WalkOrder(rootNames(roots));
+  return id === null ? noParent(order) : new ParentCursor(await entryLines(c, repo, id, decodeParentEntry), order);
 }
 
 export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Promise<BackupResult> {
@@ -130,7 +130,15 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
   const host = o.host ?? os.hostname();
   const paths = snapshotPaths(o.paths);
   const parent = o.parent === undefined ? await findParent(c, repo, host, paths) : o.parent;
-  const parentMap: ParentMap = parent === null ? new Map() : await loadParent(c, repo, parent);
+  const parentEntries = await openParent(c, repo, parent, o.paths);
+  try {
+    return await backupWith(c, repo, o, started, host, paths, parent, parentEntries);
+  } finally {
+    await parentEntries.close().catch(() => {});
+  }
+}
+
+async function backupWith(c: Client, repo: Handle, o: BackupOptions, started: bigint, host: string, paths: string[], parent: string | null, parentEntries: ParentCursor): Promise<BackupResult> {
 
   const backup = await backupBegin(c, repo, {
     host,
@@ -146,7 +154,9 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
   // chunk stays: at most two slots, three to be safe); one more for an entry batch. Were the
   // agent to wait for a slot that only its own next write would free, the backup would hang.
   const maxStreamed = Math.max(1, Math.min(MAX_STREAMED_FILES, o.readConcurrency ?? MAX_STREAMED_FILES, Math.floor((c.layout.grantWindow - 3) / 5)));
-  const maxFiles = Math.max(1, Math.min(o.readConcurrency ?? 64, Math.floor((c.layout.grantWindow - 1 - 3 * maxStreamed) / 2)));
+  // One slot more is kept free for the parent's next page of entries (ENTRIES_NEXT, asked for
+  // by the walk while files are in flight).
+  const maxFiles = Math.max(1, Math.min(o.readConcurrency ?? 64, Math.floor((c.layout.grantWindow - 2 - 3 * maxStreamed) / 2)));
 
   const counts: ProgressCounts = { files: 0, filesTotal: 0, bytes: 0, bytesTotal: 0, totalKnown: false, errors: 0 };
   const progress = (): void => o.onProgress?.(counts);
@@ -381,7 +391,8 @@ export async function runBackup(c: Client, repo: Handle, o: BackupOptions): Prom
     for await (const e of walk(o.paths, unreadable, o.select)) {
       if (cancelled()) break;
       counts.filesTotal++;
-      const prev = parentMap.get(e.path);
+      // Asked for every entry, in walk order: the cursor moves forward with the walk.
+      const prev = await parentEntries.lookup(e.path);
       const change = e.kind === 'file' ? classify(e, prev, o.force === true) : 'new';
       const item: Pending = { line: null, ready: false };
       queue.push(item);

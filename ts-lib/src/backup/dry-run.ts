@@ -5,9 +5,10 @@
  */
 
 import type { Client } from '../client';
-import { findParent, snapshotPaths } from './backup';
-import { classify, type Change, type ParentFile } from './incremental';
-import { entries, type Handle } from './ops';
+import { findParent, openParent, snapshotPaths } from './backup';
+import { classify, type Change } from './incremental';
+import type { Handle } from './ops';
+import type { ParentCursor } from './parent-cursor';
 import { walk, type Select, type SourceEntry, type WalkError } from './walk';
 
 export interface DryRunOptions {
@@ -36,15 +37,22 @@ export interface DryRunResult {
 
 export async function dryRunBackup(c: Client, repo: Handle, o: DryRunOptions): Promise<DryRunResult> {
   const parent = o.parent === undefined ? await findParent(c, repo, o.host, snapshotPaths(o.paths)) : o.parent;
-  const previous = new Map<string, ParentFile>();
-  if (parent !== null) for await (const e of await entries(c, repo, parent)) previous.set(e.path, e);
+  const previous = await openParent(c, repo, parent, o.paths);
+  try {
+    return await dryRunWith(o, parent, previous);
+  } finally {
+    await previous.close().catch(() => {});
+  }
+}
+
+async function dryRunWith(o: DryRunOptions, parent: string | null, previous: ParentCursor): Promise<DryRunResult> {
   const r: DryRunResult = { parent, files_new: 0, files_changed: 0, files_unchanged: 0, dirs: 0, others: 0, entries: 0, unreadable: 0, bytes_to_read: 0 };
   const unreadable = (e: WalkError): void => {
     r.unreadable++;
     o.onUnreadable?.(e);
   };
   for await (const e of walk(o.paths, unreadable, o.select)) {
-    const change = classify(e, previous.get(e.path));
+    const change = classify(e, await previous.lookup(e.path));
     r.entries++;
     if (e.kind === 'file') {
       r[`files_${change}`]++;

@@ -17,7 +17,8 @@ export { Progress, progressLine, progressRecord, formatBytes, formatDuration, su
 export { resolveRepo, resolvePassword, defaultRepoDir, PasswordError, type PasswordSources } from './credentials';
 export * as ops from './ops';
 export { encodeEntry, decodeEntry, type TreeEntry, type SnapshotInfo, type CommitSummary, type CheckReport } from './ops';
-export { runBackup, findParent, snapshotPaths, type BackupOptions, type BackupResult } from './backup';
+export { ParentCursor, WalkOrder } from './parent-cursor';
+export { runBackup, findParent, openParent, snapshotPaths, type BackupOptions, type BackupResult } from './backup';
 export { runRestore, type RestoreOptions, type RestoreResult } from './restore';
 export { splitSnapshotArg, subtree } from './subtree';
 // The ops above need a Client of this bundle (Slot checks are `instanceof`): tests connect with this.

@@ -96,6 +96,8 @@ export interface CommitSummary {
   entries: number;
   duration_ms: number;
   counts: SnapshotCounts;
+  /** Repository objects the backup skipped because they could not be read (`key: why`). */
+  warnings?: string[];
 }
 
 export interface SnapshotInfo {
@@ -322,9 +324,10 @@ function parseDoc<T>(text: string, opcode: number): T {
 
 // ---- repositories -------------------------------------------------------------------------
 
-function repoRequest(password: unknown, params: unknown, op: string): Buffer {
+function repoRequest(password: unknown, params: unknown, op: string, noCache = false): Buffer {
   if (typeof password !== 'string' || password === '') throw invalid(`${op}: the password must be a non-empty string`);
-  const doc: { password: string; params?: RepoParams } = { password };
+  const doc: { password: string; params?: RepoParams; no_cache?: true } = { password };
+  if (noCache) doc.no_cache = true;
   if (params !== undefined) {
     const p = repoParams.safeParse(params);
     if (!p.success) throw invalid(`${op}: params: ${zodProblem(p.error)}`);
@@ -338,9 +341,12 @@ export function repoInit(c: Client, password: string, params?: RepoParams): Prom
   return guard(async () => (await slotOp(c, OP_REPO_INIT, repoRequest(password, params ?? {}, 'repoInit'), [0, 0, 0], true)).r.result);
 }
 
-/** Opens the repository in the sidecar's store (SHMPIPE_E_WRONG_PASSWORD, SHMPIPE_E_NOT_A_REPOSITORY, …). */
-export function repoOpen(c: Client, password: string): Promise<Handle> {
-  return guard(async () => (await slotOp(c, OP_REPO_OPEN, repoRequest(password, undefined, 'repoOpen'), [0, 0, 0], true)).r.result);
+/**
+ * Opens the repository in the sidecar's store (SHMPIPE_E_WRONG_PASSWORD, SHMPIPE_E_NOT_A_REPOSITORY,
+ * …). `noCache`: without the sidecar's local metadata cache (REPOSITORY.md §Cache).
+ */
+export function repoOpen(c: Client, password: string, options: { noCache?: boolean } = {}): Promise<Handle> {
+  return guard(async () => (await slotOp(c, OP_REPO_OPEN, repoRequest(password, undefined, 'repoOpen', options.noCache === true), [0, 0, 0], true)).r.result);
 }
 
 /** CLOSE: a repository, an unfinished file, an entry cursor, or a job (which cancels it). */

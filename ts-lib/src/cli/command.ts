@@ -49,6 +49,8 @@ export interface GlobalOptions {
   sidecar?: string | undefined;
   json: boolean;
   verbose: boolean;
+  /** `--no-cache`: open repositories without the local metadata cache. */
+  noCache?: boolean;
 }
 
 /** The whole command line program: what help, completions and man pages are made from. */

@@ -69,7 +69,7 @@ async function runCommand(program: Program, command: Command, args: string[], ou
     out(program.version);
     return 0;
   }
-  const global: GlobalOptions = { sidecar: v.sidecar as string | undefined, json: v.json === true, verbose: v.verbose === true };
+  const global: GlobalOptions = { sidecar: v.sidecar as string | undefined, json: v.json === true, verbose: v.verbose === true, noCache: v['no-cache'] === true };
   try {
     return await command.run({ global, values: v, positionals: parsed.positionals, program, out, err });
   } catch (e) {

@@ -89,6 +89,12 @@ export function explain(e: unknown, where: string): Error {
       return new CommandError(`a repository already exists at ${where}`, { cause: e });
     case 'SHMPIPE_E_LOCKED':
       return new CommandError(`repository ${where} is locked by another process: ${detail()}`);
+    case 'SHMPIPE_E_REPO_LIMIT':
+      return new CommandError(`repository ${where} asks for more than this sidecar allows, or a new key is too weak: ${detail()}`);
+    case 'SHMPIPE_E_LOCK_LOST':
+      return new CommandError(`lost the lock on repository ${where}, so nothing more was written (no snapshot): ${detail()}`);
+    case 'SHMPIPE_E_REFUSED':
+      return new CommandError(`refused: ${detail().replace(/^refused: /, '')}`);
     case 'SHMPIPE_E_REPO_VERSION':
       return new CommandError(`repository ${where} has a format this sidecar cannot read: ${detail()}`);
     case 'SHMPIPE_E_DISCONNECTED':
@@ -143,7 +149,7 @@ export async function openRepo(ctx: CommandContext, o: { init?: RepoParams; side
   }
   let repo: Handle;
   try {
-    repo = o.init !== undefined ? await repoInit(session.client, password, o.init) : await repoOpen(session.client, password);
+    repo = o.init !== undefined ? await repoInit(session.client, password, o.init) : await repoOpen(session.client, password, { noCache: ctx.global.noCache === true });
   } catch (e) {
     await session.close().catch(() => {});
     throw explain(e, where);

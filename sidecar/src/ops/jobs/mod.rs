@@ -26,11 +26,14 @@ use crate::ops::error::{OpError, OpResult, CODE_MALFORMED, CODE_OUT_OF_RANGE};
 mod browse_json;
 mod cat;
 mod diff;
+mod key;
+mod repair;
 pub mod snapshots;
 mod stats;
 mod tag;
 #[cfg(test)]
 mod tests;
+mod unlock;
 
 /// What a job returns: a boxed future, so that [`JOBS`] can hold plain function pointers.
 pub type JobFuture = Pin<Box<dyn Future<Output = OpResult<()>> + Send + 'static>>;
@@ -45,6 +48,9 @@ pub const JOBS: &[(&str, JobFn)] = &[
     ("diff", diff::run),
     ("stats", stats::run),
     ("tag", tag::run),
+    ("unlock", unlock::run),
+    ("key", key::run),
+    ("repair", repair::run),
 ];
 
 /// Lines a job may have emitted and the agent not yet read. Small: a job that outruns its

@@ -113,6 +113,11 @@ export const backup: Command = {
         stream === null ? files() : runStreamBackup(ctx, stream, { host, tags, signal, onProgress, ...tune }).then((s) => ({ ...s, parent: null, unreadable: 0, warnings: 0 }));
       const r = await run().finally(() => last && progress.end(last)); // also ends a TTY bar's line before an error
       const k = r.commit.counts;
+      // Damaged index or snapshot objects the backup went on without (the snapshot is whole).
+      for (const w of r.commit.warnings ?? []) {
+        if (ctx.global.json) ctx.out(JSON.stringify({ type: 'warning', path: null, op: 'repository', code: 'SHMPIPE_E_INTEGRITY', message: `skipped unreadable ${w}` }));
+        else warn(`skipped unreadable ${w} (run 'shmpipe check', then 'shmpipe repair')`);
+      }
       if (ctx.global.json) {
         ctx.out(
           JSON.stringify({
