@@ -95,8 +95,8 @@ describe('shmpipe help, completions and man pages', function () {
     const r = run(['version', '--repo', repo, '--json']);
     assert.equal(r.status, 0, r.stderr);
     const v = JSON.parse(r.stdout);
-    assert.equal(v.repository_format, 1);
-    assert.match(run(['version', '--repo', repo]).stdout, /format version 1/);
+    assert.equal(v.repository_format, 2, 'init writes format 2 (keyed chunker)');
+    assert.match(run(['version', '--repo', repo]).stdout, /format version 2/);
     assert.equal(JSON.parse(run(['version', '--repo', path.join(tmp, 'none'), '--json']).stdout).repository_format, null);
   });
 

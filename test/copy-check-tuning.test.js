@@ -116,6 +116,28 @@ describe('copy, check --read-data-subset, tuning flags', function () {
     assert.equal((await cli(['copy', '--repo', repoC], { env: B })).status, 2, '--from-repo is required');
   });
 
+  it('copy: a format-1 repository (before the keyed chunker) into a format-2 one, re-chunked with its key', async function () {
+    // Written by the engine before format 2 (sidecar/engine/tests/fixtures/README.md).
+    const v1 = path.join(work, 'v1');
+    fs.cpSync(path.join(__dirname, '..', 'sidecar', 'engine', 'tests', 'fixtures', 'repo-v1'), v1, { recursive: true });
+    const V1 = { SHMPIPE_PASSWORD: 'fixture password' };
+    const repoD = path.join(work, 'd');
+    await ok(['init', '--repo', repoD], { env: B });
+    const format = async (repo) => JSON.parse((await ok(['version', '--repo', repo, '--json'])).stdout).repository_format;
+    assert.equal(await format(v1), 1);
+    assert.equal(await format(repoD), 2);
+    const c = await ok(['copy', '--from-repo', v1, '--repo', repoD, '--json'], { env: { ...B, SHMPIPE_FROM_PASSWORD: V1.SHMPIPE_PASSWORD } });
+    assert.deepEqual(c.lines.map((l) => l.type), ['copied', 'summary']);
+    const [from] = JSON.parse((await ok(['snapshots', '--json', '--repo', v1], { env: V1 })).stdout);
+    const [to] = JSON.parse((await ok(['snapshots', '--json', '--repo', repoD], { env: B })).stdout);
+    await ok(['restore', from.id, path.join(work, 'rv1'), '--repo', v1], { env: V1 });
+    await ok(['restore', to.id, path.join(work, 'rv2'), '--repo', repoD], { env: B });
+    const restored = contents(path.join(work, 'rv2'));
+    assert.deepEqual(restored, contents(path.join(work, 'rv1')));
+    assert.ok(Object.keys(restored).some((k) => k.endsWith('big.bin')), JSON.stringify(restored));
+    assert.ok((await ok(['check', '--read-data', '--repo', repoD], { env: B })).stdout.startsWith('no errors'));
+  });
+
   it('tuning: --compression off/max and SHMPIPE_COMPRESSION, --pack-size, --read-concurrency; bad values exit 2', async function () {
     const t = path.join(work, 'tune');
     write(t, 'text.txt', compressible(2 * 1024 * 1024));

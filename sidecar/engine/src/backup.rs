@@ -40,6 +40,7 @@ use crate::crypto;
 use crate::error::{EngineError, Result};
 use crate::id::{BlobId, Id, SnapshotId};
 use crate::index::{IndexFile, IndexedPack};
+use crate::limits;
 use crate::lock::{self, LockHealth, LockKind, LockTiming, RepoLock};
 use crate::objects;
 use crate::pack::{FinishedPack, PackBuilder};
@@ -330,7 +331,7 @@ impl Shared {
                     Ok(match p.as_mut() {
                         Some(b) => {
                             b.add_sealed(kind, id, info.raw_len, &scratch);
-                            if b.size() >= sh.pack_size {
+                            if sh.pack_full(b) {
                                 Placed::Full(p.take().expect("present"))
                             } else {
                                 Placed::Packed
@@ -355,6 +356,12 @@ impl Shared {
             Placed::Waiting(blob) => self.add_when_ready(blob).await?,
         }
         Ok(id)
+    }
+
+    /// A pack is closed at the session's pack size, or at the blob count a reader accepts
+    /// (limits.rs: a pack of a million tiny files' blobs).
+    fn pack_full(&self, b: &PackBuilder) -> bool {
+        b.size() >= self.pack_size || b.len() >= limits::MAX_PACK_BLOBS
     }
 
     fn release(&self, data: ChunkBytes) {
@@ -390,7 +397,7 @@ impl Shared {
                 match p.as_mut() {
                     Some(b) => {
                         b.add(&blob);
-                        if b.size() >= self.pack_size {
+                        if self.pack_full(b) {
                             p.take()
                         } else {
                             return Ok(());
@@ -417,7 +424,9 @@ impl Shared {
         let batch = {
             let mut d = self.durable.lock().expect("durable lock");
             d.push(IndexedPack { id, size, blobs: entries });
-            (d.len() >= self.index_every).then(|| std::mem::take(&mut *d))
+            // One more pack must still fit an index object's blob bound (limits.rs).
+            let blobs: usize = d.iter().map(|p| p.blobs.len()).sum();
+            (d.len() >= self.index_every || blobs > limits::MAX_INDEX_BLOBS - limits::MAX_PACK_BLOBS).then(|| std::mem::take(&mut *d))
         };
         if let Some(batch) = batch {
             self.write_index(batch).await?;
@@ -524,9 +533,14 @@ impl BackupSession {
             EntryKind::Dir => t.counts.dirs += 1,
             EntryKind::Symlink | EntryKind::Other => t.counts.others += 1,
         }
+        let before = t.buf.len();
         snapshot::encode_entry(&entry, &mut t.buf);
+        if t.buf.len() - before > (limits::MAX_TREE_BLOB as usize) - snapshot::TREE_BLOB_MAX {
+            t.buf.truncate(before);
+            return Err(EngineError::InvalidArgument { message: format!("tree entry {:?} is too large to store", entry.path) });
+        }
         t.entries += 1;
-        if snapshot::tree_cut_after(&entry.path, t.buf.len()) {
+        if snapshot::tree_cut_after(&entry.path, t.buf.len(), self.sh.repo.inner.cdc.tree_key()) {
             let data = std::mem::take(&mut t.buf);
             self.push_tree_blob(&mut t, data).await?;
         }
@@ -765,6 +779,9 @@ impl FileWriter {
             return Ok(ContentRef::Chunks { size: self.size, chunks });
         }
         let list = snapshot::encode_chunk_list(&chunks);
+        if list.len() > limits::MAX_CHUNK_LIST_BLOB as usize {
+            return Err(EngineError::InvalidArgument { message: format!("a file of {} chunks is more than a chunk list holds", chunks.len()) });
+        }
         let id = self.sh.store_blob(BlobKind::ChunkList, ChunkBytes::Owned(list), None).await.inspect_err(|e| self.sh.fail(e))?;
         Ok(ContentRef::List { size: self.size, count: chunks.len() as u64, list: id })
     }

@@ -134,13 +134,17 @@ impl Repository {
         let mut indexed: BTreeMap<PackId, IndexedPack> = BTreeMap::new();
         for (key, _) in objects::list_keys(store, INDEX).await? {
             match objects::get_object::<IndexFile>(store, aead, &key).await {
-                Ok(f) => {
-                    report.index_objects += 1;
-                    for p in f.packs {
-                        index.stage_pack(&p)?;
-                        indexed.entry(p.id).or_insert(p);
+                Ok(f) => match crate::limits::index_problem(&f) {
+                    // Not loaded: its numbers would be used to read and allocate.
+                    Some(why) => report.error(&key, format!("index object unusable: {why}")),
+                    None => {
+                        report.index_objects += 1;
+                        for p in f.packs {
+                            index.stage_pack(&p)?;
+                            indexed.entry(p.id).or_insert(p);
+                        }
                     }
-                }
+                },
                 Err(e @ EngineError::Store(_)) if e.code() != crate::error::CODE_INTEGRITY => return Err(e),
                 Err(e) => report.error(&key, format!("index object unreadable: {e}")),
             }
@@ -208,7 +212,11 @@ impl Repository {
                 report.info(&key, "unexpected object under snapshots/");
                 continue;
             };
-            let snap: SnapshotFile = match objects::get_object(store, aead, &key).await {
+            let snap: SnapshotFile = match objects::get_object::<SnapshotFile>(store, aead, &key).await {
+                Ok(s) if s.v != 1 => {
+                    report.error(&key, format!("snapshot version {}", s.v));
+                    continue;
+                }
                 Ok(s) => s,
                 Err(e @ EngineError::Store(_)) if e.code() != crate::error::CODE_INTEGRITY => return Err(e),
                 Err(e) => {

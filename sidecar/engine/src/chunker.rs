@@ -14,6 +14,13 @@
 //! touches it is sealed — at most `max_size` plus one write per stream, besides the chunks
 //! being sealed.
 //!
+//! Keyed (format 2): the gear table is 256 words of BLAKE3 output derived from the repository's
+//! secret `chunker_key` ([`Cdc::keyed`]), and tree blobs are cut on a keyed hash of entry paths
+//! ([`Cdc::tree_key`]), so without the key nobody can compute where a known file's chunks end.
+//! Format 1 repositories keep fastcdc's public table XORed with a 64-bit `gear_seed`
+//! ([`Cdc::new`]): one constant word, recoverable from a few known boundaries. The cut loop is
+//! fastcdc's either way — only the table differs, so keyed chunking costs nothing per byte.
+//!
 //! Boundaries: `fastcdc::v2020::cut_gear` finds the first cut in a slice. A cut it reports
 //! strictly inside the slice is final (the gear hash at a position depends only on the bytes
 //! before it), so it matches the one-shot chunking of the whole stream. A result equal to the
@@ -41,8 +48,8 @@ pub struct ChunkerParams {
     pub max_size: u32,
     /// FastCDC normalization level (0..=3).
     pub normalization: u8,
-    /// XORed into the gear table (per repository, random): chunk boundaries of known content
-    /// differ between repositories, which makes fingerprinting by chunk sizes harder.
+    /// Format 1 only: XORed into fastcdc's public gear table (per repository, random). Format 2
+    /// derives the whole table from the secret `chunker_key` instead and writes 0 here.
     pub gear_seed: u64,
 }
 
@@ -72,31 +79,72 @@ impl ChunkerParams {
     }
 }
 
+/// BLAKE3 `derive_key` context of the format-2 gear table (REPOSITORY.md, Blobs).
+pub const GEAR_CONTEXT: &str = "shmpipe 2026-12-02 chunker gear table v2";
+/// BLAKE3 `derive_key` context of the format-2 tree-cut key (REPOSITORY.md, Snapshots).
+pub const TREE_CUT_CONTEXT: &str = "shmpipe 2026-12-02 tree cut key v2";
+
 /// Precomputed masks and gear tables for one parameter set (shared by every stream).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Cdc {
     params: ChunkerParams,
     mask_s: u64,
     mask_l: u64,
     gear: Arc<[u64; 256]>,
     gear_ls: Arc<[u64; 256]>,
+    /// Format 2: the key tree blobs are cut with (`None`: format 1's unkeyed path hash).
+    tree_key: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Cdc {
+    /// The tables and the tree key are secret in format 2: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cdc").field("params", &self.params).field("keyed", &self.tree_key.is_some()).finish_non_exhaustive()
+    }
 }
 
 impl Cdc {
-    /// Tables for `params` (validated).
+    /// Format 1: fastcdc's public gear table XORed with `params.gear_seed` (validated).
     pub fn new(params: ChunkerParams) -> Result<Self> {
+        let (gear, gear_ls) = v2020::get_gear_with_seed(params.gear_seed);
+        Self::with_tables(params, gear, gear_ls, None)
+    }
+
+    /// Format 2: the gear table is derived from the repository's secret `chunker_key` — 256
+    /// little-endian u64 words of BLAKE3 in `derive_key` mode (context [`GEAR_CONTEXT`]) read
+    /// as an extendable output; `gear_ls[i] = gear[i] << 1` as fastcdc's two-bytes-a-step loop
+    /// expects. The tree-cut key is `derive_key(TREE_CUT_CONTEXT, chunker_key)`.
+    /// `params.gear_seed` is ignored.
+    pub fn keyed(params: ChunkerParams, chunker_key: &[u8; 32]) -> Result<Self> {
+        let mut words = [0u8; 256 * 8];
+        blake3::Hasher::new_derive_key(GEAR_CONTEXT).update(chunker_key).finalize_xof().fill(&mut words);
+        let mut gear = Box::new([0u64; 256]);
+        let mut gear_ls = Box::new([0u64; 256]);
+        for (i, w) in words.chunks_exact(8).enumerate() {
+            gear[i] = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+            gear_ls[i] = gear[i] << 1;
+        }
+        let tree_key = blake3::derive_key(TREE_CUT_CONTEXT, chunker_key);
+        Self::with_tables(params, gear, gear_ls, Some(tree_key))
+    }
+
+    fn with_tables(params: ChunkerParams, gear: Box<[u64; 256]>, gear_ls: Box<[u64; 256]>, tree_key: Option<[u8; 32]>) -> Result<Self> {
         params.validate()?;
         let bits = v2020::logarithm2(params.avg_size);
         let n = u32::from(params.normalization);
         let mask_s = v2020::MASKS[(bits + n) as usize];
         let mask_l = v2020::MASKS[(bits - n) as usize];
-        let (gear, gear_ls) = v2020::get_gear_with_seed(params.gear_seed);
-        Ok(Self { params, mask_s, mask_l, gear: Arc::from(gear), gear_ls: Arc::from(gear_ls) })
+        Ok(Self { params, mask_s, mask_l, gear: Arc::from(gear), gear_ls: Arc::from(gear_ls), tree_key })
     }
 
     /// The parameters.
     pub fn params(&self) -> &ChunkerParams {
         &self.params
+    }
+
+    /// The key tree blobs are cut with ([`crate::snapshot::tree_cut_after`]); `None` in format 1.
+    pub fn tree_key(&self) -> Option<&[u8; 32]> {
+        self.tree_key.as_ref()
     }
 
     /// Length of the first chunk of `data` as fastcdc cuts it.
@@ -368,6 +416,69 @@ pub(crate) mod tests {
         let a = Cdc::new(p.clone()).unwrap().chunk_all(&data);
         let b = Cdc::new(ChunkerParams { gear_seed: 0x1234_5678_9abc_def0, ..p }).unwrap().chunk_all(&data);
         assert_ne!(a, b);
+    }
+
+    fn small_params() -> ChunkerParams {
+        ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768, normalization: 1, gear_seed: 0 }
+    }
+
+    #[test]
+    fn keyed_boundaries_are_deterministic_given_the_key_and_differ_without_it() {
+        let data = noise(4, 400_000);
+        let k1 = Cdc::keyed(small_params(), &[1; 32]).unwrap();
+        let again = Cdc::keyed(small_params(), &[1; 32]).unwrap();
+        let k2 = Cdc::keyed(small_params(), &[2; 32]).unwrap();
+        let a = k1.chunk_all(&data);
+        assert!(a.len() > 20, "{} chunks", a.len());
+        assert_eq!(a, again.chunk_all(&data), "same key, same boundaries");
+        let b = k2.chunk_all(&data);
+        let cuts = |v: &[std::ops::Range<usize>]| v.iter().map(|r| r.end).collect::<std::collections::HashSet<_>>();
+        let shared = cuts(&a).intersection(&cuts(&b)).count();
+        assert!(shared * 10 < a.len(), "another key shares {shared} of {} boundaries", a.len());
+        // Nor is any seeded (format 1) table the keyed one.
+        for seed in [0, 1, 0x5eed] {
+            assert_ne!(Cdc::new(ChunkerParams { gear_seed: seed, ..small_params() }).unwrap().chunk_all(&data), a);
+        }
+        // The seed field plays no part in format 2.
+        assert_eq!(Cdc::keyed(ChunkerParams { gear_seed: 99, ..small_params() }, &[1; 32]).unwrap().chunk_all(&data), a);
+        assert_ne!(k1.tree_key(), k2.tree_key());
+        assert!(Cdc::new(small_params()).unwrap().tree_key().is_none());
+        let shown = format!("{k1:?}");
+        assert!(shown.contains("keyed: true") && shown.len() < 200, "tables and keys are not printed: {shown}");
+    }
+
+    #[test]
+    fn keyed_streaming_equals_one_shot() {
+        let cdc = Cdc::keyed(small_params(), &[3; 32]).unwrap();
+        let data = noise(1, 300_000);
+        let want: Vec<&[u8]> = cdc.chunk_all(&data).into_iter().map(|r| &data[r]).collect();
+        for piece in [7, 4096, 65_536] {
+            let got = stream_chunks(&cdc, &data, piece);
+            assert_eq!(got.iter().map(Vec::as_slice).collect::<Vec<_>>(), want, "piece {piece}");
+        }
+    }
+
+    /// Format stability: these boundaries are what every format-2 repository with this key
+    /// has; a change of derivation, context string or fastcdc's loop would move them and stop
+    /// dedup against existing data.
+    #[test]
+    fn keyed_boundaries_known_answer() {
+        let cdc = Cdc::keyed(small_params(), &[0x42; 32]).unwrap();
+        let ends: Vec<usize> = cdc.chunk_all(&noise(7, 100_000)).into_iter().map(|r| r.end).collect();
+        assert_eq!(ends, KEYED_ENDS, "{ends:?}");
+        let tk = hex::encode(cdc.tree_key().unwrap());
+        assert_eq!(tk, TREE_KEY, "{tk}");
+    }
+    const KEYED_ENDS: &[usize] = &[13258, 33248, 46369, 53570, 61084, 70450, 82844, 92931, 100000];
+    const TREE_KEY: &str = "330d74bd11ad42f89f4e39af83b4c338ebb39970e8a17b0576e0d8726dc41798";
+
+    #[test]
+    fn keyed_sizes_average_about_one_mib() {
+        let cdc = Cdc::keyed(ChunkerParams::recommended(0), &[9; 32]).unwrap();
+        let data = noise(5, 48 << 20);
+        let n = cdc.chunk_all(&data).len();
+        let avg = data.len() / n;
+        assert!((700 << 10..1500 << 10).contains(&avg), "average chunk {avg} bytes over {n} chunks");
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub enum EngineError {
     #[error("a repository already exists here")]
     RepositoryExists,
     /// The config names a format version this engine does not read.
-    #[error("repository format version {found} is not supported (this engine reads {supported})")]
+    #[error("repository format version {found} is not supported (this engine reads versions 1 to {supported})")]
     UnsupportedVersion { found: u32, supported: u32 },
     /// Authentication, id verification or framing failed for `what` (an object key or blob id).
     #[error("integrity error in {what}: {reason}")]

@@ -8,7 +8,8 @@
 //! pack files) → [`index`] (where each blob is) → [`snapshot`] (manifest and tree model) →
 //! [`repo`] (config, keys, the opened repository) → [`backup`] / [`restore`] / [`check`] /
 //! [`lock`] (the operations). [`objects`] is the key layout and sealed-object IO; [`cache`] the
-//! local copies of metadata objects; [`error`] the one error enum with stable codes.
+//! local copies of metadata objects; [`error`] the one error enum with stable codes; [`limits`]
+//! the bounds every reader applies to repository data before using it.
 //!
 //! ```text
 //! let repo = Repository::init(store, password, RepoParams::recommended()).await?;   // or ::open
@@ -34,6 +35,7 @@ pub mod forget;
 pub mod id;
 pub mod index;
 pub mod keys;
+pub mod limits;
 pub mod lock;
 pub mod objects;
 pub mod policy;
@@ -64,6 +66,9 @@ pub use restore::{ContentReader, EntryReader, ParentFile};
 pub use prune::{MaxUnused, PruneOptions, PruneReport, PruneStats};
 pub use subset::PackSubset;
 pub use snapshot::{ChunkRef, ContentRef, EntryKind, SnapshotCounts, SnapshotFile, SnapshotInfo, TreeEntry};
+
+#[cfg(test)]
+mod fuzz_tests;
 
 #[cfg(test)]
 mod tests {

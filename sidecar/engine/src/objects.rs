@@ -7,6 +7,8 @@
 //! Layout (REPOSITORY.md §Layout): `config`, `keys/<id>` (key slots), `packs/<2 hex>/<id>`,
 //! `index/<id>`, `snapshots/<id>`, `locks/<id>`; ids are 64 lowercase hex digits.
 
+use std::io::Read;
+
 use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -15,6 +17,7 @@ use shmpipe_store::Store;
 use crate::crypto::{AeadKey, NONCE_LEN};
 use crate::error::{EngineError, Result};
 use crate::id::Id;
+use crate::limits;
 
 /// The config object's key.
 pub const CONFIG_KEY: &str = "config";
@@ -77,10 +80,21 @@ pub async fn list_keys(store: &Store, prefix: &str) -> Result<Vec<(String, u64)>
 
 /// A whole object's data (verified against its store checksum at the end).
 pub async fn read_all(store: &Store, key: &str) -> Result<Bytes> {
+    read_all_max(store, key, u64::MAX).await
+}
+
+/// [`read_all`] of an object that may hold at most `max` bytes: a larger one is an integrity
+/// error as soon as more has arrived, without reading (or buffering) the rest.
+pub async fn read_all_max(store: &Store, key: &str, max: u64) -> Result<Bytes> {
     let mut r = store.open_read(key, None).await.map_err(|e| EngineError::from_store_for(e, key))?;
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
+    let mut total = 0u64;
     while let Some(chunk) = r.next_chunk().await? {
+        total += chunk.len() as u64;
+        if total > max {
+            return Err(EngineError::integrity(key, format!("object larger than {max} bytes")));
+        }
         if first.is_none() && buf.is_empty() {
             first = Some(chunk);
         } else {
@@ -143,7 +157,24 @@ pub fn open_object<T: DeserializeOwned>(aead: &AeadKey, key: &str, data: Bytes) 
     let range = aead
         .open_in_place(&object_aad(key), &mut buf)
         .map_err(|_| EngineError::integrity(key, "authentication failed"))?;
-    let cbor = zstd::stream::decode_all(&buf[range]).map_err(|e| EngineError::integrity(key, format!("zstd: {e}")))?;
+    decode_object(key, &buf[range])
+}
+
+/// An authenticated object's payload: one zstd frame of CBOR. Decompressed as a stream into
+/// memory that grows with what the frame really yields, up to [`limits::MAX_OBJECT_PLAIN`]
+/// (a frame's declared size is not trusted).
+pub fn decode_object<T: DeserializeOwned>(key: &str, compressed: &[u8]) -> Result<T> {
+    decode_object_max(key, compressed, limits::MAX_OBJECT_PLAIN)
+}
+
+/// [`decode_object`] with a given bound on the decompressed size.
+pub(crate) fn decode_object_max<T: DeserializeOwned>(key: &str, compressed: &[u8], max: u64) -> Result<T> {
+    let mut cbor = Vec::new();
+    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| EngineError::integrity(key, format!("zstd: {e}")))?;
+    decoder.take(max + 1).read_to_end(&mut cbor).map_err(|e| EngineError::integrity(key, format!("zstd: {e}")))?;
+    if cbor.len() as u64 > max {
+        return Err(EngineError::integrity(key, format!("decompresses to more than {max} bytes")));
+    }
     ciborium::from_reader(&cbor[..]).map_err(|e| EngineError::integrity(key, format!("decoding: {e}")))
 }
 
@@ -155,9 +186,9 @@ pub async fn put_object<T: Serialize>(store: &Store, aead: &AeadKey, key: &str, 
     Ok(len)
 }
 
-/// Reads and opens a sealed object.
+/// Reads and opens a sealed object (at most [`limits::MAX_OBJECT_BYTES`] of it).
 pub async fn get_object<T: DeserializeOwned>(store: &Store, aead: &AeadKey, key: &str) -> Result<T> {
-    let data = read_all(store, key).await?;
+    let data = read_all_max(store, key, limits::MAX_OBJECT_BYTES).await?;
     open_object(aead, key, data)
 }
 

@@ -20,6 +20,7 @@ use crate::blob::{BlobKind, SealedBlob};
 use crate::crypto::AeadKey;
 use crate::error::{EngineError, Result};
 use crate::id::{BlobId, PackId};
+use crate::limits;
 
 /// Last 8 bytes of every pack.
 pub const PACK_MAGIC: &[u8; 8] = b"SHMPPK01";
@@ -47,9 +48,9 @@ pub struct BlobEntry {
 }
 
 #[derive(Serialize, Deserialize)]
-struct PackHeader {
-    v: u32,
-    blobs: Vec<BlobEntry>,
+pub(crate) struct PackHeader {
+    pub(crate) v: u32,
+    pub(crate) blobs: Vec<BlobEntry>,
 }
 
 fn header_aad(id: &PackId) -> Vec<u8> {
@@ -136,9 +137,14 @@ pub fn header_range(tail: &[u8], pack_size: u64, what: &str) -> Result<std::ops:
         return Err(EngineError::integrity(what, "not a pack (bad magic)"));
     }
     let len = u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")));
-    let end = pack_size - TAIL_LEN as u64;
+    let Some(end) = pack_size.checked_sub(TAIL_LEN as u64) else {
+        return Err(EngineError::integrity(what, "shorter than a pack tail"));
+    };
     if len > end {
         return Err(EngineError::integrity(what, "header length past the start"));
+    }
+    if len > limits::MAX_PACK_HEADER {
+        return Err(EngineError::integrity(what, format!("header of {len} bytes (at most {})", limits::MAX_PACK_HEADER)));
     }
     Ok(end - len..end)
 }
@@ -146,20 +152,18 @@ pub fn header_range(tail: &[u8], pack_size: u64, what: &str) -> Result<std::ops:
 /// Opens a pack header and checks that the blob table tiles the data area.
 pub fn open_header(aead: &AeadKey, id: &PackId, header: &[u8], header_start: u64, what: &str) -> Result<Vec<BlobEntry>> {
     let plain = aead.open(&header_aad(id), header).map_err(|_| EngineError::integrity(what, "pack header authentication failed"))?;
-    let h: PackHeader =
-        ciborium::from_reader(&plain[..]).map_err(|e| EngineError::integrity(what, format!("pack header: {e}")))?;
+    decode_header(&plain, header_start, what)
+}
+
+/// Decodes an authenticated header's CBOR and checks its table (limits.rs): every row
+/// possible, the rows tiling the data area up to `header_start`.
+pub fn decode_header(plain: &[u8], header_start: u64, what: &str) -> Result<Vec<BlobEntry>> {
+    let h: PackHeader = ciborium::from_reader(plain).map_err(|e| EngineError::integrity(what, format!("pack header: {e}")))?;
     if h.v != 1 {
         return Err(EngineError::integrity(what, format!("pack header version {}", h.v)));
     }
-    let mut pos = 0u64;
-    for b in &h.blobs {
-        if u64::from(b.offset) != pos {
-            return Err(EngineError::integrity(what, "blob table has gaps or overlaps"));
-        }
-        pos += u64::from(b.length);
-    }
-    if pos != header_start {
-        return Err(EngineError::integrity(what, "blob table does not end at the header"));
+    if let Some(why) = limits::tiling_problem(&h.blobs, header_start) {
+        return Err(EngineError::integrity(what, why));
     }
     Ok(h.blobs)
 }

@@ -29,8 +29,10 @@ use crate::index::{BlobLocation, IndexFile, MemIndex};
 use crate::objects::{self, CONFIG_KEY, INDEX, SNAPSHOTS};
 use crate::snapshot::{SnapshotFile, SnapshotInfo};
 
-/// The repository format version this engine writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The repository format version this engine writes (2: keyed chunker, REPOSITORY.md §Config).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this engine reads (and keeps writing, in a repository of it).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// `magic` of the config object.
 pub const CONFIG_MAGIC: &str = "shmpipe-repository";
 
@@ -39,12 +41,16 @@ pub const CONFIG_MAGIC: &str = "shmpipe-repository";
 pub struct RepoParams {
     /// Password KDF.
     pub kdf: KdfParams,
-    /// Chunker (`None`: the recommended sizes with a random gear seed).
+    /// Chunker sizes (`None`: the recommended ones). Format 2 ignores `gear_seed` (the table
+    /// comes from a fresh secret `chunker_key`); format 1 uses it (`None`: a random one).
     pub chunker: Option<ChunkerParams>,
     /// Default compression of backups.
     pub compression: Compression,
     /// Target pack size in bytes (16–32 MiB recommended; a pack is closed once it reaches it).
     pub pack_size: u32,
+    /// Format version to write: [`FORMAT_VERSION`], or 1 for a repository that engines from
+    /// before the keyed chunker must read (restic's `init --repository-version`).
+    pub format_version: u32,
     /// Accept KDF costs below the floor ([`KdfParams::check_floor`]): tests only.
     pub allow_weak_kdf: bool,
 }
@@ -52,7 +58,14 @@ pub struct RepoParams {
 impl RepoParams {
     /// Argon2id 64 MiB/t=3, ~1 MiB chunks, zstd level 1, 16 MiB packs.
     pub fn recommended() -> Self {
-        Self { kdf: KdfParams::recommended(), chunker: None, compression: Compression::default(), pack_size: 16 << 20, allow_weak_kdf: false }
+        Self {
+            kdf: KdfParams::recommended(),
+            chunker: None,
+            compression: Compression::default(),
+            pack_size: 16 << 20,
+            format_version: FORMAT_VERSION,
+            allow_weak_kdf: false,
+        }
     }
 
     /// Like `recommended` with a trivially cheap KDF: tests only.
@@ -101,11 +114,54 @@ pub struct Settings {
     pub id_key: Id,
     /// Chunker parameters (fixed for the repository's life: dedup depends on them).
     pub chunker: ChunkerParams,
+    /// Format 2: the secret the chunker's gear table and the tree-cut key are derived from
+    /// (`chunker::Cdc::keyed`). Absent in format 1, whose table is public XOR `gear_seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunker_key: Option<Id>,
     /// Default compression.
     pub compression: Compression,
     /// Default target pack size.
     pub pack_size: u32,
 }
+
+/// The config object's JSON, with a magic and a format version this engine reads.
+pub(crate) fn parse_config(data: &[u8]) -> Result<ConfigFile> {
+    let not_repo = |reason: String| EngineError::NotARepository { reason };
+    let config: ConfigFile = serde_json::from_slice(data).map_err(|e| not_repo(format!("config is not a shmpipe config: {e}")))?;
+    if config.magic != CONFIG_MAGIC {
+        return Err(not_repo(format!("config magic {:?}", config.magic)));
+    }
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&config.version) {
+        return Err(EngineError::UnsupportedVersion { found: config.version, supported: FORMAT_VERSION });
+    }
+    Ok(config)
+}
+
+/// The settings' authenticated CBOR, checked before use: a chunker key exactly in format 2
+/// (the plain `version` field is not authenticated itself; this binds it), chunker sizes
+/// within fastcdc's limits, a pack size of 1 MiB–1 GiB, a zstd level zstd has. Any failure
+/// is corruption of `config` (`SHMPIPE_E_INTEGRITY`).
+pub(crate) fn decode_settings(version: u32, plain: &[u8]) -> Result<Settings> {
+    let bad = |why: String| EngineError::integrity(CONFIG_KEY, format!("settings: {why}"));
+    let settings: Settings = ciborium::from_reader(plain).map_err(|e| bad(e.to_string()))?;
+    match (version, settings.chunker_key.is_some()) {
+        (1, false) | (2, true) => {}
+        (v, _) => return Err(bad(format!("they do not match format version {v} (chunker key)"))),
+    }
+    settings.chunker.validate().map_err(|e| bad(e.to_string()))?;
+    if !PACK_SIZES.contains(&settings.pack_size) {
+        return Err(bad(format!("pack size {}", settings.pack_size)));
+    }
+    if let Compression::Zstd(level) = settings.compression {
+        if !zstd::compression_level_range().contains(&level) {
+            return Err(bad(format!("zstd level {level}")));
+        }
+    }
+    Ok(settings)
+}
+
+/// Pack sizes a repository may set (a pack buffer of this size is allocated per upload).
+const PACK_SIZES: std::ops::RangeInclusive<u32> = 1 << 20..=1 << 30;
 
 pub(crate) fn key_aad(repo_id: &Id) -> Vec<u8> {
     let mut a = b"shmpipe/key/v1".to_vec();
@@ -172,22 +228,34 @@ impl Repository {
             Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let chunker = match params.chunker {
-            Some(c) => c,
-            None => {
+        let keyed = match params.format_version {
+            1 => false,
+            FORMAT_VERSION => true,
+            v => {
+                return Err(EngineError::InvalidArgument {
+                    message: format!("repository format version {v}: this engine writes {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}"),
+                })
+            }
+        };
+        let chunker = match (params.chunker, keyed) {
+            (Some(c), false) => c,
+            (Some(c), true) => ChunkerParams { gear_seed: 0, ..c },
+            (None, true) => ChunkerParams::recommended(0),
+            (None, false) => {
                 let mut seed = [0u8; 8];
                 crypto::fill_random(&mut seed);
                 ChunkerParams::recommended(u64::from_le_bytes(seed))
             }
         };
         Cdc::new(chunker.clone())?;
-        if !(1 << 20..=1 << 30).contains(&params.pack_size) {
+        let chunker_key = keyed.then(Id::random);
+        if !PACK_SIZES.contains(&params.pack_size) {
             return Err(EngineError::InvalidArgument { message: format!("pack size {} outside 1 MiB..1 GiB", params.pack_size) });
         }
         let id = Id::random();
         let mut master = Zeroizing::new([0u8; 32]);
         crypto::fill_random(master.as_mut());
-        let settings = Settings { id_key: Id::random(), chunker, compression: params.compression, pack_size: params.pack_size };
+        let settings = Settings { id_key: Id::random(), chunker, chunker_key, compression: params.compression, pack_size: params.pack_size };
         let kdf = params.kdf.clone();
         let pw = Zeroizing::new(password.to_vec());
         let kek = tokio::task::spawn_blocking(move || kdf.derive(&pw)).await??;
@@ -198,7 +266,7 @@ impl Repository {
         let sealed_settings = aead.seal(&settings_aad(&id), &settings_cbor);
         let config = ConfigFile {
             magic: CONFIG_MAGIC.into(),
-            version: FORMAT_VERSION,
+            version: params.format_version,
             id: id.to_hex(),
             kdf: Some(params.kdf),
             wrapped_key: Some(hex::encode(&wrapped)),
@@ -228,7 +296,7 @@ impl Repository {
 
     /// [`Repository::open`] with explicit options.
     pub async fn open_with(store: Store, password: &[u8], opts: OpenOptions) -> Result<Self> {
-        let data = match objects::read_all(&store, CONFIG_KEY).await {
+        let data = match objects::read_all_max(&store, CONFIG_KEY, crate::limits::MAX_CONFIG_BYTES).await {
             Ok(d) => d,
             Err(EngineError::NotFound { .. }) => {
                 return Err(EngineError::NotARepository { reason: format!("no {CONFIG_KEY} object in {}", store.describe()) })
@@ -236,14 +304,7 @@ impl Repository {
             Err(e) => return Err(e),
         };
         let not_repo = |reason: String| EngineError::NotARepository { reason };
-        let config: ConfigFile =
-            serde_json::from_slice(&data).map_err(|e| not_repo(format!("config is not a shmpipe config: {e}")))?;
-        if config.magic != CONFIG_MAGIC {
-            return Err(not_repo(format!("config magic {:?}", config.magic)));
-        }
-        if config.version != FORMAT_VERSION {
-            return Err(EngineError::UnsupportedVersion { found: config.version, supported: FORMAT_VERSION });
-        }
+        let config = parse_config(&data)?;
         let id = Id::from_hex(&config.id).map_err(|_| not_repo("bad repository id".into()))?;
         let sealed_settings = hex::decode(&config.settings).map_err(|_| not_repo("settings are not hex".into()))?;
         // The config's slot first: a single-key repository costs one KDF run, as before.
@@ -257,14 +318,17 @@ impl Repository {
             aead.open(&settings_aad(&id), &sealed_settings)
                 .map_err(|_| EngineError::integrity(CONFIG_KEY, "settings failed authentication"))?,
         );
-        let settings: Settings = ciborium::from_reader(&plain[..])
-            .map_err(|e| EngineError::integrity(CONFIG_KEY, format!("settings: {e}")))?;
+        let settings = decode_settings(config.version, &plain)?;
         Self::assemble(store, id, master, key_id, settings, opts)
     }
 
     fn assemble(store: Store, id: Id, master: Zeroizing<[u8; 32]>, key_id: Id, settings: Settings, opts: OpenOptions) -> Result<Self> {
         let aead = AeadKey::new(&master);
-        let cdc = Cdc::new(settings.chunker.clone())?;
+        let cdc = match &settings.chunker_key {
+            Some(k) => Cdc::keyed(settings.chunker.clone(), &k.0),
+            None => Cdc::new(settings.chunker.clone()),
+        }
+        .map_err(|e| EngineError::integrity(CONFIG_KEY, format!("settings: {e}")))?;
         let workers = opts.workers.max(1);
         let cache = opts.cache_dir.as_deref().and_then(|base| match Cache::open(base, &id) {
             Ok(c) => Some(c),
@@ -354,7 +418,11 @@ impl Repository {
         };
         let mut loads = futures::stream::iter(todo)
             .map(|(id, key)| async move {
-                let f = self.get_object_cached::<IndexFile>(&key).await;
+                // Impossible rows are damage like a failed authentication (limits.rs).
+                let f = self.get_object_cached::<IndexFile>(&key).await.and_then(|f| match crate::limits::index_problem(&f) {
+                    Some(why) => Err(EngineError::integrity(key.clone(), why)),
+                    None => Ok(f),
+                });
                 (id, key, f)
             })
             .buffer_unordered(4);
@@ -422,7 +490,7 @@ impl Repository {
                 }
             }
         }
-        let data = objects::read_all(&self.inner.store, key).await?;
+        let data = objects::read_all_max(&self.inner.store, key, crate::limits::MAX_OBJECT_BYTES).await?;
         let v = objects::open_object(&self.inner.aead, key, data.clone())?;
         c.put(key, &data).await;
         Ok(v)
@@ -542,7 +610,11 @@ impl Repository {
     /// Reads a snapshot's manifest.
     pub async fn snapshot(&self, id: &SnapshotId) -> Result<SnapshotFile> {
         let key = objects::snapshot_key(id);
-        self.get_object_cached(&key).await
+        let file: SnapshotFile = self.get_object_cached(&key).await?;
+        if file.v != 1 {
+            return Err(EngineError::integrity(key, format!("snapshot version {}", file.v)));
+        }
+        Ok(file)
     }
 
     /// Every snapshot, oldest first.

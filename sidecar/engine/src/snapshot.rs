@@ -3,8 +3,8 @@
 //! A snapshot object (`snapshots/<id>`, sealed, objects.rs) holds metadata (time, host, tags,
 //! paths, parent, counts) and the ids of its *tree blobs*. The tree — one [`TreeEntry`] per
 //! path, in the order the agent added them — is a CBOR sequence cut into tree blobs of up to
-//! ~1 MiB (content-defined: a blob ends after an entry whose path hash has 9 low zero bits once
-//! it holds ≥ 64 KiB), stored in packs like file chunks (compressed, encrypted, content
+//! ~1 MiB (content-defined: a blob ends after an entry whose path hash — keyed in format 2 —
+//! has 9 low zero bits once it holds ≥ 64 KiB), stored in packs like file chunks (compressed, encrypted, content
 //! addressed). Unchanged stretches of a tree therefore dedup across snapshots, a tree of any
 //! size streams in and out in bounded memory, and restore can list entries without loading
 //! the whole tree.
@@ -383,15 +383,21 @@ pub struct SnapshotInfo {
 }
 
 /// Whether a tree blob should end after an entry with this path (content-defined, so an
-/// insertion early in the tree does not shift every later blob).
-pub fn tree_cut_after(path: &str, buffered: usize) -> bool {
+/// insertion early in the tree does not shift every later blob). `key` is the repository's
+/// tree-cut key (format 2, [`crate::chunker::Cdc::tree_key`]): the path is hashed with keyed
+/// BLAKE3, so tree blob sizes say nothing about which paths a tree holds to anyone without
+/// it. `None` (format 1): unkeyed BLAKE3.
+pub fn tree_cut_after(path: &str, buffered: usize, key: Option<&[u8; 32]>) -> bool {
     if buffered >= TREE_BLOB_MAX {
         return true;
     }
     if buffered < TREE_BLOB_MIN {
         return false;
     }
-    let h = blake3::hash(path.as_bytes());
+    let h = match key {
+        Some(k) => blake3::keyed_hash(k, path.as_bytes()),
+        None => blake3::hash(path.as_bytes()),
+    };
     (u16::from_le_bytes([h.as_bytes()[0], h.as_bytes()[1]]) & 0x1ff) == 0
 }
 
@@ -503,9 +509,22 @@ mod tests {
 
     #[test]
     fn tree_cuts_are_content_defined_and_bounded() {
-        assert!(!tree_cut_after("anything", 10));
-        assert!(tree_cut_after("anything", TREE_BLOB_MAX));
-        let cuts = (0..100_000).filter(|i| tree_cut_after(&format!("dir/file{i}"), TREE_BLOB_MIN)).count();
-        assert!((100..400).contains(&cuts), "~1/512 of paths cut: {cuts}");
+        for key in [None, Some(&[1u8; 32])] {
+            assert!(!tree_cut_after("anything", 10, key));
+            assert!(tree_cut_after("anything", TREE_BLOB_MAX, key));
+            let cuts = (0..100_000).filter(|i| tree_cut_after(&format!("dir/file{i}"), TREE_BLOB_MIN, key)).count();
+            assert!((100..400).contains(&cuts), "~1/512 of paths cut: {cuts}");
+        }
+    }
+
+    #[test]
+    fn keyed_tree_cuts_depend_on_the_key() {
+        let cut_paths = |key: Option<&[u8; 32]>| -> Vec<usize> {
+            (0..20_000).filter(|i| tree_cut_after(&format!("home/u/file{i}"), TREE_BLOB_MIN, key)).collect()
+        };
+        let (a, b, plain) = (cut_paths(Some(&[1; 32])), cut_paths(Some(&[2; 32])), cut_paths(None));
+        assert_eq!(a, cut_paths(Some(&[1; 32])), "deterministic given the key");
+        assert_ne!(a, b, "another key cuts elsewhere");
+        assert_ne!(a, plain, "unkeyed hashing (format 1) cuts elsewhere");
     }
 }

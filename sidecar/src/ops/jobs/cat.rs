@@ -1,7 +1,7 @@
 //! The `cat` job: one repository object, decrypted, as JSON lines — restic's `cat` for
 //! debugging. `{"type": T, "id": HEX}` with T one of:
 //! - `config`: the config object without its sealed parts, plus the readable settings (chunker
-//!   sizes, compression, pack size; not the id key or the gear seed, which are secret);
+//!   sizes, compression, pack size; not the id key, the chunker key or the gear seed, which are secret);
 //! - `snapshot`, `index`, `lock`: the object (ids in hex);
 //! - `pack`: the pack's blob table from its authenticated header;
 //! - `tree`: the tree blob's entries, one line each (the ENTRIES_NEXT line format);
