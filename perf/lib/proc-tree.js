@@ -18,7 +18,7 @@
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 
-const { PssSampler } = require('./pss');
+const { PssSampler, children } = require('./pss');
 
 const TICK = 100; // USER_HZ (getconf CLK_TCK) on Linux
 
@@ -43,25 +43,6 @@ function readStatus(pid) {
     return i < 0 ? 0 : parseInt(s.slice(i + k.length + 2), 10) * 1024;
   };
   return { anon: kb('RssAnon'), file: kb('RssFile'), shmem: kb('RssShmem'), hwm: kb('VmHWM') };
-}
-
-function children(pid) {
-  const out = [];
-  let tids;
-  try {
-    tids = fs.readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return out;
-  }
-  for (const tid of tids) {
-    try {
-      const c = fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
-      if (c) for (const p of c.split(' ')) out.push(Number(p));
-    } catch {
-      // the thread ended meanwhile
-    }
-  }
-  return out;
 }
 
 /**

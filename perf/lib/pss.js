@@ -142,7 +142,7 @@ class PssSampler {
   }
 }
 
-module.exports = { readPss, treePids, treePss, PssSampler };
+module.exports = { readPss, treePids, treePss, PssSampler, children };
 
 if (require.main === module) {
   const pid = Number(process.argv[2] || process.pid);
